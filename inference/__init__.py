@@ -1,0 +1,1 @@
+"""Model code, training, evaluation, export and model clients. Never imports faust."""

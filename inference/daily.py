@@ -1,0 +1,75 @@
+"""Per-product, per-day forecaster input: how active videos become one vector (LAMM Eq. 4-5).
+
+The same arithmetic runs in three places and must agree: the pure stream state (numpy, one
+product at a time), the embedded runner (numpy, batched) and training (torch, whole sequences).
+``day_input`` is the numpy reference; training code builds the identical vector.
+
+For day t and product p with active videos v = 1..k (published on or before t, less than
+``WINDOW_DAYS`` old):
+
+    x_t = concat( mean_v [h_v, side(m_vt)],   # Eq. 4-5: mean over active videos
+                  product(p, t) )             # product side input (price, rating, units, counts)
+
+``side`` is log1p of the video's latest daily engagement, its age and its creator's followers.
+``product`` is documented in ``PRODUCT_FEATURES``; the LAMM paper uses video information only,
+we add the product's own sales and metadata as side input (said in the model card).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from schemas import limits as L
+
+SIDE_FEATURES = ("likes", "shares", "comments", "collects", "impressions", "age_days", "followers")
+PRODUCT_FEATURES = ("units", "price", "rating", "n_active", "n_new", "has_videos")
+SIDE_DIM = len(SIDE_FEATURES)
+PRODUCT_DIM = len(PRODUCT_FEATURES)
+
+
+def side_features(likes, shares, comments, collects, impressions, age_days, followers) -> np.ndarray:
+    """(..., SIDE_DIM) float32 side information of videos from raw counts (numpy broadcasting)."""
+    cols = [
+        np.log1p(np.asarray(likes, dtype=np.float64)),
+        np.log1p(np.asarray(shares, dtype=np.float64)),
+        np.log1p(np.asarray(comments, dtype=np.float64)),
+        np.log1p(np.asarray(collects, dtype=np.float64)),
+        np.log1p(np.asarray(impressions, dtype=np.float64)) / 4.0,
+        np.asarray(age_days, dtype=np.float64) / L.WINDOW_DAYS,
+        np.log1p(np.asarray(followers, dtype=np.float64)) / 4.0,
+    ]
+    return np.stack(np.broadcast_arrays(*cols), axis=-1).astype(np.float32)
+
+
+def product_features(units, price, rating, n_active, n_new) -> np.ndarray:
+    """(..., PRODUCT_DIM) float32 product side input for a closed (or provisional) day."""
+    n_active = np.asarray(n_active, dtype=np.float64)
+    cols = [
+        np.log1p(np.asarray(units, dtype=np.float64)),
+        np.log1p(np.asarray(price, dtype=np.float64)),
+        np.asarray(rating, dtype=np.float64) / 100.0,
+        np.log1p(n_active),
+        np.log1p(np.asarray(n_new, dtype=np.float64)),
+        (n_active > 0).astype(np.float64),
+    ]
+    return np.stack(np.broadcast_arrays(*cols), axis=-1).astype(np.float32)
+
+
+def day_input(h: np.ndarray, side: np.ndarray, product: np.ndarray) -> np.ndarray:
+    """One product-day input vector.
+
+    h: (K, H) encodings of the K active videos (K may be 0); side: (K, SIDE_DIM);
+    product: (PRODUCT_DIM,). Returns (H + SIDE_DIM + PRODUCT_DIM,) float32; with no active
+    video the video part is zeros (the model sees has_videos = 0).
+    """
+    assert h.ndim == 2 and side.ndim == 2 and h.shape[0] == side.shape[0], (
+        f"expected h (K, H) and side (K, {SIDE_DIM}) with the same K, got {h.shape} and {side.shape}"
+    )
+    assert side.shape[1] == SIDE_DIM and product.shape == (PRODUCT_DIM,), (
+        f"expected side (K, {SIDE_DIM}) and product ({PRODUCT_DIM},), got {side.shape} and {product.shape}"
+    )
+    if h.shape[0] == 0:
+        video = np.zeros(h.shape[1] + SIDE_DIM, dtype=np.float32)
+    else:
+        video = np.concatenate([h.mean(axis=0), side.mean(axis=0)]).astype(np.float32)
+    return np.concatenate([video, product.astype(np.float32)])
