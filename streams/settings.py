@@ -1,0 +1,69 @@
+"""The one configuration object. Nothing else reads ``os.environ``.
+
+Every field can be set by an environment variable ``LIFTSTREAM_<FIELD>`` (upper case), e.g.
+``LIFTSTREAM_KAFKA_BOOTSTRAP=kafka:9092``, or by the command-line flags of the commands that
+take them. Defaults run the embedded demo with nothing installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFTSTREAM_", extra="ignore")
+
+    # where things live
+    home: Path = Field(Path(".liftstream"), description="Local state: caches, embedded ClickHouse, stack.")
+
+    # Kafka / Faust
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "liftstream"
+    topic_prefix: str = ""
+    topic_partitions: int = 4
+    worker_web_port: int = 6066
+    batch_max: int = Field(2000, description="Events per micro-batch inside an agent.")
+    batch_within_s: float = Field(0.2, description="Longest wait to fill a micro-batch.")
+    broker_session_timeout_s: float = 60.0
+    broker_rebalance_timeout_s: float = 60.0
+    broker_heartbeat_interval_s: float = 3.0
+    day_close_timeout_s: float = Field(
+        0.0, description="Close a product's day without sales after this many seconds (0 = only on SalesDaily)."
+    )
+
+    # ClickHouse
+    store: str = Field("chdb://.liftstream/chdb", description="chdb:///dir (embedded) or clickhouse://host:port/db")
+    database: str = "liftstream"
+    sink_batch_rows: int = 10_000
+    sink_flush_interval_s: float = 1.0
+
+    # models
+    models: str = Field("inprocess", description="'inprocess' or 'triton://host:port'")
+    forecaster: str = Field("auto", description="'auto' (train or load LAMM), 'standin', or a checkpoint dir")
+    advisor: str = Field("auto", description="'auto' (fit or load FEI), 'standin', or a model dir")
+    model_timeout_s: float = 10.0
+
+    # advice economics (per impression value and cost per 1k followers, in the shop's currency)
+    value_per_impression: float = 0.02
+    cost_per_1k_followers: float = 5.0
+
+    # alerts
+    alert_window: int = 3
+    alert_pct_drop: float = 0.30
+    alert_critical_pct: float = 0.50
+    alert_min_reference_units: float = 5.0
+    alert_cooldown_days: int = 3
+
+    def alert_config(self):
+        from streams.state import AlertConfig
+
+        return AlertConfig(
+            window=self.alert_window,
+            pct_drop=self.alert_pct_drop,
+            critical_pct=self.alert_critical_pct,
+            min_reference_units=self.alert_min_reference_units,
+            cooldown_days=self.alert_cooldown_days,
+        )
