@@ -1,0 +1,229 @@
+"""The pure per-product step: window expiry, duplicates, out-of-order days, unknown ids, alerts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from inference.client import AsyncInProcessClient, InProcessClient
+from inference.standin import ConstantElasticityAdvisor, SeasonalNaiveForecaster
+from schemas import limits as L
+from schemas.events import EngagementDaily, SalesDaily, SegmentFeatures, VideoPublished
+from schemas.outputs import DeadLetter, ForecastAlert, InfluencerAdvice, SalesLiftForecast
+from streams.processor import Processor, replay_clock
+from streams.state import (
+    AlertConfig,
+    ForecastRequest,
+    ForecastResult,
+    ProductState,
+    apply_event,
+    apply_forecast,
+    day_ordinal,
+)
+
+D0 = date(2026, 3, 1)
+H = np.ones(8, dtype=np.float32)
+
+
+def video(vid: str, day: date, pid: str = "p1", followers: int = 12_000, eid: str | None = None) -> VideoPublished:
+    rng = np.random.default_rng(abs(hash(vid)) % 2**32)
+    feats = SegmentFeatures.from_arrays(
+        rng.normal(size=(3, L.FEATURE_DIM)), rng.normal(size=(3, L.FEATURE_DIM)),
+        rng.normal(size=(3, L.FEATURE_DIM)), rng.normal(size=(2, L.FEATURE_DIM)),
+    )
+    return VideoPublished(
+        event_id=eid or f"v:{vid}",
+        ts=datetime.combine(day, datetime.min.time()) + timedelta(hours=10),
+        day=day,
+        video_id=vid,
+        product_id=pid,
+        influencer={"influencer_id": f"i-{vid}", "followers": followers, "past_avg_hearts": 120.0},
+        product={"category": "beauty_skincare", "price": 59.0},
+        video_type="fashion",
+        length_s=9.6,
+        width=1080,
+        height=1920,
+        size_mb=3.2,
+        create_hour=10,
+        title="new lipstick",
+        features=feats,
+    )
+
+
+def eng(vid: str, day: date, likes: int = 10, pid: str = "p1", eid: str | None = None) -> EngagementDaily:
+    return EngagementDaily(
+        event_id=eid or f"e:{vid}:{day}", day=day, video_id=vid, product_id=pid,
+        likes=likes, comments=1, shares=2, collects=3, impressions=1000,
+    )
+
+
+def sales(day: date, units: int, pid: str = "p1", eid: str | None = None) -> SalesDaily:
+    return SalesDaily(event_id=eid or f"s:{pid}:{day}", day=day, product_id=pid, units=units, price=59.0, rating=92.0)
+
+
+def test_video_then_engagement_then_sales_close_the_day():
+    st, res = apply_event(None, video("v1", D0), h=H, h_dim=8)
+    assert res.status == "applied" and st.revision == 1
+    assert [r.kind for r in res.forecasts] == ["provisional"] and res.forecasts[0].issued_day == day_ordinal(D0)
+    assert res.advice[0].video_id == "v1" and res.advice[0].followers == 12_000
+    st, res = apply_event(st, eng("v1", D0, likes=7), h_dim=8)
+    assert res.status == "applied" and st.videos["v1"].likes == 7
+    st, res = apply_event(st, sales(D0, 40), h_dim=8)
+    (req,) = res.forecasts
+    assert req.kind == "day_close" and req.issued_day == day_ordinal(D0) and req.revision == 3
+    assert req.active_videos == 1 and len(req.xs) == 1 and req.xs[0].shape == (8 + 7 + 6,)
+    assert st.closed_day == day_ordinal(D0) and st.units == 40
+
+
+def test_redelivered_event_is_ignored_and_does_not_bump_revision():
+    st, _ = apply_event(None, video("v1", D0), h=H, h_dim=8)
+    st, res = apply_event(st, video("v1", D0), h=H, h_dim=8)
+    assert res.status == "duplicate" and res.rows == [] and st.revision == 1
+    # same video under a new event id: stored input row refreshed, no second advice/forecast
+    st, res = apply_event(st, video("v1", D0, eid="v:v1:again"), h=H, h_dim=8)
+    assert res.status == "duplicate" and len(res.rows) == 1 and res.forecasts == [] and res.advice == []
+
+
+def test_window_expiry_after_fourteen_days():
+    st, _ = apply_event(None, video("v1", D0), h=H, h_dim=8)
+    for i in range(L.WINDOW_DAYS):
+        st, res = apply_event(st, sales(D0 + timedelta(days=i), 10), h_dim=8)
+        # the video is active on days 0..13 and counted in each day's input
+        assert res.forecasts[0].active_videos == 1
+    assert "v1" not in st.videos and "v1" in st.expired
+    st, res = apply_event(st, sales(D0 + timedelta(days=L.WINDOW_DAYS), 10), h_dim=8)
+    assert res.forecasts[0].active_videos == 0
+    # late engagement for the expired video is stored but changes nothing
+    st, res = apply_event(st, eng("v1", D0 + timedelta(days=13)), h_dim=8)
+    assert res.status == "stale" and len(res.rows) == 1
+
+
+def test_unknown_video_is_rejected_not_crashing():
+    st, res = apply_event(None, eng("ghost", D0), h_dim=8)
+    assert res.status == "rejected" and res.rejection.error_type == "UnknownVideo" and st.revision == 0
+
+
+def test_out_of_order_engagement_keeps_latest_values():
+    st, _ = apply_event(None, video("v1", D0), h=H, h_dim=8)
+    st, _ = apply_event(st, eng("v1", D0 + timedelta(days=2), likes=30), h_dim=8)
+    st, res = apply_event(st, eng("v1", D0 + timedelta(days=1), likes=20), h_dim=8)
+    assert res.status == "stale" and st.videos["v1"].likes == 30
+
+
+def test_sales_gap_closes_missing_days_and_late_sales_do_not_rewind():
+    st, _ = apply_event(None, sales(D0, 10), h_dim=8)
+    st, res = apply_event(st, sales(D0 + timedelta(days=3), 12), h_dim=8)
+    (req,) = res.forecasts
+    assert len(req.xs) == 3  # days 1 and 2 imputed, then day 3
+    assert st.closed_day == day_ordinal(D0 + timedelta(days=3))
+    st, res = apply_event(st, sales(D0 + timedelta(days=1), 11), h_dim=8)
+    assert res.status == "stale" and res.forecasts == [] and len(res.rows) == 1
+
+
+def test_state_round_trips_through_bytes():
+    st, _ = apply_event(None, video("v1", D0), h=H, h_dim=8)
+    st, _ = apply_event(st, eng("v1", D0), h_dim=8)
+    st.recurrent = np.arange(3, dtype=np.float32)
+    back = ProductState.from_bytes(st.to_bytes())
+    assert back.to_bytes() == st.to_bytes()
+    np.testing.assert_array_equal(back.videos["v1"].h, H)
+    np.testing.assert_array_equal(back.recurrent, st.recurrent)
+
+
+def _close(st, day_i: int, point: float, lower: float, cfg: AlertConfig):
+    d = day_ordinal(D0) + day_i
+    req = ForecastRequest("p1", "day_close", d, day_i, None, [np.zeros(3)], 0)
+    res = ForecastResult(state=np.zeros(2), point=point, lower=lower, upper=point * 1.2, level=0.8)
+    return apply_forecast(st, req, res, model_version="t", now=datetime(2026, 3, 1), alerts=cfg)
+
+
+def test_drop_alert_fires_once_then_debounces_then_escalates():
+    cfg = AlertConfig(window=3, pct_drop=0.3, critical_pct=0.5, cooldown_days=3)
+    st = ProductState("p1")
+    for i in range(3):
+        st, rows = _close(st, i, 100.0, 80.0, cfg)
+        assert len(rows) == 1
+    st, rows = _close(st, 3, 65.0, 50.0, cfg)  # 35% drop: warning
+    alert = rows[1]
+    assert isinstance(alert, ForecastAlert) and alert.rule == "pct_drop" and alert.severity == "warning"
+    assert alert.drop_pct == pytest.approx(0.35)
+    st, rows = _close(st, 4, 60.0, 50.0, cfg)  # still down, within cooldown: no storm
+    assert len(rows) == 1
+    st, rows = _close(st, 5, 20.0, 10.0, cfg)  # critical escalates through the cooldown
+    assert rows[1].severity == "critical"
+
+
+def test_noise_within_band_does_not_alert():
+    cfg = AlertConfig()
+    st = ProductState("p1")
+    rows_all = []
+    for i, p in enumerate([100, 95, 104, 92, 99, 90]):
+        st, rows = _close(st, i, float(p), p * 0.8, cfg)
+        rows_all += rows
+    assert not any(isinstance(r, ForecastAlert) for r in rows_all)
+
+
+def test_small_products_never_alert():
+    cfg = AlertConfig(min_reference_units=5)
+    st = ProductState("p1")
+    for i, p in enumerate([3, 3, 3, 0]):
+        st, rows = _close(st, i, float(p), 0.0, cfg)
+    assert len(rows) == 1
+
+
+def _processor():
+    client = AsyncInProcessClient(InProcessClient(SeasonalNaiveForecaster(), ConstantElasticityAdvisor()))
+    return asyncio.run(Processor.create(client, {}, clock=replay_clock))
+
+
+def test_processor_counts_every_input_once_and_dead_letters_bad_ones():
+    proc = _processor()
+    good = [video("v1", D0), eng("v1", D0), sales(D0, 40), video("v2", D0 + timedelta(days=1)),
+            sales(D0 + timedelta(days=1), 44)]
+    items = [
+        *good,
+        b"{not json",
+        b'{"type": "sales_daily", "event_id": "x", "day": "2026-03-01", "product_id": "p1", "units": -5, "price": 1, "rating": 50}',
+        eng("ghost", D0),
+        good[1].model_dump_json().encode(),  # a redelivery of an applied event, as raw bytes
+        b"x" * (L.MAX_RAW_PAYLOAD_BYTES + 1),
+    ]
+    out = asyncio.run(proc.process(items))
+    c = out.counts
+    assert c["received"] == 10
+    assert c["applied"] == 5 and c["duplicate"] == 1 and c["dead_letter"] == 4
+    assert c["received"] == c["applied"] + c["duplicate"] + c["stale"] + c["dead_letter"]
+    dead = [r for r in out.rows if isinstance(r, DeadLetter)]
+    assert sorted(d.error_type for d in dead) == ["PayloadTooLarge", "UnknownVideo", "ValidationError", "ValidationError"]
+    units_err = next(d for d in dead if "units" in d.error)
+    assert "greater than or equal to 0" in units_err.error
+    big = next(d for d in dead if d.error_type == "PayloadTooLarge")
+    assert big.raw_size == L.MAX_RAW_PAYLOAD_BYTES + 1 and len(big.raw) == L.DEAD_LETTER_RAW_KEEP_BYTES
+    fc = [r for r in out.rows if isinstance(r, SalesLiftForecast)]
+    closes = [f for f in fc if f.kind == "day_close"]
+    # seasonal naive: tomorrow = today (units travel as float32 log1p inside the day input)
+    assert [f.issued_day for f in closes] == [D0, D0 + timedelta(days=1)]
+    assert [f.point for f in closes] == pytest.approx([40.0, 44.0], rel=1e-6)
+    assert sum(f.kind == "provisional" for f in fc) == 2
+    assert len([r for r in out.rows if isinstance(r, InfluencerAdvice)]) == 2
+
+
+def test_processor_is_deterministic_across_batch_splits():
+    events = []
+    for d in range(4):
+        day = D0 + timedelta(days=d)
+        events += [video(f"v{d}", day), eng(f"v{d}", day, likes=d)]
+        events += [eng(f"v{j}", day, likes=d + j) for j in range(d)]
+        events.append(sales(day, 30 + 5 * d))
+
+    def run(split: int):
+        proc = _processor()
+        rows = []
+        for i in range(0, len(events), split):
+            rows += asyncio.run(proc.process(events[i : i + split])).rows
+        return sorted(r.model_dump_json() for r in rows)
+
+    assert run(len(events)) == run(1) == run(3)
