@@ -158,7 +158,7 @@ WHERE {CATEGORY_FILTER}
 ORDER BY product_id""",
     "forecast_vs_actual": f"""
 SELECT
-  toDateTime(f.target_day) AS time,
+  toDateTime(f.target_day, 'UTC') AS time,
   f.forecast AS forecast,
   f.lower AS lower,
   f.upper AS upper,
@@ -179,7 +179,7 @@ LEFT JOIN (
 ) AS s ON s.product_id = f.product_id AND s.day = f.target_day
 ORDER BY time""",
     "sales_lift": f"""
-SELECT toDateTime(target_day) AS time, product_id,
+SELECT toDateTime(target_day, 'UTC') AS time, product_id,
   argMax(point - baseline, {_BEST}) AS lift
 FROM {T["forecasts"]} FINAL
 WHERE $__dateFilter(target_day) AND baseline IS NOT NULL
@@ -195,10 +195,10 @@ FROM (
   GROUP BY product_id
 )""",
     "top_products": f"""
-SELECT product_id, target_day, forecast, lower, upper, lift
+SELECT product_id, latest_target_day AS target_day, forecast, lower, upper, lift
 FROM (
   SELECT product_id,
-    max(target_day) AS target_day,
+    max(target_day) AS latest_target_day,
     argMax(point, (target_day, {_BEST[1:-1]})) AS forecast,
     argMax(lower, (target_day, {_BEST[1:-1]})) AS lower,
     argMax(upper, (target_day, {_BEST[1:-1]})) AS upper,
