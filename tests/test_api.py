@@ -1,0 +1,358 @@
+"""The HTTP API over an embedded ClickHouse (chdb) holding known rows: exact JSON out."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from schemas.ddl import COLUMNS, create_all, row_of
+from schemas.outputs import ForecastAlert, InfluencerAdvice, SalesLiftForecast
+from streams.api import ChdbStore, StoreError, create_app, open_store
+
+DB = "liftstream"
+
+
+def _forecast(
+    pid, target, kind, rev, point, lo, hi, base, active, emitted, version="lamm-1"
+) -> SalesLiftForecast:
+    t = date.fromisoformat(target)
+    return SalesLiftForecast(
+        product_id=pid,
+        issued_day=date.fromordinal(t.toordinal() - 1),
+        target_day=t,
+        kind=kind,
+        revision=rev,
+        point=point,
+        lower=lo,
+        upper=hi,
+        level=0.8,
+        baseline=base,
+        active_videos=active,
+        model_version=version,
+        emitted_at=datetime.fromisoformat(emitted),
+    )
+
+
+def _alert(pid, target, rule, severity, current, emitted) -> ForecastAlert:
+    t = date.fromisoformat(target)
+    return ForecastAlert(
+        product_id=pid,
+        issued_day=date.fromordinal(t.toordinal() - 1),
+        target_day=t,
+        rule=rule,
+        severity=severity,
+        reference=20.0,
+        current=current,
+        drop_pct=100 * (20.0 - current) / 20.0,
+        message=f"{pid} dropped",
+        model_version="lamm-1",
+        emitted_at=datetime.fromisoformat(emitted),
+    )
+
+
+def _advice(vid, pid, followers, tier, fei, opt_tier, actual, optimal, version, emitted) -> InfluencerAdvice:
+    return InfluencerAdvice(
+        video_id=vid,
+        product_id=pid,
+        influencer_id=f"inf-{vid}",
+        day=date(2026, 11, 19),
+        followers=followers,
+        tier=tier,
+        fei=fei,
+        curve_shape="s_shaped",
+        expected_impressions=1000.0,
+        optimal_followers=200_000,
+        optimal_tier=opt_tier,
+        expected_impressions_optimal=4000.0,
+        profit_actual=actual,
+        profit_optimal=optimal,
+        value_per_impression=0.02,
+        cost_per_1k_followers=5.0,
+        model_version=version,
+        emitted_at=datetime.fromisoformat(emitted),
+    )
+
+
+OUTPUTS = [
+    _forecast("p1", "2026-11-20", "provisional", 3, 10.0, 8.0, 12.0, 6.0, 2, "2026-11-19 18:00:00"),
+    _forecast("p1", "2026-11-20", "day_close", 5, 12.0, 9.0, 15.0, 7.0, 2, "2026-11-20 00:05:00"),
+    _forecast("p1", "2026-11-21", "provisional", 6, 13.0, 10.0, 16.0, 8.0, 3, "2026-11-20 09:00:00"),
+    _forecast("p1", "2026-11-21", "provisional", 7, 14.5, 11.0, 17.0, 8.0, 3, "2026-11-20 12:00:00"),
+    _forecast(
+        "p1", "2026-11-21", "provisional", 7, 14.5, 11.0, 17.0, 8.0, 3, "2026-11-20 12:00:00"
+    ),  # redelivered
+    _forecast("p2", "2026-11-21", "day_close", 4, 30.0, 25.0, 35.0, None, 1, "2026-11-21 00:10:00"),
+    _alert("p1", "2026-11-21", "pct_drop", "warning", 14.0, "2026-11-20 12:00:00"),
+    _alert("p2", "2026-11-21", "below_band", "critical", 9.0, "2026-11-21 00:10:00"),
+    _alert("p2", "2026-11-21", "below_band", "critical", 9.0, "2026-11-21 00:10:00"),  # redelivered
+    _advice("v1", "p1", 20_000, "micro", 0.75, "mid_tier", 100.0, 150.0, "fei-1", "2026-11-19 10:00:00"),
+    _advice(
+        "v1", "p1", 20_000, "micro", 0.5, "mid_tier", 100.0, 160.0, "fei-2", "2026-11-20 10:00:00"
+    ),  # newer
+    _advice("v2", "p1", 5_000, "nano", 1.25, "mid_tier", 50.0, 80.0, "fei-2", "2026-11-20 10:00:00"),
+    _advice("v3", "p1", 30_000, "micro", 1.0, "macro", 40.0, 40.5, "fei-2", "2026-11-20 10:00:00"),
+]
+SALES = [("s1", "p1", date(2026, 11, 20), 11, 9.9, 4.8), ("s2", "p2", date(2026, 11, 21), 40, 5.0, 4.5)]
+
+
+def _literal(v) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, datetime):
+        return f"'{v:%Y-%m-%d %H:%M:%S}'"
+    if isinstance(v, date):
+        return f"'{v.isoformat()}'"
+    return repr(v)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = ChdbStore(str(tmp_path_factory.mktemp("chdb-api")), DB)
+    for stmt in create_all(DB):
+        s.query(stmt)
+    rows = [row_of(m) for m in OUTPUTS] + [("sales_daily", r) for r in SALES]
+    for table in sorted({t for t, _ in rows}):
+        values = ",".join("(" + ",".join(map(_literal, r)) + ")" for t, r in rows if t == table)
+        s.query(f"INSERT INTO {DB}.{table} ({','.join(COLUMNS[table])}) VALUES {values}")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def client(store):
+    with TestClient(create_app(store)) as c:
+        yield c
+
+
+def test_health(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "database": "liftstream"}
+
+
+def test_latest_forecast(client):
+    r = client.get("/products/p1/forecast")
+    assert r.status_code == 200
+    assert r.json() == {
+        "product_id": "p1",
+        "issued_day": "2026-11-20",
+        "target_day": "2026-11-21",
+        "kind": "provisional",
+        "revision": 7,
+        "point": 14.5,
+        "lower": 11.0,
+        "upper": 17.0,
+        "level": 0.8,
+        "baseline": 8.0,
+        "lift": 6.5,
+        "active_videos": 3,
+        "model_version": "lamm-1",
+        "emitted_at": "2026-11-20T12:00:00Z",
+    }
+    p2 = client.get("/products/p2/forecast").json()
+    assert (p2["kind"], p2["point"], p2["baseline"], p2["lift"]) == ("day_close", 30.0, None, None)
+
+
+def test_forecast_history_vs_actuals(client):
+    r = client.get("/products/p1/forecasts")
+    assert r.status_code == 200
+    common = {"level": 0.8}
+    assert r.json() == {
+        "product_id": "p1",
+        "from": None,
+        "to": None,
+        "forecasts": [
+            common
+            | {
+                "target_day": "2026-11-20",
+                "issued_day": "2026-11-19",
+                "kind": "day_close",
+                "revision": 5,
+                "point": 12.0,
+                "lower": 9.0,
+                "upper": 15.0,
+                "baseline": 7.0,
+                "lift": 5.0,
+                "active_videos": 2,
+                "actual": 11.0,
+                "error": -1.0,
+                "covered": True,
+            },
+            common
+            | {
+                "target_day": "2026-11-21",
+                "issued_day": "2026-11-20",
+                "kind": "provisional",
+                "revision": 7,
+                "point": 14.5,
+                "lower": 11.0,
+                "upper": 17.0,
+                "baseline": 8.0,
+                "lift": 6.5,
+                "active_videos": 3,
+                "actual": None,
+                "error": None,
+                "covered": None,
+            },
+        ],
+    }
+    ranged = client.get("/products/p1/forecasts", params={"from": "2026-11-21", "to": "2026-11-30"}).json()
+    assert (ranged["from"], ranged["to"]) == ("2026-11-21", "2026-11-30")
+    assert [f["target_day"] for f in ranged["forecasts"]] == ["2026-11-21"]
+    assert client.get("/products/p1/forecasts", params={"to": "2026-11-01"}).json()["forecasts"] == []
+    p2 = client.get("/products/p2/forecasts").json()["forecasts"]
+    assert [(f["actual"], f["error"], f["covered"]) for f in p2] == [(40.0, 10.0, False)]
+
+
+def test_alerts(client):
+    r = client.get("/alerts")
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["since"], body["product_id"], body["count"]) == (None, None, 2)
+    assert body["alerts"][0] == {
+        "product_id": "p2",
+        "issued_day": "2026-11-20",
+        "target_day": "2026-11-21",
+        "rule": "below_band",
+        "severity": "critical",
+        "reference": 20.0,
+        "current": 9.0,
+        "drop_pct": 55.0,
+        "message": "p2 dropped",
+        "model_version": "lamm-1",
+        "emitted_at": "2026-11-21T00:10:00Z",
+    }
+    assert body["alerts"][1]["product_id"] == "p1"
+    since = client.get("/alerts", params={"since": "2026-11-21T00:00:00Z"}).json()
+    assert (since["since"], [a["product_id"] for a in since["alerts"]]) == ("2026-11-21T00:00:00Z", ["p2"])
+    # an offset is converted to UTC: 01:00+02:00 is 23:00 UTC of the day before
+    offset = client.get("/alerts", params={"since": "2026-11-21T01:00:00+02:00"}).json()
+    assert [a["product_id"] for a in offset["alerts"]] == ["p2"]
+    by_product = client.get("/alerts", params={"product_id": "p1"}).json()
+    assert [a["rule"] for a in by_product["alerts"]] == ["pct_drop"]
+    assert client.get("/alerts", params={"product_id": "nope"}).json()["count"] == 0
+    assert client.get("/alerts", params={"limit": 1}).json()["count"] == 1
+
+
+def test_video_advice_takes_the_latest_model(client):
+    r = client.get("/videos/v1/advice")
+    assert r.status_code == 200
+    assert r.json() == {
+        "video_id": "v1",
+        "product_id": "p1",
+        "influencer_id": "inf-v1",
+        "day": "2026-11-19",
+        "followers": 20000,
+        "tier": "micro",
+        "fei": 0.5,
+        "curve_shape": "s_shaped",
+        "expected_impressions": 1000.0,
+        "optimal_followers": 200000,
+        "optimal_tier": "mid_tier",
+        "expected_impressions_optimal": 4000.0,
+        "profit_actual": 100.0,
+        "profit_optimal": 160.0,
+        "profit_gap": 60.0,
+        "value_per_impression": 0.02,
+        "cost_per_1k_followers": 5.0,
+        "model_version": "fei-2",
+        "emitted_at": "2026-11-20T10:00:00Z",
+    }
+
+
+def test_product_advice_summary(client):
+    r = client.get("/products/p1/advice")
+    assert r.status_code == 200
+    assert r.json() == {
+        "product_id": "p1",
+        "videos": 3,
+        "recommended_tier": "mid_tier",
+        "profit_actual": 190.0,
+        "profit_optimal": 280.5,
+        "profit_gap": 90.5,
+        "by_tier": [
+            {
+                "tier": "nano",
+                "videos": 1,
+                "mean_fei": 1.25,
+                "profit_actual": 50.0,
+                "profit_optimal": 80.0,
+                "profit_gap": 30.0,
+            },
+            {
+                "tier": "micro",
+                "videos": 2,
+                "mean_fei": 0.75,
+                "profit_actual": 140.0,
+                "profit_optimal": 200.5,
+                "profit_gap": 60.5,
+            },
+        ],
+        "optimal_tiers": [{"tier": "mid_tier", "videos": 2}, {"tier": "macro", "videos": 1}],
+    }
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/products/zz/forecast", "/products/zz/forecasts", "/videos/zz/advice", "/products/p2/advice"],
+)
+def test_unknown_ids_404(client, path):
+    r = client.get(path)
+    assert r.status_code == 404
+    assert "zz" in r.json()["detail"] or "p2" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/products/bad id!/forecast", {}),
+        ("/products/" + "x" * 65 + "/forecast", {}),
+        ("/products/p1/forecasts", {"from": "yesterday"}),
+        ("/products/p1/forecasts", {"from": "2026-11-22", "to": "2026-11-21"}),
+        ("/alerts", {"since": "not-a-time"}),
+        ("/alerts", {"limit": 0}),
+        ("/alerts", {"limit": 1001}),
+        ("/alerts", {"product_id": "a'b"}),
+        ("/videos/a'b/advice", {}),
+    ],
+)
+def test_bad_params_422(client, path, params):
+    assert client.get(path, params=params).status_code == 422
+
+
+def test_openapi_lists_every_endpoint(client):
+    spec = client.get("/openapi.json").json()
+    assert sorted(spec["paths"]) == [
+        "/alerts",
+        "/health",
+        "/products/{product_id}/advice",
+        "/products/{product_id}/forecast",
+        "/products/{product_id}/forecasts",
+        "/videos/{video_id}/advice",
+    ]
+    assert spec["paths"]["/products/{product_id}/forecast"]["get"]["responses"]["200"]["content"][
+        "application/json"
+    ]["schema"] == {"$ref": "#/components/schemas/Forecast"}
+
+
+def test_store_down_is_503(tmp_path):
+    class Down:
+        database = DB
+
+        def query(self, sql, params=None):
+            raise StoreError("connection refused")
+
+    with TestClient(create_app(Down())) as c:
+        r = c.get("/products/p1/forecast")
+    assert (r.status_code, r.json()) == (503, {"detail": "store unavailable: connection refused"})
+
+
+def test_open_store_urls():
+    with pytest.raises(ValueError, match="unsupported store url"):
+        open_store("postgres://x")
+    with pytest.raises(ValueError, match="no directory"):
+        open_store("chdb://")
