@@ -1,0 +1,387 @@
+"""LAMM: ladder-attention multimodal sales-lift forecaster (one model, one file).
+
+Three parts, as in the LAMM paper (sections 3.3-3.4):
+
+1. Video encoder (Eq. 2-3). Per-modality input projections of frame / motion / audio segments
+   (20 x 3.2 s, padded) and title tokens to d=128, then a ladder of mutual multi-head attention
+   layers that fuse text, audio and motion in turn into the frame sequence (the target), then a
+   masked average over frame segments: ``h_v`` (N, H).
+2. Day input (Eq. 4-5): ``[h_v, side]`` averaged over the product's active videos plus product
+   side input, built by ``inference.daily`` (numpy, streaming) and ``inference.lamm_data``
+   (torch, training) so both agree.
+3. Day model (Eq. 6): an LSTM over days predicting the next day's standardized log1p units, plus
+   a linear skip from the tabular part of x (today's units dominate tomorrow's).
+
+Eq. (2) as printed takes Q from the auxiliary modality B and K, V from the target A; the
+result then has B's length, not the frame's. ``reading="target_query"`` (default) resolves it so
+the result stays aligned with the frame segments: Q from the frame sequence, K/V from the
+auxiliary, residual + layer norm (each frame segment gathers what it needs from the auxiliary).
+``reading="aux_query"`` is the literal reading: Q from the auxiliary, K/V from the current target
+sequence, residual on the auxiliary; the fused sequence takes the auxiliary's length and mask and
+becomes the target of the next rung (text -> audio -> motion, the last two 20-segment aligned),
+and h_v pools over the last rung's mask. Both are measured in docs/lamm.md.
+
+d=128 with 3 heads does not divide: each head has dim ``head_dim`` (default 43), so Q/K/V
+project 128 -> 3*43=129 and the output projection maps 129 -> 128; scores scale by
+1/sqrt(head_dim) (the per-head form of Eq. 2's 1/sqrt(d)).
+
+``LammForecaster`` wraps a trained model, its normalisation constants and split-conformal
+80% interval quantiles behind the ``inference.client`` forecaster protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from inference.client import StepOutput, VideoBatch
+from inference.daily import PRODUCT_DIM, PRODUCT_FEATURES, SIDE_DIM
+from schemas import limits as L
+
+LADDER = ("text", "audio", "motion")  # fused in turn into the frame target (Figure 3)
+
+
+@dataclass
+class LammConfig:
+    feature_dim: int = L.FEATURE_DIM  # input feature dim of every modality (128)
+    d_model: int = 128  # per-modality representation dim (paper: 128); h_v has this dim
+    n_heads: int = 3  # mutual multi-head attention heads (section 4.4)
+    head_dim: int = 43  # per-head dim: 3 * 43 = 129 inner, projected back to 128
+    hidden: int = 128  # LSTM hidden size (section 4.4)
+    dropout: float = 0.2  # section 4.4
+    ladder: tuple[str, ...] = LADDER  # auxiliary modalities fused into frame, in order; ablations drop some
+    use_frame: bool = (
+        True  # False = "w/o frame" ablation: frame features zeroed (target is a learned constant)
+    )
+    reading: str = (
+        "target_query"  # Eq. (2) reading: "target_query" (aligned to frames) | "aux_query" (literal)
+    )
+
+    def __post_init__(self) -> None:
+        self.ladder = tuple(self.ladder)
+        assert set(self.ladder) <= set(LADDER), f"expected ladder modalities from {LADDER}, got {self.ladder}"
+        assert self.reading in ("target_query", "aux_query"), f"unknown reading {self.reading!r}"
+
+    @property
+    def x_dim(self) -> int:
+        return self.d_model + SIDE_DIM + PRODUCT_DIM  # day input: [mean h_v, mean side, product]
+
+
+class MutualAttention(nn.Module):
+    """Eq. (2) with heads: ``query`` attends over ``key`` (masked); residual + layer norm on the query."""
+
+    def __init__(self, cfg: LammConfig):
+        super().__init__()
+        inner = cfg.n_heads * cfg.head_dim
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.d_model, inner)
+        self.k = nn.Linear(cfg.d_model, inner)
+        self.v = nn.Linear(cfg.d_model, inner)
+        self.o = nn.Linear(inner, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        n, lq, d = query.shape  # (N, Lq, d)
+        lk = key.shape[1]  # key: (N, Lk, d), key_mask: (N, Lk) bool
+        hh, hd = self.n_heads, self.head_dim
+        q = self.q(query).view(n, lq, hh, hd).transpose(1, 2)  # (N, h, Lq, hd)
+        k = self.k(key).view(n, lk, hh, hd).transpose(1, 2)  # (N, h, Lk, hd)
+        v = self.v(key).view(n, lk, hh, hd).transpose(1, 2)  # (N, h, Lk, hd)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)  # (N, h, Lq, Lk)
+        scores = scores.masked_fill(~key_mask[:, None, None, :], -1e9)
+        w = torch.softmax(scores, dim=-1)
+        # a video with no valid key (e.g. an empty title) gets nothing from that modality
+        w = w * key_mask.any(dim=1).to(w.dtype)[:, None, None, None]
+        out = (w @ v).transpose(1, 2).reshape(n, lq, hh * hd)  # (N, Lq, h*hd)
+        return self.norm(query + self.drop(self.o(out)))  # (N, Lq, d)
+
+
+class Lamm(nn.Module):
+    """Video encoder + day LSTM. Buffers hold the input/target normalisation constants."""
+
+    def __init__(self, cfg: LammConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.proj = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(cfg.feature_dim, d), nn.LayerNorm(d)) for m in ("frame", *LADDER)}
+        )
+        self.ladder = nn.ModuleDict({m: MutualAttention(cfg) for m in cfg.ladder})
+        tab = SIDE_DIM + PRODUCT_DIM
+        self.register_buffer("x_mean", torch.zeros(tab))  # side + product part of x
+        self.register_buffer("x_std", torch.ones(tab))
+        self.register_buffer("y_mean", torch.zeros(()))  # target: (log1p(units) - y_mean) / y_std
+        self.register_buffer("y_std", torch.ones(()))
+        self.in_drop = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(cfg.x_dim, cfg.hidden, batch_first=True)
+        self.out_drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.hidden, 1)
+        self.skip = nn.Linear(tab, 1)
+
+    # ---- video encoder (Eq. 2-3)
+    def encode(self, frame, motion, audio, seg_mask, title, title_mask) -> torch.Tensor:
+        n, s, f = frame.shape
+        assert s <= L.MAX_SEGMENTS and f == self.cfg.feature_dim, (
+            f"expected frame (N, S<={L.MAX_SEGMENTS}, {self.cfg.feature_dim}), got {tuple(frame.shape)}"
+        )
+        assert motion.shape == frame.shape and audio.shape == frame.shape, (
+            f"expected motion/audio {tuple(frame.shape)}, got {tuple(motion.shape)} {tuple(audio.shape)}"
+        )
+        t = title.shape[1]
+        assert (
+            seg_mask.shape == (n, s)
+            and title.shape == (n, t, f)
+            and title_mask.shape == (n, t)
+            and t <= L.MAX_TITLE_TOKENS
+        ), (
+            f"expected seg_mask {(n, s)}, title (N, T<={L.MAX_TITLE_TOKENS}, {f}), title_mask (N, T); got "
+            f"{tuple(seg_mask.shape)}, {tuple(title.shape)}, {tuple(title_mask.shape)}"
+        )
+        seg_mask, title_mask = seg_mask.bool(), title_mask.bool()
+        if not self.cfg.use_frame:
+            frame = torch.zeros_like(frame)
+        aux = {"motion": (motion, seg_mask), "audio": (audio, seg_mask), "text": (title, title_mask)}
+        seq, mask = self.proj["frame"](frame), seg_mask  # (N, S, d) the frame target
+        for m in self.cfg.ladder:
+            a = self.proj[m](aux[m][0])  # (N, S or T, d)
+            if self.cfg.reading == "target_query":
+                seq = self.ladder[m](seq, a, aux[m][1])  # (N, S, d) stays aligned with frames
+            else:
+                seq, mask = self.ladder[m](a, seq, mask), aux[m][1]  # (N, len(aux), d): Eq. 2 literally
+        w = mask.to(seq.dtype)[..., None]  # (N, L, 1)
+        return (seq * w).sum(1) / w.sum(1).clamp(min=1.0)  # (N, d) Eq. 3: masked average pooling
+
+    def encode_packed(
+        self, frame, motion, audio, seg_mask, title, title_mask, chunk: int = 1024
+    ) -> torch.Tensor:
+        """``encode`` over length-sorted chunks trimmed to their longest video / title.
+
+        Same numbers as ``encode`` (padding is masked out of keys and pooling; layer norms are
+        per position), a fraction of the work: most videos are far shorter than 20 segments.
+        """
+        n = frame.shape[0]
+        pos_s = torch.arange(1, seg_mask.shape[1] + 1)
+        pos_t = torch.arange(1, title_mask.shape[1] + 1)
+        len_s = (
+            (seg_mask.bool() * pos_s).amax(1) if n else pos_s[:0]
+        )  # (N,) index after the last real segment
+        len_t = (title_mask.bool() * pos_t).amax(1) if n else pos_t[:0]
+        order = torch.argsort(len_s * (title_mask.shape[1] + 1) + len_t)
+        parts = []
+        for i in range(0, n, chunk):
+            idx = order[i : i + chunk]
+            s, t = max(int(len_s[idx].max()), 1), max(int(len_t[idx].max()), 1)
+            parts.append(
+                self.encode(
+                    frame[idx, :s],
+                    motion[idx, :s],
+                    audio[idx, :s],
+                    seg_mask[idx, :s],
+                    title[idx, :t],
+                    title_mask[idx, :t],
+                )
+            )
+        if not parts:
+            return frame.new_zeros((0, self.cfg.d_model))
+        return torch.cat(parts).index_select(0, torch.argsort(order))  # (N, d) back in input order
+
+    # ---- day model (Eq. 6)
+    def _tab(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert x.shape[-1] == self.cfg.x_dim, f"expected x (..., {self.cfg.x_dim}), got {tuple(x.shape)}"
+        d = self.cfg.d_model
+        tab = (x[..., d:] - self.x_mean) / self.x_std  # (..., SIDE+PRODUCT)
+        return torch.cat([x[..., :d], tab], dim=-1), tab
+
+    def forward_days(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x (B, T, F) day inputs -> (z (B, T) next-day standardized log1p units, (h, c))."""
+        assert x.ndim == 3, f"expected x (B, T, {self.cfg.x_dim}), got {tuple(x.shape)}"
+        xn, tab = self._tab(x)  # (B, T, F), (B, T, SIDE+PRODUCT)
+        o, hc = self.lstm(self.in_drop(xn), state)  # (B, T, hidden)
+        z = self.out(self.out_drop(o)).squeeze(-1) + self.skip(tab).squeeze(-1)  # (B, T)
+        return z, hc
+
+    def step(self, state: torch.Tensor, x: torch.Tensor, baseline: bool = False):
+        """One day for N products: state (N, 2*hidden) = [h, c], x (N, F) -> (state, z (N,)[, z0 (N,)]).
+
+        The LSTM cell written out (same weights and gate order i, f, g, o as ``nn.LSTM``; the
+        parity test checks it against ``forward_days``) so that the no-video counterfactual z0
+        (x's video part zeroed: mean h_v and side zero, n_active = n_new = has_videos = 0) reuses
+        the recurrent half of the gates and costs a 13-wide matmul instead of a second step.
+        """
+        hid, d = self.cfg.hidden, self.cfg.d_model
+        n = x.shape[0]
+        assert state.shape == (n, 2 * hid), f"expected state ({n}, {2 * hid}), got {tuple(state.shape)}"
+        assert x.ndim == 2, f"expected x (N, {self.cfg.x_dim}), got {tuple(x.shape)}"
+        h, c = state[:, :hid], state[:, hid:]  # (N, hidden) each
+        xn, tab = self._tab(x)  # (N, F), (N, SIDE+PRODUCT)
+        w_ih = self.lstm.weight_ih_l0  # (4*hidden, F)
+        rec = h @ self.lstm.weight_hh_l0.T + (self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0)  # (N, 4*hidden)
+        h1, c1 = _lstm_cell(xn @ w_ih.T + rec, c)
+        z = self.out(h1).squeeze(-1) + self.skip(tab).squeeze(-1)  # (N,)
+        new_state = torch.cat([h1, c1], dim=1)
+        if not baseline:
+            return new_state, z
+        raw0 = x[:, d:].clone()  # (N, SIDE+PRODUCT) raw side + product part
+        raw0[:, :SIDE_DIM] = 0.0
+        raw0[:, self._no_video_cols] = 0.0
+        tab0 = (raw0 - self.x_mean) / self.x_std
+        h0, _ = _lstm_cell(tab0 @ w_ih[:, d:].T + rec, c)  # the video half of x is zero
+        z0 = self.out(h0).squeeze(-1) + self.skip(tab0).squeeze(-1)
+        return new_state, z, z0
+
+    # columns of x's side + product part that say "there are videos" (zeroed for the counterfactual)
+    _no_video_cols = [SIDE_DIM + PRODUCT_FEATURES.index(k) for k in ("n_active", "n_new", "has_videos")]
+
+
+def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTM's cell from precomputed gates (N, 4*hidden) in PyTorch's i, f, g, o order."""
+    i, f, g, o = gates.chunk(4, dim=1)
+    c1 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c1), c1
+
+
+def masked_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N, L, D), (N, L) bool -> (N, D) mean over real positions (zeros if none)."""
+    w = mask.to(x.dtype)[..., None]
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Serving: the forecaster protocol of inference.client
+
+
+@dataclass
+class Conformal:
+    """Split-conformal quantiles of held-out residuals z_true - z_pred (standardized log1p scale)."""
+
+    level: float = 0.8
+    q_lo: float = -1.0
+    q_hi: float = 1.0
+    n_calib: int = 0
+
+    @classmethod
+    def fit(cls, residuals: np.ndarray, level: float = 0.8) -> Conformal:
+        r = np.sort(np.asarray(residuals, dtype=np.float64).ravel())
+        n = r.size
+        assert n > 0, "conformal calibration needs held-out residuals"
+        a = (1.0 - level) / 2.0
+        # finite-sample corrected ranks for each tail (split conformal, two one-sided bounds)
+        lo = max(int(np.floor(a * (n + 1))) - 1, 0)
+        hi = min(int(np.ceil((1.0 - a) * (n + 1))) - 1, n - 1)
+        # the interval always contains the point (only ever widens it: coverage stays >= level)
+        return cls(level=level, q_lo=min(float(r[lo]), 0.0), q_hi=max(float(r[hi]), 0.0), n_calib=n)
+
+
+@dataclass
+class LammForecaster:
+    """A trained LAMM behind ``encode`` / ``init_state`` / ``step`` (batched numpy, raw units out)."""
+
+    model: Lamm
+    conformal: Conformal
+    with_baseline: bool = True  # also return the no-video counterfactual forecast
+    meta: dict = field(default_factory=dict)
+    model_version: str = ""
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        if not self.model_version:
+            self.model_version = "lamm-" + self.fingerprint()
+
+    @property
+    def cfg(self) -> LammConfig:
+        return self.model.cfg
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.cfg.d_model
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * self.cfg.hidden
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(json.dumps(asdict(self.cfg), sort_keys=True).encode())
+        for k, v in sorted(self.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().numpy().tobytes())
+        h.update(json.dumps(asdict(self.conformal), sort_keys=True).encode())
+        return h.hexdigest()[:12]
+
+    def encode(self, videos: VideoBatch) -> np.ndarray:
+        t = lambda a, dt=torch.float32: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
+        with torch.inference_mode():
+            h = self.model.encode_packed(
+                t(videos.frame),
+                t(videos.motion),
+                t(videos.audio),
+                t(videos.seg_mask, torch.bool),
+                t(videos.title),
+                t(videos.title_mask, torch.bool),
+            )
+        return h.numpy()  # (N, H)
+
+    def init_state(self, n: int) -> np.ndarray:
+        return np.zeros((n, self.state_dim), dtype=np.float32)
+
+    def to_units(self, z: np.ndarray) -> np.ndarray:
+        y = z.astype(np.float64) * float(self.model.y_std) + float(self.model.y_mean)
+        return np.expm1(np.clip(y, 0.0, 30.0))
+
+    def step(self, state: np.ndarray, x: np.ndarray) -> StepOutput:
+        n = x.shape[0]
+        assert state.shape == (n, self.state_dim), (
+            f"expected state ({n}, {self.state_dim}), got {state.shape}"
+        )
+        assert x.shape == (n, self.cfg.x_dim), f"expected x ({n}, {self.cfg.x_dim}), got {x.shape}"
+        x = np.asarray(x, dtype=np.float32)
+        s = torch.from_numpy(np.ascontiguousarray(state, dtype=np.float32))
+        with torch.inference_mode():
+            if self.with_baseline:
+                new, z, z0 = self.model.step(s, torch.from_numpy(x), baseline=True)
+                z0 = z0.numpy()
+            else:
+                new, z = self.model.step(s, torch.from_numpy(x))
+                z0 = None
+            z = z.numpy()
+        c = self.conformal
+        return StepOutput(
+            state=new.numpy(),
+            point=self.to_units(z),
+            lower=self.to_units(z + c.q_lo),
+            upper=self.to_units(z + c.q_hi),
+            level=c.level,
+            baseline=None if z0 is None else self.to_units(z0),
+        )
+
+    # ---- checkpoint dir: config.json, weights.pt, conformal.json, meta.json
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        buf = io.BytesIO()
+        torch.save(self.model.state_dict(), buf)
+        (path / "weights.pt").write_bytes(buf.getvalue())
+        (path / "conformal.json").write_text(json.dumps(asdict(self.conformal), indent=2))
+        norm = {k: self.model.state_dict()[k].tolist() for k in ("x_mean", "x_std", "y_mean", "y_std")}
+        meta = {**self.meta, "model_version": self.model_version, "normalisation": norm}
+        (path / "meta.json").write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, with_baseline: bool = True) -> LammForecaster:
+        path = Path(path)
+        cfg = LammConfig(**json.loads((path / "config.json").read_text()))
+        model = Lamm(cfg)
+        model.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
+        meta = json.loads((path / "meta.json").read_text())
+        conf = Conformal(**json.loads((path / "conformal.json").read_text()))
+        return cls(model, conf, with_baseline=with_baseline, meta=meta, model_version=meta["model_version"])

@@ -1,0 +1,277 @@
+"""LAMM: shapes, the packed encoder, stepwise == full-sequence parity, the torch day input ==
+inference.daily.day_input, conformal intervals, checkpoint round trip, train_or_load caching.
+
+All on tiny random datasets written by ``write_random_dataset`` (a few seconds in all).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from inference.client import InProcessClient, VideoBatch
+from inference.daily import PRODUCT_DIM, SIDE_DIM, day_input, product_features, side_features
+from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
+from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch
+from inference.lamm_train import TrainConfig, predict_z, train_lamm, train_or_load
+from inference.standin import ConstantElasticityAdvisor
+from schemas import dataset as ds
+from schemas import limits as L
+
+S, T, D = L.MAX_SEGMENTS, L.MAX_TITLE_TOKENS, L.FEATURE_DIM
+
+
+def write_random_dataset(root: Path, n_products: int = 6, n_days: int = 8, seed: int = 0) -> Path:
+    """A small dataset folder in the schemas.dataset format with random content and a weak signal."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    pids = [f"p{i}" for i in range(n_products)]
+    rows = []
+    for p in range(n_products):
+        for _ in range(rng.integers(0, 3 * n_days // 2 + 1)):
+            rows.append((p, int(rng.integers(-2, n_days))))
+    rows.append((0, 0))  # at least one video
+    n_v = len(rows)
+    vids = [f"v{i}" for i in range(n_v)]
+    nseg = rng.integers(1, S + 1, n_v)
+    ntok = rng.integers(0, T + 1, n_v)
+    feats = {k: rng.standard_normal((n_v, S, D)).astype(np.float16) for k in ("frame", "motion", "audio")}
+    seg_mask = np.arange(S)[None] < nseg[:, None]
+    for k in ("frame", "motion", "audio"):
+        feats[k][~seg_mask] = 0
+    title_mask = np.arange(T)[None] < ntok[:, None]
+    feats["title"] = (rng.standard_normal((n_v, T, D)) * title_mask[..., None]).astype(np.float16)
+    feats["seg_mask"], feats["title_mask"] = seg_mask, title_mask
+    (root / "features").mkdir(exist_ok=True)
+    for k, a in feats.items():
+        np.save(root / "features" / f"{k}.npy", a)
+    tables = {
+        "products": {"product_id": pids, "category": [L.PRODUCT_CATEGORIES[i % 13] for i in range(n_products)],
+                     "price": rng.uniform(5, 200, n_products), "rating": rng.uniform(70, 100, n_products),
+                     "history_sales": rng.integers(16, 5000, n_products), "history_videos": rng.integers(2, 100, n_products)},
+        "influencers": {"influencer_id": ["i0"], "followers": [1000], "past_avg_hearts": [10.0], "verified": [False],
+                        "city_tier": ["first"], "age": [30]},
+        "videos": {"video_id": vids, "product_id": [pids[p] for p, _ in rows], "influencer_id": ["i0"] * n_v,
+                   "publish_day": [d for _, d in rows], "create_hour": rng.integers(0, 24, n_v),
+                   "video_type": [L.VIDEO_TYPES[0]] * n_v, "length_s": nseg * 3.2, "width": [1080] * n_v,
+                   "height": [1920] * n_v, "size_mb": [1.0] * n_v, "title": ["t"] * n_v,
+                   "followers": rng.integers(100, 10**6, n_v), "past_avg_hearts": [1.0] * n_v, "n_segments": nseg,
+                   "feature_row": np.arange(n_v), "impressions_14d": [0] * n_v},
+    }
+    eng = []
+    for v, (p, d0) in enumerate(rows):
+        for t in range(max(d0, 0), min(d0 + L.WINDOW_DAYS, n_days)):
+            if rng.random() < 0.85:  # some days missing: the latest earlier day carries over
+                eng.append((vids[v], pids[p], t, *rng.integers(0, 500, 5)))
+    cols = ("video_id", "product_id", "day", "likes", "comments", "shares", "collects", "impressions")
+    tables["engagement"] = {c: [r[i] for r in eng] for i, c in enumerate(cols)}
+    sales = [(pids[p], t, int(rng.poisson(20 + 5 * p)), 50.0 + t, 90.0) for p in range(n_products) for t in range(n_days)
+             if not (p == 1 and t == 3)]  # one missing sales row
+    tables["sales"] = {c: [r[i] for r in sales] for i, c in enumerate(("product_id", "day", "units", "price", "rating"))}
+    for name, cols_ in tables.items():
+        pq.write_table(pa.table(cols_).cast(ds.TABLES[name]), root / f"{name}.parquet")
+    meta = {"format": ds.FORMAT, "version": ds.VERSION, "start_date": "2026-01-01", "n_days": n_days,
+            "feature_dim": D, "max_segments": S, "max_title_tokens": T, "history_days": n_days - 2}
+    (root / "meta.json").write_text(json.dumps(meta))
+    ds.validate_dataset(root)
+    return root
+
+
+def random_videos(n: int, seed: int = 0) -> VideoBatch:
+    rng = np.random.default_rng(seed)
+    b = VideoBatch.empty(n)
+    ns, nt = rng.integers(1, S + 1, n), rng.integers(0, T + 1, n)
+    for i in range(n):
+        b.frame[i, : ns[i]] = rng.standard_normal((ns[i], D))
+        b.motion[i, : ns[i]] = rng.standard_normal((ns[i], D))
+        b.audio[i, : ns[i]] = rng.standard_normal((ns[i], D))
+        b.seg_mask[i, : ns[i]] = True
+        b.title[i, : nt[i]] = rng.standard_normal((nt[i], D))
+        b.title_mask[i, : nt[i]] = True
+    return b
+
+
+def _t(b: VideoBatch):
+    return [torch.from_numpy(getattr(b, k)) for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_random_dataset(tmp_path_factory.mktemp("ds") / "rand")
+
+
+@pytest.mark.parametrize("reading", ["target_query", "aux_query"])
+def test_encode_shapes_and_packed_equals_padded(reading):
+    torch.manual_seed(0)
+    m = Lamm(LammConfig(reading=reading)).eval()
+    b = random_videos(37)
+    with torch.inference_mode():
+        h = m.encode(*_t(b))
+        hp = m.encode_packed(*_t(b), chunk=8)
+    assert h.shape == (37, 128)
+    assert torch.isfinite(h).all()
+    torch.testing.assert_close(hp, h, rtol=1e-4, atol=1e-5)
+
+
+def test_encode_rejects_wrong_shapes():
+    m = Lamm(LammConfig()).eval()
+    b = _t(random_videos(2))
+    b[0] = b[0][:, :, :64]
+    with pytest.raises(AssertionError, match="expected frame"):
+        m.encode(*b)
+
+
+def test_padding_does_not_leak():
+    """Changing padded segments / tokens leaves h_v unchanged."""
+    torch.manual_seed(0)
+    m = Lamm(LammConfig()).eval()
+    b = random_videos(5, seed=3)
+    b2 = random_videos(5, seed=3)
+    b2.frame[~b2.seg_mask] = 7.0
+    b2.title[~b2.title_mask] = -3.0
+    with torch.inference_mode():
+        torch.testing.assert_close(m.encode(*_t(b2)), m.encode(*_t(b)), rtol=1e-5, atol=1e-5)
+
+
+def test_ablations_change_the_encoder():
+    torch.manual_seed(0)
+    b = _t(random_videos(4))
+    outs = []
+    for cfg in (LammConfig(), LammConfig(ladder=("audio", "motion")), LammConfig(use_frame=False)):
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            outs.append(Lamm(cfg).eval().encode(*b))
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])
+
+
+def test_step_parity_with_full_sequence():
+    """Stepwise streaming form == the training forward over the whole day sequence."""
+    torch.manual_seed(0)
+    cfg = LammConfig()
+    m = Lamm(cfg).eval()
+    x = torch.randn(5, 9, cfg.x_dim)  # (B, T, F)
+    with torch.inference_mode():
+        z_full, _ = m.forward_days(x)
+        state = torch.zeros(5, 2 * cfg.hidden)
+        zs = []
+        for t in range(9):
+            state, z = m.step(state, x[:, t])
+            zs.append(z)
+    torch.testing.assert_close(torch.stack(zs, 1), z_full, rtol=1e-5, atol=1e-5)
+
+
+def test_baseline_is_the_step_with_no_videos():
+    torch.manual_seed(0)
+    cfg = LammConfig()
+    m = Lamm(cfg).eval()
+    x = torch.randn(6, cfg.x_dim)
+    s = torch.randn(6, 2 * cfg.hidden)
+    x0 = x.clone()
+    x0[:, : cfg.d_model + SIDE_DIM] = 0
+    for k in (3, 4, 5):  # n_active, n_new, has_videos
+        x0[:, cfg.d_model + SIDE_DIM + k] = 0
+    with torch.inference_mode():
+        s1, z, z0 = m.step(s, x, baseline=True)
+        _, z0_ref = m.step(s, x0)
+        s1_ref, z_ref = m.step(s, x)
+    torch.testing.assert_close(z0, z0_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(s1, s1_ref)
+
+
+def test_torch_day_inputs_equal_daily_day_input(dataset):
+    """Training's x (torch, batched) == the streaming definition inference.daily.day_input, day by day."""
+    data = load_lamm_data(dataset)
+    torch.manual_seed(0)
+    m = Lamm(LammConfig()).eval()
+    products = np.arange(data.n_products)
+    b = make_batch(data, products)
+    with torch.inference_mode():
+        h = m.encode(*b.videos())
+        x = build_day_inputs(h, b).numpy()  # (P, D, F)
+    videos = ds.read_table(dataset, "videos").to_pandas()
+    eng = ds.read_table(dataset, "engagement").to_pandas()
+    sales = ds.read_table(dataset, "sales").to_pandas().set_index(["product_id", "day"])
+    # h rows follow data's video order (product, publish day, id); map them back to video ids
+    order = videos.assign(p=videos["product_id"].map({p: i for i, p in enumerate(data.product_ids)}))
+    order = order.sort_values(["p", "publish_day", "video_id"], kind="stable")
+    hv = dict(zip(order["video_id"], h.numpy(), strict=True))
+    checked = 0
+    for pi, pid in enumerate(data.product_ids):
+        pv = videos[videos["product_id"] == pid]
+        for t in range(data.n_days):
+            act = pv[(pv["publish_day"] <= t) & (t - pv["publish_day"] < L.WINDOW_DAYS)]
+            side = []
+            for _, v in act.iterrows():
+                e = eng[(eng["video_id"] == v["video_id"]) & (eng["day"] <= t)].sort_values("day")
+                c = e.iloc[-1] if len(e) else {k: 0 for k in ("likes", "shares", "comments", "collects", "impressions")}
+                side.append(side_features(c["likes"], c["shares"], c["comments"], c["collects"], c["impressions"],
+                                          t - v["publish_day"], v["followers"]))
+            hk = np.stack([hv[v] for v in act["video_id"]]) if len(act) else np.zeros((0, 128), np.float32)
+            sk = np.stack(side) if side else np.zeros((0, SIDE_DIM), np.float32)
+            if (pid, t) in sales.index:
+                r = sales.loc[(pid, t)]
+                units, price, rating = r["units"], r["price"], r["rating"]
+            else:  # a missing day: units 0, price / rating of the nearest day
+                units, price, rating = 0, sales.loc[(pid, t - 1)]["price"], sales.loc[(pid, t - 1)]["rating"]
+            n_new = int((act["publish_day"] == t).sum())
+            ref = day_input(hk, sk, product_features(units, price, rating, len(act), n_new))
+            np.testing.assert_allclose(x[pi, t], ref, rtol=1e-5, atol=1e-5)
+            checked += 1
+    assert checked == data.n_products * data.n_days
+
+
+def test_conformal_covers_its_level():
+    rng = np.random.default_rng(0)
+    c = Conformal.fit(rng.standard_normal(4000), level=0.8)
+    test = rng.standard_normal(20000)
+    cover = np.mean((test >= c.q_lo) & (test <= c.q_hi))
+    assert 0.78 < cover < 0.82
+    assert c.q_lo < 0 < c.q_hi
+
+
+def test_train_save_load_and_protocol(dataset, tmp_path):
+    data = load_lamm_data(dataset)
+    tc = TrainConfig(epochs=2, batch_products=4, bf16=False)
+    fc, info = train_lamm(data, LammConfig(), tc, log=lambda *_: None)
+    assert info["n_calib_products"] >= 1 and len(info["history"]) == 2
+    fc.save(tmp_path / "ck")
+    fc2 = LammForecaster.load(tmp_path / "ck")
+    assert fc2.model_version == fc.model_version and fc.model_version.startswith("lamm-")
+    client = InProcessClient(fc2, ConstantElasticityAdvisor(), max_batch=7)
+    vb = random_videos(10)
+    h = client.encode(vb)
+    assert h.shape == (10, 128)
+    np.testing.assert_allclose(h, fc.encode(vb), rtol=1e-5, atol=1e-5)
+    x = np.concatenate([h[:4], np.zeros((4, SIDE_DIM)), np.tile(product_features(20, 50, 90, 3, 1), (4, 1))], 1).astype(np.float32)
+    out = client.step(client.init_state(4), x)
+    assert out.state.shape == (4, fc.state_dim) and out.point.shape == (4,) and out.level == 0.8
+    assert np.all(out.lower <= out.point) and np.all(out.point <= out.upper) and np.all(out.lower >= 0)
+    assert out.baseline is not None and out.baseline.shape == (4,)
+    # the stepwise forecaster reproduces the training-time prediction for a real product sequence
+    b = make_batch(data, np.array([0]))
+    with torch.inference_mode():
+        x_seq = build_day_inputs(fc.model.encode_packed(*b.videos()), b).numpy()[0]  # (D, F)
+    st = fc.init_state(1)
+    zs = []
+    for t in range(data.n_days - 1):
+        o = fc.step(st, x_seq[t : t + 1])
+        st = o.state
+        zs.append(np.log1p(o.point[0]))
+    ref = predict_z(fc.model, data, np.array([0]))[0] * float(fc.model.y_std) + float(fc.model.y_mean)
+    np.testing.assert_allclose(zs, np.clip(ref, 0, None), rtol=1e-4, atol=1e-4)
+
+
+def test_train_or_load_caches(dataset, tmp_path):
+    tc = TrainConfig(epochs=1, batch_products=4, bf16=False)
+    a = train_or_load(dataset, tmp_path, train=tc, log=lambda *_: None)
+    assert len(list(tmp_path.glob("lamm-*"))) == 1
+    b = train_or_load(dataset, tmp_path, train=tc, log=lambda *_: None)
+    assert a.model_version == b.model_version
+    assert a.meta["n_days"] == 6  # meta history_days = 6: trained on days 0..5
