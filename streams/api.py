@@ -334,20 +334,23 @@ def create_app(store: Store) -> FastAPI:
         )
         if not int(known[0]["n"]):
             raise HTTPException(404, f"no forecast for product {product_id!r}")
-        params: dict[str, Any] = {
-            "p": product_id,
-            "lo": from_day or date(1970, 1, 1),
-            "hi": to_day or date(2149, 6, 6),
-        }
+        params: dict[str, Any] = {"p": product_id}
+        target_range, day_range = "", ""
+        if from_day is not None:
+            params["lo"] = from_day
+            target_range += " AND target_day >= {lo:Date}"
+            day_range += " AND day >= {lo:Date}"
+        if to_day is not None:
+            params["hi"] = to_day
+            target_range += " AND target_day <= {hi:Date}"
+            day_range += " AND day <= {hi:Date}"
         rows = store.query(
-            f"SELECT {_FORECAST_COLS} FROM {db}.forecasts FINAL "
-            "WHERE product_id = {p:String} AND target_day >= {lo:Date} AND target_day <= {hi:Date} "
+            f"SELECT {_FORECAST_COLS} FROM {db}.forecasts FINAL WHERE product_id = {{p:String}}{target_range} "
             f"ORDER BY target_day, {_BEST_FIRST} LIMIT 1 BY target_day",
             params,
         )
         sales = store.query(
-            f"SELECT day, units FROM {db}.sales_daily FINAL "
-            "WHERE product_id = {p:String} AND day >= {lo:Date} AND day <= {hi:Date}",
+            f"SELECT day, units FROM {db}.sales_daily FINAL WHERE product_id = {{p:String}}{day_range}",
             params,
         )
         actual = {str(r["day"]): float(r["units"]) for r in sales}

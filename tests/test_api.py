@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 
 import pytest
@@ -109,15 +110,46 @@ def _literal(v) -> str:
     return repr(v)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = ChdbStore(str(tmp_path_factory.mktemp("chdb-api")), DB)
+def _fill_chdb(tmp_dir) -> ChdbStore:
+    s = ChdbStore(str(tmp_dir), DB)
     for stmt in create_all(DB):
         s.query(stmt)
-    rows = [row_of(m) for m in OUTPUTS] + [("sales_daily", r) for r in SALES]
-    for table in sorted({t for t, _ in rows}):
-        values = ",".join("(" + ",".join(map(_literal, r)) + ")" for t, r in rows if t == table)
+    for table, rows in _rows_by_table().items():
+        values = ",".join("(" + ",".join(map(_literal, r)) + ")" for r in rows)
         s.query(f"INSERT INTO {DB}.{table} ({','.join(COLUMNS[table])}) VALUES {values}")
+    return s
+
+
+def _fill_clickhouse(server):
+    from clickhouse_driver import Client
+
+    db = f"api_{uuid.uuid4().hex[:8]}"
+    client = Client(host=server.host, port=server.tcp_port)
+    for stmt in create_all(db):
+        client.execute(stmt)
+    for table, rows in _rows_by_table().items():
+        client.execute(
+            f"INSERT INTO {db}.{table} ({','.join(COLUMNS[table])}) VALUES", rows, types_check=True
+        )
+    client.disconnect()
+    return open_store(f"{server.url}{db}")
+
+
+def _rows_by_table() -> dict[str, list[tuple]]:
+    out: dict[str, list[tuple]] = {"sales_daily": list(SALES)}
+    for m in OUTPUTS:
+        table, row = row_of(m)
+        out.setdefault(table, []).append(row)
+    return out
+
+
+# every test runs on the embedded store and on a real clickhouse-server: the same JSON from both
+@pytest.fixture(scope="module", params=["chdb", pytest.param("clickhouse", marks=pytest.mark.services)])
+def store(request, tmp_path_factory):
+    if request.param == "chdb":
+        s = _fill_chdb(tmp_path_factory.mktemp("chdb-api"))
+    else:
+        s = _fill_clickhouse(request.getfixturevalue("clickhouse_server"))
     yield s
     s.close()
 
@@ -128,10 +160,10 @@ def client(store):
         yield c
 
 
-def test_health(client):
+def test_health(client, store):
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "database": "liftstream"}
+    assert r.json() == {"status": "ok", "database": store.database}
 
 
 def test_latest_forecast(client):
