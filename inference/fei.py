@@ -1,0 +1,385 @@
+"""Follower elasticity of impressions (FEI paper sections 3.4, 4): curves, tiers, shapes, optimal
+influencer size, and ``FeiAdvisor``, the fitted model the stream calls.
+
+    FEI(F | x) = d h(log F, x) / d log F        (paper Eq. 9-10; h from Deep IV, by autograd)
+
+- ``fei_curves`` / ``impression_curves``: per video over a log-follower grid; ``group_mean_band``
+  averages a group's curves with a bootstrap 95% band for the mean (videos resampled with
+  replacement, as the paper's Figures 6-8; the band does not include refit uncertainty of h).
+- ``tier_means``: averages of the FEI curve over the six tiers of Table 4 (schemas.limits).
+- ``classify_shape``: s_shaped (FEI rises then falls: S-shaped impressions), linear (FEI flat),
+  concave (FEI falls from the low end), the paper's three campaign types (Tables 4-5).
+- ``optimal_followers``: maximise value x E[impressions](F, x) - cost_per_1k x F / 1000 over the
+  grid (section 4.4); ``optimum_heatmap`` is Figure 12 (optimum over a grid of cost and value).
+
+Expected impressions are exp(h) times Duan's smearing factor mean_i exp(y_i - h(t_i, x_i)) taken on
+the training data: h is the conditional mean of log impressions, and E[exp(e)] != exp(E[e]); the
+smearing estimate needs no normality assumption. The advisor's grid is clipped to the training
+support of log followers (0.5% - 99.5% quantiles): outside it h is an extrapolation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inference import vsvae as V
+from inference.client import AdviceBatch, VideoBatch, VideoMeta
+from inference.deepiv import DeepIV
+from schemas import limits as L
+
+SHAPES = ("s_shaped", "linear", "concave")
+TIER_NAMES = tuple(name for name, _, _ in L.FOLLOWER_TIERS)
+
+
+@dataclass
+class FeiConfig:
+    grid_min_followers: float = 1e2  # the advisor's grid before clipping to the training support
+    grid_max_followers: float = 1e7
+    n_grid: int = 64
+    support_quantiles: tuple[float, float] = (0.005, 0.995)
+    # shape rule on the FEI curve over the grid (see classify_shape)
+    flat_range: float = 0.15  # max - min FEI below this: linear
+    rise_fraction: float = 0.4  # peak above the low end by this share of the range: s_shaped
+    batch_size: int = 2048  # videos per advise() chunk
+
+
+# --------------------------------------------------------------------------------------- covariates
+
+COVARIATE_POST_STATS = (
+    "verified",
+    *(f"type_{t}" for t in L.VIDEO_TYPES),
+    "log_length_s",
+    "hour_sin",
+    "hour_cos",
+    "seg_fraction",
+)
+
+
+def covariates(r: np.ndarray, meta: VideoMeta) -> np.ndarray:
+    """x = [r, post statistics] (N, R + len(COVARIATE_POST_STATS)); the instrument is not in x."""
+    n = r.shape[0]
+    vt = np.asarray(meta.video_type, dtype=np.int64)
+    assert vt.shape == (n,), f"expected video_type ({n},), got {vt.shape}"
+    onehot = np.zeros((n, len(L.VIDEO_TYPES)), np.float32)
+    onehot[np.arange(n), np.clip(vt, 0, len(L.VIDEO_TYPES) - 1)] = 1.0
+    hour = np.asarray(meta.create_hour, dtype=np.float64) * (2 * np.pi / 24)
+    post = np.column_stack(
+        [
+            np.asarray(meta.verified, dtype=np.float32),
+            onehot,
+            np.log1p(np.asarray(meta.length_s, dtype=np.float64)),
+            np.sin(hour),
+            np.cos(hour),
+            np.asarray(meta.n_segments, dtype=np.float64) / L.MAX_SEGMENTS,
+        ]
+    )
+    return np.hstack([r.astype(np.float64), post])
+
+
+def treatment(followers) -> np.ndarray:
+    """t = ln(followers), followers below 1 count as 1."""
+    return np.log(np.maximum(np.asarray(followers, dtype=np.float64), 1.0))
+
+
+def instrument(past_avg_hearts) -> np.ndarray:
+    """z = log1p(past average hearts) as (N, 1)."""
+    return np.log1p(np.maximum(np.asarray(past_avg_hearts, dtype=np.float64), 0.0))[:, None]
+
+
+def outcome(impressions) -> np.ndarray:
+    """y = ln(two-week impressions), zero impressions count as one."""
+    return np.log(np.maximum(np.asarray(impressions, dtype=np.float64), 1.0))
+
+
+# ------------------------------------------------------------------------------------------- curves
+
+
+def _on_grid(x: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n, g = x.shape[0], grid.shape[0]
+    return np.tile(grid, n), np.repeat(x, g, axis=0)  # (N*G,), (N*G, P)
+
+
+def fei_curves(est, x: np.ndarray, log_grid: np.ndarray) -> np.ndarray:
+    """(N, G) FEI dh/dlogF of each video's x at each grid point (autograd for neural estimators)."""
+    t, xx = _on_grid(x, log_grid)
+    return est.marginal_effect(treatment=t, covariates=xx).reshape(x.shape[0], log_grid.shape[0])
+
+
+def impression_curves(est, x: np.ndarray, log_grid: np.ndarray) -> np.ndarray:
+    """(N, G) h(log F, x): expected log impressions of each video at each grid point."""
+    t, xx = _on_grid(x, log_grid)
+    return est.predict(treatment=t, covariates=xx).reshape(x.shape[0], log_grid.shape[0])
+
+
+def group_mean_band(
+    curves: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95
+) -> dict[str, np.ndarray]:
+    """Mean curve of a group (N, G) with a bootstrap band for the mean (resampling videos)."""
+    assert curves.ndim == 2 and curves.shape[0] > 0, f"expected (N>0, G), got {curves.shape}"
+    rng = np.random.default_rng(seed)
+    n = curves.shape[0]
+    boots = np.stack([curves[rng.integers(0, n, n)].mean(0) for _ in range(n_boot)])  # (B, G)
+    a = (1 - level) / 2
+    return {
+        "mean": curves.mean(0),
+        "lower": np.quantile(boots, a, axis=0),
+        "upper": np.quantile(boots, 1 - a, axis=0),
+    }
+
+
+def tier_means(curves: np.ndarray, log_grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean FEI over the grid points inside each Table 4 tier: name -> (N,) (NaN if the tier has no point)."""
+    f = np.exp(log_grid)
+    out = {}
+    for name, lo, hi in L.FOLLOWER_TIERS:
+        sel = (f >= lo) & (f < (hi if hi is not None else np.inf))
+        out[name] = curves[:, sel].mean(1) if sel.any() else np.full(curves.shape[0], np.nan)
+    return out
+
+
+def classify_shape(curves: np.ndarray, flat_range: float = 0.15, rise_fraction: float = 0.4) -> np.ndarray:
+    """(N,) shape names from FEI curves (N, G) on an increasing grid.
+
+    linear: max - min < flat_range (elasticity about constant); s_shaped: the FEI peaks inside the
+    grid and the peak stands above the low end by rise_fraction of the range (FEI rises then falls:
+    S-shaped impressions); concave: otherwise (FEI highest at the low end and falling).
+    """
+    assert curves.ndim == 2, f"expected (N, G), got {curves.shape}"
+    n, g = curves.shape
+    edge = max(1, g // 8)
+    lo_end = curves[:, :edge].mean(1)
+    peak = curves.max(1)
+    rng_ = peak - curves.min(1)
+    arg = curves.argmax(1)
+    s_like = (arg >= edge) & (peak - lo_end > rise_fraction * rng_)
+    out = np.where(rng_ < flat_range, "linear", np.where(s_like, "s_shaped", "concave"))
+    return out.astype(object)
+
+
+def profit(
+    value_per_impression: float,
+    cost_per_1k_followers: float,
+    expected_impressions: np.ndarray,
+    followers: np.ndarray,
+) -> np.ndarray:
+    return (
+        value_per_impression * expected_impressions
+        - cost_per_1k_followers * np.asarray(followers, dtype=np.float64) / 1000.0
+    )
+
+
+def optimal_followers(
+    exp_imp_grid: np.ndarray, grid_followers: np.ndarray, value: float, cost: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per video (N, G) expected impressions -> (best grid index (N,), best profit (N,))."""
+    p = profit(value, cost, exp_imp_grid, grid_followers[None, :])  # (N, G)
+    best = p.argmax(1)
+    return best, p[np.arange(p.shape[0]), best]
+
+
+def optimum_heatmap(
+    exp_imp_grid: np.ndarray, grid_followers: np.ndarray, values: np.ndarray, costs: np.ndarray
+) -> np.ndarray:
+    """(len(values), len(costs)) optimal followers of one expected-impression curve (G,) (Figure 12)."""
+    out = np.zeros((len(values), len(costs)))
+    for i, v in enumerate(values):
+        for j, c in enumerate(costs):
+            best, _ = optimal_followers(exp_imp_grid[None, :], grid_followers, v, c)
+            out[i, j] = grid_followers[best[0]]
+    return out
+
+
+def plot_heatmap(
+    opt: np.ndarray, values: np.ndarray, costs: np.ndarray, path: str | Path, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    im = ax.imshow(opt / 1000.0, cmap="viridis", aspect="auto")
+    for i in range(opt.shape[0]):
+        for j in range(opt.shape[1]):
+            ax.text(j, i, f"{opt[i, j] / 1000:.0f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_xticks(range(len(costs)), [f"{c:g}" for c in costs])
+    ax.set_yticks(range(len(values)), [f"{v:g}" for v in values])
+    ax.set_xlabel("$ cost / 1K followers")
+    ax.set_ylabel("$ value / impression")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="optimal followers (thousands)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------- advisor
+
+
+@dataclass
+class FeiAdvisor:
+    """VS-VAE + Deep IV behind ``advise()`` (inference.client's advisor interface)."""
+
+    vsvae: V.VSVAE
+    vsvae_scale: dict
+    estimator: DeepIV
+    smearing: float  # Duan's factor: E[impressions] = exp(h) * smearing
+    log_f_support: tuple[float, float]  # training quantiles of ln followers; the grid lives inside
+    config: FeiConfig = field(default_factory=FeiConfig)
+    report: dict = field(default_factory=dict)  # fit diagnostics (saved alongside)
+    model_version: str = ""
+
+    def __post_init__(self) -> None:
+        lo = max(np.log(self.config.grid_min_followers), self.log_f_support[0])
+        hi = min(np.log(self.config.grid_max_followers), self.log_f_support[1])
+        if hi <= lo:
+            lo, hi = self.log_f_support
+        self.log_grid = np.linspace(lo, hi, self.config.n_grid)
+        self.grid_followers = np.exp(self.log_grid)
+
+    # features -> covariates
+    def encode(self, videos: VideoBatch, meta: VideoMeta) -> np.ndarray:
+        """(N, R) content vectors r (posterior means)."""
+        feats = {
+            k: getattr(videos, k) for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")
+        }
+        ed = V.editing_features(
+            videos.frame, videos.motion, videos.audio, videos.seg_mask, np.asarray(meta.length_s)
+        )
+        src = V.FeatureSource(feats, ed, self.vsvae_scale)
+        return V.encode(self.vsvae, src)
+
+    def covariates(self, videos: VideoBatch, meta: VideoMeta) -> np.ndarray:
+        return covariates(self.encode(videos, meta), meta)
+
+    def advise(
+        self, videos: VideoBatch, meta: VideoMeta, value_per_impression: float, cost_per_1k_followers: float
+    ) -> AdviceBatch:
+        n = len(videos)
+        assert np.asarray(meta.followers).shape == (n,), (
+            f"expected meta.followers ({n},), got {np.asarray(meta.followers).shape}"
+        )
+        parts = [
+            self._advise_chunk(
+                videos.take(slice(i, i + self.config.batch_size)),
+                _meta_slice(meta, slice(i, i + self.config.batch_size)),
+                value_per_impression,
+                cost_per_1k_followers,
+            )
+            for i in range(0, n, self.config.batch_size)
+        ]
+        if not parts:
+            z = np.zeros(0)
+            return AdviceBatch(z, [], z, z, z, z, z)
+        return AdviceBatch(
+            fei=np.concatenate([p.fei for p in parts]),
+            curve_shape=[s for p in parts for s in p.curve_shape],
+            expected_impressions=np.concatenate([p.expected_impressions for p in parts]),
+            optimal_followers=np.concatenate([p.optimal_followers for p in parts]),
+            expected_impressions_optimal=np.concatenate([p.expected_impressions_optimal for p in parts]),
+            profit_actual=np.concatenate([p.profit_actual for p in parts]),
+            profit_optimal=np.concatenate([p.profit_optimal for p in parts]),
+        )
+
+    def advise_x(self, x: np.ndarray, followers: np.ndarray, value: float, cost: float) -> AdviceBatch:
+        """advise() from covariates x (N, P) already built (evaluation and benchmarks use this)."""
+        t = treatment(followers)
+        fei_actual = self.estimator.marginal_effect(treatment=t, covariates=x)  # (N,)
+        h_actual = self.estimator.predict(treatment=t, covariates=x)  # (N,)
+        curves = fei_curves(self.estimator, x, self.log_grid)  # (N, G)
+        h_grid = impression_curves(self.estimator, x, self.log_grid)  # (N, G)
+        exp_grid = np.exp(h_grid) * self.smearing
+        best, p_best = optimal_followers(exp_grid, self.grid_followers, value, cost)
+        exp_actual = np.exp(h_actual) * self.smearing
+        return AdviceBatch(
+            fei=fei_actual,
+            curve_shape=list(classify_shape(curves, self.config.flat_range, self.config.rise_fraction)),
+            expected_impressions=exp_actual,
+            optimal_followers=np.round(self.grid_followers[best]),
+            expected_impressions_optimal=exp_grid[np.arange(len(best)), best],
+            profit_actual=profit(value, cost, exp_actual, followers),
+            profit_optimal=p_best,
+        )
+
+    def _advise_chunk(self, videos, meta, value, cost) -> AdviceBatch:
+        return self.advise_x(
+            self.covariates(videos, meta), np.asarray(meta.followers, dtype=np.float64), value, cost
+        )
+
+    # persistence: a directory with config.json and weights.pt
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        weights = {"vsvae": V.save_state(self.vsvae, self.vsvae_scale), "deepiv": self.estimator.state()}
+        buf = io.BytesIO()
+        torch.save(weights, buf)
+        blob = buf.getvalue()
+        if not self.model_version:
+            self.model_version = "fei-" + hashlib.sha256(blob).hexdigest()[:12]
+        (path / "weights.pt").write_bytes(blob)
+        cfg = {
+            "model_version": self.model_version,
+            "smearing": self.smearing,
+            "log_f_support": list(self.log_f_support),
+            "config": asdict(self.config),
+            "covariates": ["r"] * self.vsvae.cfg.latent_dim + list(COVARIATE_POST_STATS),
+            "report": self.report,
+        }
+        (path / "config.json").write_text(json.dumps(cfg, indent=2, default=_json_default))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeiAdvisor:
+        path = Path(path)
+        cfg = json.loads((path / "config.json").read_text())
+        weights = torch.load(path / "weights.pt", weights_only=False)
+        model, scale = V.load_state(weights["vsvae"])
+        fc = FeiConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["config"].items()})
+        return cls(
+            model,
+            scale,
+            DeepIV.from_state(weights["deepiv"]),
+            float(cfg["smearing"]),
+            tuple(cfg["log_f_support"]),
+            fc,
+            cfg.get("report", {}),
+            cfg["model_version"],
+        )
+
+
+def _meta_slice(meta: VideoMeta, sl: slice) -> VideoMeta:
+    return VideoMeta(
+        *(
+            np.asarray(getattr(meta, f))[sl]
+            for f in (
+                "followers",
+                "past_avg_hearts",
+                "verified",
+                "video_type",
+                "length_s",
+                "create_hour",
+                "n_segments",
+            )
+        )
+    )
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serializable: {type(o)}")
+
+
+def smearing_factor(est, t: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """Duan's smearing estimate mean exp(y - h(t, x)) on the training rows."""
+    resid = y - est.predict(treatment=t, covariates=x)
+    return float(np.mean(np.exp(np.clip(resid, -20, 20))))

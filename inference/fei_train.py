@@ -1,0 +1,341 @@
+"""Fit the FEI advisor (VS-VAE + Deep IV) on a dataset folder and advise from a fitted one.
+
+    liftstream fit-fei --dataset data/paper --out runs/fei/paper
+    liftstream advise  --model runs/fei/paper --dataset data/paper --value 0.02 --cost 10 --out advice.csv
+
+Works on any folder in the schemas.dataset format (a real dataset has no truth/ and needs none):
+t = ln(videos.followers), z = log1p(videos.past_avg_hearts), y = ln(videos.impressions_14d),
+x = [r from the VS-VAE over the features/, verified (influencers table), video type, length, hour,
+segments]. ``fit_or_load_advisor(dataset, cache_dir)`` is what the embedded demo calls: it loads a
+cached fit keyed by the dataset's contents and the configs, or fits and caches one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from inference import fei as F
+from inference import vsvae as V
+from inference.client import VideoBatch, VideoMeta
+from inference.deepiv import DeepIV, DeepIVConfig, instrument_validity
+from schemas import dataset as DS
+from schemas import limits as L
+
+FIT_VERSION = "fei-fit-1"  # bump when fitting changes so cached fits are not reused
+
+
+@dataclass
+class FitConfig:
+    vsvae: V.VSVAEConfig = field(default_factory=V.VSVAEConfig)
+    deepiv: DeepIVConfig = field(default_factory=lambda: DeepIVConfig(progress=True))
+    fei: F.FeiConfig = field(default_factory=F.FeiConfig)
+    validity_rows: int = 100_000  # rows for the instrument validity check (gamma)
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def read_video_meta(root: str | Path) -> tuple[pa.Table, VideoMeta, np.ndarray]:
+    """Videos table, their VideoMeta (verified joined from influencers) and feature rows."""
+    videos = DS.read_table(root, "videos")
+    infl = DS.read_table(root, "influencers")
+    verified_of = dict(
+        zip(infl.column("influencer_id").to_pylist(), infl.column("verified").to_pylist(), strict=True)
+    )
+    type_idx = {t: i for i, t in enumerate(L.VIDEO_TYPES)}
+    vt = videos.column("video_type").to_pylist()
+    unknown = sorted({t for t in vt if t not in type_idx})
+    if unknown:
+        raise DS.DatasetError(
+            f"{root}/videos.parquet: unknown video_type {unknown[:3]} (expected one of limits.VIDEO_TYPES)"
+        )
+    col = lambda name: np.asarray(videos.column(name).to_numpy(zero_copy_only=False))  # noqa: E731
+    meta = VideoMeta(
+        followers=col("followers").astype(np.float64),
+        past_avg_hearts=col("past_avg_hearts").astype(np.float64),
+        verified=np.array(
+            [bool(verified_of.get(i, False)) for i in videos.column("influencer_id").to_pylist()]
+        ),
+        video_type=np.array([type_idx[t] for t in vt], dtype=np.int64),
+        length_s=col("length_s").astype(np.float64),
+        create_hour=col("create_hour").astype(np.float64),
+        n_segments=col("n_segments").astype(np.float64),
+    )
+    return videos, meta, col("feature_row").astype(np.int64)
+
+
+class _RowView:
+    """feats[name][idx] for video rows (maps dataset rows to feature_row)."""
+
+    def __init__(self, feats: dict[str, np.ndarray], rows: np.ndarray):
+        self.feats, self.rows = feats, rows
+
+    def __getitem__(self, name: str):
+        return _Indexed(self.feats[name], self.rows)
+
+
+class _Indexed:
+    def __init__(self, arr, rows):
+        self.arr, self.rows = arr, rows
+
+    def __getitem__(self, idx):
+        r = self.rows[idx]
+        order = np.argsort(r, kind="stable")  # memory maps read faster in order
+        out = np.empty((len(r),) + self.arr.shape[1:], self.arr.dtype)
+        out[order] = self.arr[r[order]]
+        return out
+
+
+def dataset_editing(
+    feats: dict[str, np.ndarray],
+    rows: np.ndarray,
+    length_s: np.ndarray,
+    chunk: int = 4096,
+    progress: bool = True,
+) -> np.ndarray:
+    parts = []
+    for i in tqdm(range(0, len(rows), chunk), desc="editing features", disable=not progress):
+        r = rows[i : i + chunk]
+        parts.append(
+            V.editing_features(
+                feats["frame"][r],
+                feats["motion"][r],
+                feats["audio"][r],
+                feats["seg_mask"][r],
+                length_s[i : i + chunk],
+            )
+        )
+    return np.concatenate(parts) if parts else np.zeros((0, len(V.EDITING_FEATURES)), np.float32)
+
+
+def load_source(root: str | Path, progress: bool = True) -> tuple[pa.Table, VideoMeta, V.FeatureSource]:
+    videos, meta, rows = read_video_meta(root)
+    feats = DS.load_features(root)
+    ed = dataset_editing(feats, rows, meta.length_s, progress=progress)
+    return videos, meta, V.FeatureSource(_RowView(feats, rows), ed)
+
+
+# ------------------------------------------------------------------------------------------ fitting
+
+
+def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool = True) -> FeiAdvisorFit:
+    cfg = cfg or FitConfig()
+    t0 = time.time()
+    videos, meta, src = load_source(root, progress)
+    if len(src) < 20:
+        raise DS.DatasetError(f"{root}: {len(src)} videos; fitting FEI needs at least 20")
+    vfit = V.fit_vsvae(src, cfg.vsvae)
+    t_vae = time.time() - t0
+    r = V.encode(vfit.model, src, progress=progress)
+    x = F.covariates(r, meta)
+    t = F.treatment(meta.followers)
+    z = F.instrument(meta.past_avg_hearts)
+    y = F.outcome(videos.column("impressions_14d").to_numpy())
+    t1 = time.time()
+    est = DeepIV(cfg.deepiv).fit(treatment=t, covariates=x, instruments=z, outcome=y)
+    t_iv = time.time() - t1
+    resid = y - est.predict(treatment=t, covariates=x)
+    report = {
+        "n_videos": int(len(t)),
+        "vsvae": {"reconstruction_test": vfit.test_report, **vfit.history},
+        "deepiv": {
+            **est.history,
+            "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
+        },
+        "instrument_validity_gamma": instrument_validity(resid, x, z, max_rows=cfg.validity_rows),
+        "seconds": {"vsvae": round(t_vae, 1), "deepiv": round(t_iv, 1)},
+    }
+    lo, hi = np.quantile(t, cfg.fei.support_quantiles)
+    adv = F.FeiAdvisor(
+        vfit.model, vfit.scale, est, F.smearing_factor(est, t, x, y), (float(lo), float(hi)), cfg.fei, report
+    )
+    return FeiAdvisorFit(adv, x, t, z, y, r)
+
+
+@dataclass
+class FeiAdvisorFit:
+    advisor: F.FeiAdvisor
+    x: np.ndarray
+    t: np.ndarray
+    z: np.ndarray
+    y: np.ndarray
+    r: np.ndarray
+
+
+def _dataset_key(root: Path, cfg: FitConfig) -> str:
+    h = hashlib.sha256(FIT_VERSION.encode())
+    h.update((root / "meta.json").read_bytes())
+    with open(root / "videos.parquet", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(json.dumps(asdict(cfg), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def fit_or_load_advisor(
+    dataset_path: str | Path, cache_dir: str | Path, cfg: FitConfig | None = None, progress: bool = True
+) -> F.FeiAdvisor:
+    """A fitted FeiAdvisor for this dataset: loaded from ``cache_dir`` when a fit of the same dataset
+    contents and configs is there, else fitted (VS-VAE + Deep IV) and saved there."""
+    root = Path(dataset_path)
+    DS.read_meta(root)
+    cfg = cfg or FitConfig()
+    out = Path(cache_dir) / f"fei-{_dataset_key(root, cfg)}"
+    if (out / "config.json").exists() and (out / "weights.pt").exists():
+        return F.FeiAdvisor.load(out)
+    adv = fit_advisor(root, cfg, progress).advisor
+    adv.save(out)
+    return adv
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def cli_fit(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="liftstream fit-fei", description="Fit VS-VAE + Deep IV (FEI) on a dataset folder."
+    )
+    p.add_argument("--dataset", required=True, help="dataset folder (schemas.dataset format)")
+    p.add_argument("--out", required=True, help="model directory to write (config.json + weights.pt)")
+    p.add_argument(
+        "--vae-train-videos",
+        type=int,
+        default=V.VSVAEConfig.max_train_videos,
+        help="VS-VAE training subsample",
+    )
+    p.add_argument("--vae-epochs", type=int, default=V.VSVAEConfig.max_epochs)
+    p.add_argument("--iv-epochs", type=int, default=DeepIVConfig.max_epochs)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    cfg = FitConfig(
+        vsvae=V.VSVAEConfig(max_train_videos=a.vae_train_videos, max_epochs=a.vae_epochs, seed=a.seed),
+        deepiv=DeepIVConfig(max_epochs=a.iv_epochs, seed=a.seed, progress=True),
+    )
+    try:
+        fit = fit_advisor(a.dataset, cfg)
+    except DS.DatasetError as e:
+        print(f"fit-fei: {e}")
+        return 2
+    fit.advisor.save(a.out)
+    rep = fit.advisor.report
+    print(f"wrote {a.out} model_version={fit.advisor.model_version}")
+    print(
+        f"videos={rep['n_videos']} first-stage R2={rep['deepiv']['first_stage_r2']:.3f} gamma={rep['instrument_validity_gamma']:.5f} "
+        f"smearing={fit.advisor.smearing:.3f} seconds={rep['seconds']}"
+    )
+    for k, v in rep["vsvae"]["reconstruction_test"].items():
+        print(f"  vs-vae {k:8s} test MSE {v['vsvae_mse']:.4f}  NIR {v['nir_mse']:.4f}")
+    return 0
+
+
+ADVICE_COLUMNS = (
+    "video_id",
+    "product_id",
+    "influencer_id",
+    "day",
+    "followers",
+    "tier",
+    "fei",
+    "curve_shape",
+    "expected_impressions",
+    "optimal_followers",
+    "optimal_tier",
+    "expected_impressions_optimal",
+    "profit_actual",
+    "profit_optimal",
+    "value_per_impression",
+    "cost_per_1k_followers",
+    "model_version",
+)
+
+
+def cli_advise(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="liftstream advise", description="Influencer-size advice for the videos of a dataset."
+    )
+    p.add_argument("--model", required=True, help="directory written by fit-fei")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--value", type=float, required=True, help="$ value per impression")
+    p.add_argument("--cost", type=float, required=True, help="$ cost per 1,000 followers")
+    p.add_argument("--out", help="csv to write (default: print a summary only)")
+    p.add_argument("--chunk", type=int, default=4096)
+    a = p.parse_args(argv)
+    adv = F.FeiAdvisor.load(a.model)
+    try:
+        videos, meta, rows = read_video_meta(a.dataset)
+        feats = DS.load_features(a.dataset)
+        start = date.fromisoformat(DS.read_meta(a.dataset).get("start_date", "1970-01-01"))
+    except DS.DatasetError as e:
+        print(f"advise: {e}")
+        return 2
+    n = len(rows)
+    t0 = time.time()
+    parts = []
+    for i in tqdm(range(0, n, a.chunk), desc="advise"):
+        r = rows[i : i + a.chunk]
+        vb = VideoBatch(
+            *(
+                np.asarray(feats[k][r], dtype=np.float32 if k not in ("seg_mask", "title_mask") else bool)
+                for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")
+            )
+        )
+        parts.append(adv.advise(vb, F._meta_slice(meta, slice(i, i + a.chunk)), a.value, a.cost))
+    secs = time.time() - t0
+    fei = np.concatenate([b.fei for b in parts]) if parts else np.zeros(0)
+    shapes = [s for b in parts for s in b.curve_shape]
+    opt = np.concatenate([b.optimal_followers for b in parts]) if parts else np.zeros(0)
+    print(f"{n} videos in {secs:.1f} s ({n / max(secs, 1e-9):.0f} videos/s), model {adv.model_version}")
+    if n:
+        print(
+            f"mean FEI {fei.mean():.3f}; shapes "
+            + ", ".join(f"{s}={shapes.count(s)}" for s in F.SHAPES)
+            + f"; median optimal followers {np.median(opt):,.0f}"
+        )
+    if a.out:
+        cols = {
+            k: videos.column(k).to_pylist()
+            for k in ("video_id", "product_id", "influencer_id", "publish_day")
+        }
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(a.out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(ADVICE_COLUMNS)
+            j = 0
+            for b in parts:
+                for k in range(len(b.fei)):
+                    fol = int(meta.followers[j])
+                    w.writerow(
+                        [
+                            cols["video_id"][j],
+                            cols["product_id"][j],
+                            cols["influencer_id"][j],
+                            str(start + timedelta(days=int(cols["publish_day"][j]))),
+                            fol,
+                            L.follower_tier(fol),
+                            f"{b.fei[k]:.5f}",
+                            b.curve_shape[k],
+                            f"{b.expected_impressions[k]:.1f}",
+                            int(b.optimal_followers[k]),
+                            L.follower_tier(b.optimal_followers[k]),
+                            f"{b.expected_impressions_optimal[k]:.1f}",
+                            f"{b.profit_actual[k]:.2f}",
+                            f"{b.profit_optimal[k]:.2f}",
+                            a.value,
+                            a.cost,
+                            adv.model_version,
+                        ]
+                    )
+                    j += 1
+        print(f"wrote {a.out}")
+    return 0
