@@ -1,6 +1,6 @@
 """HTTP API for ad-ops platforms: forecasts, alerts and influencer advice, read from ClickHouse.
 
-    liftstream api --store chdb://.liftstream/chdb --host 127.0.0.1 --port 8080
+    liftstream api --store chdb:///abs/dir --host 127.0.0.1 --port 8080
     liftstream api --store clickhouse://clickhouse:9000/liftstream
 
 Endpoints (OpenAPI at /docs and /openapi.json):
@@ -20,111 +20,49 @@ Timestamps are stored as naive UTC and returned with a ``Z``.
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import threading
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas import limits as L
+from streams.sinks import StoreError, StoreURLError, open_store
 
 # ----------------------------------------------------------------------------------------------
-# The read side: a store that runs one SELECT with ClickHouse query parameters ({name:Type})
-
-
-class StoreError(RuntimeError):
-    """The store could not run a query (down, unreachable, or the schema is missing)."""
+# The read side: a store of streams.sinks (chdb or a ClickHouse server), %(name)s parameters
 
 
 class Store(Protocol):
+    """What the API needs of ``streams.sinks.open_store(url)``."""
+
     database: str
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+    def query_with_columns(
+        self, sql: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
 
 
-def _param_text(v: Any) -> str:
-    if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(v, date):
-        return v.isoformat()
-    return str(v)
+def _records(store: Store, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    names, rows = store.query_with_columns(sql, params)
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-class ChdbStore:
-    """Embedded ClickHouse (chdb) over a data directory: the default of the embedded demo."""
-
-    def __init__(self, path: str, database: str) -> None:
-        import chdb.session
-
-        self.database = database
-        self._session = chdb.session.Session(path)
-        self._lock = threading.Lock()  # one session, queried from FastAPI's worker threads
-
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        from chdb import ChdbError
-
-        text_params = {k: _param_text(v) for k, v in (params or {}).items()}
-        try:
-            with self._lock:
-                out = self._session.query(sql, "JSONEachRow", params=text_params).bytes()
-        except ChdbError as exc:
-            raise StoreError(str(exc)) from exc
-        return [json.loads(line) for line in out.splitlines() if line]
-
-    def close(self) -> None:
-        self._session.close()
-
-
-_PARAM = re.compile(r"\{(\w+):[^}]+\}")
-
-
-class ClickHouseStore:
-    """A ClickHouse server over the native protocol (clickhouse-driver, one client per process)."""
-
-    def __init__(self, host: str, port: int, database: str) -> None:
-        from clickhouse_driver import Client
-
-        self.database = database
-        self._client = Client(
-            host=host, port=port, database=database, connect_timeout=5, send_receive_timeout=30
-        )
-        self._lock = threading.Lock()
-
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        from clickhouse_driver.errors import Error as DriverError
-
-        # clickhouse-driver substitutes %(name)s client side, with escaping
-        driver_sql = _PARAM.sub(lambda m: f"%({m.group(1)})s", sql.replace("%", "%%")) if params else sql
-        try:
-            with self._lock:
-                rows, cols = self._client.execute(driver_sql, params or {}, with_column_types=True)
-        except (DriverError, OSError, EOFError) as exc:
-            raise StoreError(str(exc)) from exc
-        names = [c for c, _ in cols]
-        return [dict(zip(names, row, strict=True)) for row in rows]
-
-    def close(self) -> None:
-        self._client.disconnect()
-
-
-def open_store(url: str, database: str = "liftstream") -> ChdbStore | ClickHouseStore:
-    """``chdb:///abs/dir`` or ``chdb://rel/dir`` (embedded) or ``clickhouse://host:port/db``."""
-    parsed = urlparse(url)
-    if parsed.scheme == "chdb":
-        path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
-        if not path:
-            raise ValueError(f"no directory in store url {url!r}")
-        return ChdbStore(path, database)
-    if parsed.scheme == "clickhouse":
-        return ClickHouseStore(
-            parsed.hostname or "127.0.0.1", parsed.port or 9000, parsed.path.strip("/") or database
-        )
-    raise ValueError(f"unsupported store url {url!r}: use chdb:///dir or clickhouse://host:port/db")
+def store_url(url: str, database: str) -> str:
+    """The sinks' URL for ``url``: a relative chdb path made absolute, ``database`` added to chdb URLs."""
+    parts = urlsplit(url)
+    if parts.scheme != "chdb":
+        return url
+    path = parts.netloc + parts.path
+    if not path:
+        raise StoreURLError(f"no directory in store url {url!r}")
+    query = parts.query or urlencode({"database": database})
+    return f"chdb://{quote(str(Path(unquote(path)).resolve()))}?{query}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,7 +74,7 @@ def _as_utc(ts: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
-IdPath = Annotated[str, Path(min_length=1, max_length=L.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+IdPath = Annotated[str, PathParam(min_length=1, max_length=L.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
 class _Out(BaseModel):
@@ -293,7 +231,7 @@ def create_app(store: Store) -> FastAPI:
 
     @app.get("/health", response_model=Health, tags=["ops"])
     def health() -> Health:
-        store.query("SELECT 1 AS ok")
+        _records(store, "SELECT 1 AS ok")
         return Health(status="ok", database=db)
 
     @app.get(
@@ -303,8 +241,9 @@ def create_app(store: Store) -> FastAPI:
         tags=["forecasts"],
     )
     def latest_forecast(product_id: IdPath) -> Forecast:
-        rows = store.query(
-            f"SELECT {_FORECAST_COLS} FROM {db}.forecasts FINAL WHERE product_id = {{p:String}} "
+        rows = _records(
+            store,
+            f"SELECT {_FORECAST_COLS} FROM {db}.forecasts FINAL WHERE product_id = %(p)s "
             f"ORDER BY target_day DESC, {_BEST_FIRST} LIMIT 1",
             {"p": product_id},
         )
@@ -328,8 +267,9 @@ def create_app(store: Store) -> FastAPI:
     ) -> ForecastHistory:
         if from_day is not None and to_day is not None and from_day > to_day:
             raise HTTPException(422, f"from ({from_day}) is after to ({to_day})")
-        known = store.query(
-            f"SELECT count() AS n FROM {db}.forecasts FINAL WHERE product_id = {{p:String}}",
+        known = _records(
+            store,
+            f"SELECT count() AS n FROM {db}.forecasts FINAL WHERE product_id = %(p)s",
             {"p": product_id},
         )
         if not int(known[0]["n"]):
@@ -338,19 +278,21 @@ def create_app(store: Store) -> FastAPI:
         target_range, day_range = "", ""
         if from_day is not None:
             params["lo"] = from_day
-            target_range += " AND target_day >= {lo:Date}"
-            day_range += " AND day >= {lo:Date}"
+            target_range += " AND target_day >= %(lo)s"
+            day_range += " AND day >= %(lo)s"
         if to_day is not None:
             params["hi"] = to_day
-            target_range += " AND target_day <= {hi:Date}"
-            day_range += " AND day <= {hi:Date}"
-        rows = store.query(
-            f"SELECT {_FORECAST_COLS} FROM {db}.forecasts FINAL WHERE product_id = {{p:String}}{target_range} "
+            target_range += " AND target_day <= %(hi)s"
+            day_range += " AND day <= %(hi)s"
+        rows = _records(
+            store,
+            f"SELECT {_FORECAST_COLS} FROM {db}.forecasts FINAL WHERE product_id = %(p)s{target_range} "
             f"ORDER BY target_day, {_BEST_FIRST} LIMIT 1 BY target_day",
             params,
         )
-        sales = store.query(
-            f"SELECT day, units FROM {db}.sales_daily FINAL WHERE product_id = {{p:String}}{day_range}",
+        sales = _records(
+            store,
+            f"SELECT day, units FROM {db}.sales_daily FINAL WHERE product_id = %(p)s{day_range}",
             params,
         )
         actual = {str(r["day"]): float(r["units"]) for r in sales}
@@ -383,15 +325,16 @@ def create_app(store: Store) -> FastAPI:
     ) -> AlertList:
         where, params = ["1 = 1"], {"limit": limit}
         if since is not None:
-            where.append("emitted_at >= {since:DateTime}")
+            where.append("emitted_at >= %(since)s")
             params["since"] = _as_utc(since).replace(tzinfo=None)
         if product_id is not None:
-            where.append("product_id = {p:String}")
+            where.append("product_id = %(p)s")
             params["p"] = product_id
-        rows = store.query(
+        rows = _records(
+            store,
             "SELECT product_id, issued_day, target_day, rule, severity, reference, current, drop_pct, message, "
             f"model_version, emitted_at FROM {db}.alerts FINAL WHERE {' AND '.join(where)} "
-            "ORDER BY emitted_at DESC, product_id, target_day DESC, rule LIMIT {limit:UInt32}",
+            "ORDER BY emitted_at DESC, product_id, target_day DESC, rule LIMIT %(limit)s",
             params,
         )
         found = [Alert.model_validate(r) for r in rows]
@@ -399,7 +342,8 @@ def create_app(store: Store) -> FastAPI:
 
     def _advice_rows(where: str, params: dict[str, Any]) -> list[Advice]:
         # one row per video: the latest advice (a newer model version replaces an older one)
-        rows = store.query(
+        rows = _records(
+            store,
             "SELECT video_id, product_id, influencer_id, day, followers, tier, fei, curve_shape, "
             "expected_impressions, optimal_followers, optimal_tier, expected_impressions_optimal, profit_actual, "
             "profit_optimal, value_per_impression, cost_per_1k_followers, model_version, emitted_at "
@@ -419,7 +363,7 @@ def create_app(store: Store) -> FastAPI:
         tags=["advice"],
     )
     def video_advice(video_id: IdPath) -> Advice:
-        found = _advice_rows("video_id = {v:String}", {"v": video_id})
+        found = _advice_rows("video_id = %(v)s", {"v": video_id})
         if not found:
             raise HTTPException(404, f"no advice for video {video_id!r}")
         return found[0]
@@ -431,7 +375,7 @@ def create_app(store: Store) -> FastAPI:
         tags=["advice"],
     )
     def product_advice(product_id: IdPath) -> ProductAdvice:
-        found = _advice_rows("product_id = {p:String}", {"p": product_id})
+        found = _advice_rows("product_id = %(p)s", {"p": product_id})
         if not found:
             raise HTTPException(404, f"no advice for product {product_id!r}")
         by_tier: dict[str, list[Advice]] = {}
@@ -488,7 +432,9 @@ def cli(argv: list[str] | None = None) -> int:
         help=f"chdb:///dir or clickhouse://host:port/db (default {settings.store})",
     )
     parser.add_argument(
-        "--database", default=settings.database, help="database of a chdb store (default %(default)s)"
+        "--database",
+        default=settings.database,
+        help="database of a chdb store (default %(default)s); a clickhouse:// URL names its own",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
@@ -497,6 +443,6 @@ def cli(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    store = open_store(args.store, args.database)
+    store = open_store(store_url(args.store, args.database))
     uvicorn.run(create_app(store), host=args.host, port=args.port, log_level=args.log_level)
     return 0

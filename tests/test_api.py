@@ -8,9 +8,10 @@ from datetime import date, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from schemas.ddl import COLUMNS, create_all, row_of
+from schemas.events import SalesDaily
 from schemas.outputs import ForecastAlert, InfluencerAdvice, SalesLiftForecast
-from streams.api import ChdbStore, StoreError, create_app, open_store
+from streams.api import create_app, store_url
+from streams.sinks import ChdbSink, ClickHouseSink, StoreError, StoreURLError, open_store
 
 DB = "liftstream"
 
@@ -95,61 +96,30 @@ OUTPUTS = [
     _advice("v2", "p1", 5_000, "nano", 1.25, "mid_tier", 50.0, 80.0, "fei-2", "2026-11-20 10:00:00"),
     _advice("v3", "p1", 30_000, "micro", 1.0, "macro", 40.0, 40.5, "fei-2", "2026-11-20 10:00:00"),
 ]
-SALES = [("s1", "p1", date(2026, 11, 20), 11, 9.9, 4.8), ("s2", "p2", date(2026, 11, 21), 40, 5.0, 4.5)]
+SALES = [
+    SalesDaily(event_id="s1", day=date(2026, 11, 20), product_id="p1", units=11, price=9.9, rating=4.8),
+    SalesDaily(event_id="s2", day=date(2026, 11, 21), product_id="p2", units=40, price=5.0, rating=4.5),
+]
 
 
-def _literal(v) -> str:
-    if v is None:
-        return "NULL"
-    if isinstance(v, str):
-        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(v, datetime):
-        return f"'{v:%Y-%m-%d %H:%M:%S}'"
-    if isinstance(v, date):
-        return f"'{v.isoformat()}'"
-    return repr(v)
-
-
-def _fill_chdb(tmp_dir) -> ChdbStore:
-    s = ChdbStore(str(tmp_dir), DB)
-    for stmt in create_all(DB):
-        s.query(stmt)
-    for table, rows in _rows_by_table().items():
-        values = ",".join("(" + ",".join(map(_literal, r)) + ")" for r in rows)
-        s.query(f"INSERT INTO {DB}.{table} ({','.join(COLUMNS[table])}) VALUES {values}")
-    return s
-
-
-def _fill_clickhouse(server):
-    from clickhouse_driver import Client
-
-    db = f"api_{uuid.uuid4().hex[:8]}"
-    client = Client(host=server.host, port=server.tcp_port)
-    for stmt in create_all(db):
-        client.execute(stmt)
-    for table, rows in _rows_by_table().items():
-        client.execute(
-            f"INSERT INTO {db}.{table} ({','.join(COLUMNS[table])}) VALUES", rows, types_check=True
-        )
-    client.disconnect()
-    return open_store(f"{server.url}{db}")
-
-
-def _rows_by_table() -> dict[str, list[tuple]]:
-    out: dict[str, list[tuple]] = {"sales_daily": list(SALES)}
-    for m in OUTPUTS:
-        table, row = row_of(m)
-        out.setdefault(table, []).append(row)
-    return out
-
-
-# every test runs on the embedded store and on a real clickhouse-server: the same JSON from both
+# every test runs on the embedded store and on a real clickhouse-server, written by the real
+# sinks of streams.sinks: the same JSON from both
 @pytest.fixture(scope="module", params=["chdb", pytest.param("clickhouse", marks=pytest.mark.services)])
 def store(request, tmp_path_factory):
+    rows = OUTPUTS + SALES
     if request.param == "chdb":
-        s = _fill_chdb(tmp_path_factory.mktemp("chdb-api"))
+        path = tmp_path_factory.mktemp("chdb-api")
+        sink = ChdbSink(path, DB)
+        sink.write(rows)
+        sink.close()
+        s = open_store(f"chdb://{path}?database={DB}")
     else:
-        s = _fill_clickhouse(request.getfixturevalue("clickhouse_server"))
+        server = request.getfixturevalue("clickhouse_server")
+        db = f"api_{uuid.uuid4().hex[:8]}"
+        sink = ClickHouseSink(server.host, server.tcp_port, db)
+        sink.write(rows)
+        sink.close()
+        s = open_store(f"{server.url}{db}")
     yield s
     s.close()
 
@@ -375,7 +345,7 @@ def test_store_down_is_503(tmp_path):
     class Down:
         database = DB
 
-        def query(self, sql, params=None):
+        def query_with_columns(self, sql, params=None):
             raise StoreError("connection refused")
 
     with TestClient(create_app(Down())) as c:
@@ -383,8 +353,13 @@ def test_store_down_is_503(tmp_path):
     assert (r.status_code, r.json()) == (503, {"detail": "store unavailable: connection refused"})
 
 
-def test_open_store_urls():
-    with pytest.raises(ValueError, match="unsupported store url"):
-        open_store("postgres://x")
-    with pytest.raises(ValueError, match="no directory"):
-        open_store("chdb://")
+def test_store_url(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        store_url("chdb://.liftstream/chdb", "liftstream")
+        == f"chdb://{tmp_path}/.liftstream/chdb?database=liftstream"
+    )
+    assert store_url("chdb:///data/ch?database=x", "liftstream") == "chdb:///data/ch?database=x"
+    assert store_url("clickhouse://ch:9000/liftstream", "other") == "clickhouse://ch:9000/liftstream"
+    with pytest.raises(StoreURLError):
+        store_url("chdb://", "liftstream")

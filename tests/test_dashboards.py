@@ -12,12 +12,12 @@ import json
 import re
 from datetime import date, datetime
 
-import chdb.session
 import pytest
 
 from dashboards import build
 from schemas.ddl import COLUMNS, create_all, row_of
 from schemas.outputs import DeadLetter, ForecastAlert, InfluencerAdvice, SalesLiftForecast
+from streams.sinks import chdb_session
 
 DB = build.DATABASE
 FROM, TO = "2026-11-01 00:00:00", "2026-11-21 00:20:00"
@@ -222,14 +222,15 @@ def _literal(v) -> str:
 
 @pytest.fixture(scope="module")
 def ch(tmp_path_factory):
-    sess = chdb.session.Session(str(tmp_path_factory.mktemp("chdb-dash")))
+    # the process's shared chdb session (chdb keeps one data path per process)
+    sess = chdb_session(tmp_path_factory.mktemp("chdb-dash"))
     for stmt in create_all(DB):
         sess.query(stmt)
     for table, rows in ROWS.items():
         values = ",".join("(" + ",".join(map(_literal, r)) + ")" for r in rows)
         sess.query(f"INSERT INTO {DB}.{table} ({','.join(COLUMNS[table])}) VALUES {values}")
     yield sess
-    sess.close()
+    sess.release()
 
 
 def run(ch, sql: str, **variables) -> list[list[str]]:
