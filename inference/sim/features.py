@@ -1,0 +1,87 @@
+"""Multimodal segment features from content latents: what a feature extractor would have seen.
+
+Each modality shows its own latents through fixed directions of ``physics.geometry()``:
+
+    frame_s  = p_s * (PRES * presence + product identity)      product on screen (and which one)
+               + style and video-type looks + scene clutter + noise
+    motion_s = SAL * e_s * saliency + style motion (special effects move) + scene clutter + noise
+    audio_s  = SPEECH * a_s * speech + music energy + style audio + noise
+    title_t  = word embedding (+ NAME * name + product identity for the brand token) + noise
+
+so a model can only find "product x saliency in the same segment" by relating the frame and the
+motion of each segment, and "the title names the product that is on screen" by attending from
+the title's brand token into the frame segments. Padded segments / tokens are exactly zero.
+Features are synthesised in float32 chunks and stored float16 (schemas.dataset.FEATURES).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from inference.sim import physics as PH
+from schemas import limits as L
+
+PRES, SAL, SPEECH, NAME = 2.5, 2.5, 2.5, 1.8  # signal scales of the owned latents
+NOISE, TITLE_NOISE = 0.45, 0.25  # per-dimension noise
+
+
+def empty_features(n: int) -> dict[str, np.ndarray]:
+    s, t, d = L.MAX_SEGMENTS, L.MAX_TITLE_TOKENS, L.FEATURE_DIM
+    return {
+        "frame": np.zeros((n, s, d), np.float16),
+        "motion": np.zeros((n, s, d), np.float16),
+        "audio": np.zeros((n, s, d), np.float16),
+        "seg_mask": np.zeros((n, s), np.bool_),
+        "title": np.zeros((n, t, d), np.float16),
+        "title_mask": np.zeros((n, t), np.bool_),
+    }
+
+
+def synthesize(rng: np.random.Generator, n_segments: np.ndarray, content: dict[str, np.ndarray], chunk: int = 4096,
+               enabled: bool = True, progress: bool = False) -> dict[str, np.ndarray]:
+    """Feature arrays of N videos. ``content`` holds p, e, a (N, S), music, style, intensity,
+    video_type (N,), product_latent (N, K) and tokens (N, T) (-1 pad, -2 brand word).
+    With ``enabled=False`` only the masks are filled (tables-only worlds)."""
+    n = n_segments.shape[0]
+    out = empty_features(n)
+    out["seg_mask"][:] = np.arange(L.MAX_SEGMENTS)[None, :] < n_segments[:, None]
+    out["title_mask"][:] = content["tokens"] != -1
+    if not enabled or n == 0:
+        return out
+    g = PH.geometry()
+    s, t, d = L.MAX_SEGMENTS, L.MAX_TITLE_TOKENS, L.FEATURE_DIM
+    f32 = np.float32
+    for lo in tqdm(range(0, n, chunk), desc="features", unit="chunk", disable=not progress):
+        hi = min(n, lo + chunk)
+        b = hi - lo
+        c = {k: v[lo:hi] for k, v in content.items()}
+        mask = out["seg_mask"][lo:hi, :, None]  # (B, S, 1)
+        style, k = c["style"], c["intensity"].astype(f32)[:, None]
+        ident = (c["product_latent"].astype(f32) @ g.product_id)  # (B, D) which product
+        scene = rng.standard_normal((b, s, PH.SCENE_RANK), dtype=f32) @ g.scene * 2.0  # (B, S, D)
+
+        frame = c["p"].astype(f32)[:, :, None] * (PRES * g.presence + ident)[:, None, :]  # (B, S, D)
+        frame += ((0.6 + 0.8 * k) * g.style_frame[style] + 0.6 * g.type_frame[c["video_type"]])[:, None, :]
+        frame += scene
+        frame += NOISE * rng.standard_normal((b, s, d), dtype=f32)
+        out["frame"][lo:hi] = frame * mask
+
+        motion = SAL * c["e"].astype(f32)[:, :, None] * g.saliency  # (B, S, D)
+        motion += ((0.5 + 0.8 * k) * g.style_motion[style])[:, None, :]
+        motion += 0.7 * scene
+        motion += NOISE * rng.standard_normal((b, s, d), dtype=f32)
+        out["motion"][lo:hi] = motion * mask
+
+        audio = SPEECH * c["a"].astype(f32)[:, :, None] * g.speech  # (B, S, D)
+        audio += (1.5 * c["music"].astype(f32)[:, None] * g.music + 0.5 * g.style_audio[style])[:, None, :]
+        audio += NOISE * rng.standard_normal((b, s, d), dtype=f32)
+        out["audio"][lo:hi] = audio * mask
+
+        tok = c["tokens"]  # (B, T)
+        title = g.words[np.maximum(tok, 0)]  # (B, T, D)
+        brand = tok == -2
+        title[brand] = (NAME * g.name + np.broadcast_to(ident[:, None, :], (b, t, d))[brand])
+        title += TITLE_NOISE * rng.standard_normal((b, t, d), dtype=f32)
+        out["title"][lo:hi] = title * (tok != -1)[:, :, None]
+    return out
