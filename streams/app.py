@@ -1,0 +1,445 @@
+"""The Faust worker: input events from Kafka in; forecasts, alerts, advice and dead letters out.
+
+One ``faust.App`` is built here, from one ``Settings`` (``create_app``). Its one agent reads the
+input topic (raw bytes, keyed by product id), takes micro-batches and hands each to the shared
+``streams.processor.Processor`` with the product states of a Faust Table (``TableStates``, a
+changelog-backed table partitioned like the input topic). Per batch, in this order:
+
+1. ``Processor.process`` parses (bad payloads become dead letters), encodes the new videos,
+   applies the events to the pure per-product states and runs the forecasts and the advice.
+   A model failure retries the whole batch with backoff (the staged states are forgotten).
+2. Every row (inputs, forecasts, alerts, advice, dead letters) goes to ClickHouse through the
+   ``ClickHouseSink``; the agent waits until the server has acknowledged them (retrying with
+   backoff while the server is unreachable: backpressure, nothing lost).
+3. Forecasts, alerts, advice and dead letters go to their output topics as JSON.
+4. The touched states are written to the table (its changelog), and only then are the batch's
+   offsets acknowledged; Faust flushes the producer (changelog and outputs) before it commits.
+
+A crash anywhere replays the uncommitted events against the last saved states: at-least-once
+delivery, and every row's deterministic key (ReplacingMergeTree) makes the replay harmless.
+
+Late sales: with ``day_close_timeout_s > 0`` a timer closes the open day of a product whose next
+``SalesDaily`` has not arrived that many seconds after its last day closed, by feeding the
+Processor a synthetic ``SalesDaily`` (event id ``imputed:...``, units = the forecast made for
+that day). A real ``SalesDaily`` for that day arriving later is stored as a correction.
+
+Run it:
+
+    liftstream worker --bootstrap 127.0.0.1:9092 --store clickhouse://127.0.0.1:9000/liftstream
+    python -m streams.app --bootstrap 127.0.0.1:9092 --store clickhouse://127.0.0.1:9000/db --web-port 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import faust
+from aiokafka.partitioner import DefaultPartitioner
+from pydantic import BaseModel
+
+from schemas.events import SalesDaily
+from schemas.outputs import DeadLetter, ForecastAlert, InfluencerAdvice, SalesLiftForecast
+from schemas.topics import event_key, topic_names
+from streams.processor import BatchResult, Processor
+from streams.settings import Settings
+from streams.state import ProductState, ordinal_day
+from streams.state_table import TableStates
+
+log = logging.getLogger("liftstream.worker")
+
+STATE_TABLE = "product_state"
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # above limits.MAX_RAW_PAYLOAD_BYTES, so oversized events reach the DLQ
+RETRY_INITIAL_S = 0.1
+RETRY_MAX_S = 5.0
+
+
+def kafka_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{b.strip().removeprefix('kafka://')}" for b in bootstrap.split(",") if b.strip()]
+
+
+def output_topic_of(row: BaseModel) -> str | None:
+    """Which output topic (``topic_names`` key) a row goes to; None for input rows."""
+    if isinstance(row, SalesLiftForecast):
+        return "forecasts"
+    if isinstance(row, ForecastAlert):
+        return "alerts"
+    if isinstance(row, InfluencerAdvice):
+        return "advice"
+    if isinstance(row, DeadLetter):
+        return "dead_letters"
+    return None
+
+
+def imputed_sales(state: ProductState) -> SalesDaily:
+    """The synthetic SalesDaily that closes ``state``'s open day: units = the forecast made for it."""
+    assert state.closed_day is not None, "a product with no closed day has nothing to impute from"
+    day = state.closed_day + 1
+    units = state.units
+    for t in reversed(state.trailing):
+        if t.target_day == day:
+            units = t.point
+            break
+    eid = f"imputed:{state.product_id}:{ordinal_day(day).isoformat()}"
+    if len(eid) > 64:  # ids are at most 64 chars; keep it deterministic
+        eid = "imputed:" + hashlib.sha256(eid.encode()).hexdigest()[:48]
+    return SalesDaily(
+        event_id=eid,
+        day=ordinal_day(day),
+        product_id=state.product_id,
+        units=max(int(round(units)), 0),
+        price=state.price or 1.0,
+        rating=state.rating,
+    )
+
+
+def build_client(settings: Settings):
+    """The async model client the settings ask for (in-process stand-ins/checkpoints, or Triton)."""
+    from inference.client import AsyncInProcessClient
+
+    if settings.models.startswith("triton://"):
+        from inference.triton_client import load_client
+
+        return load_client(settings.models)
+    from streams.embedded import load_models
+
+    return AsyncInProcessClient(load_models(settings, None, progress=False))
+
+
+def build_sink(settings: Settings):
+    """The row sink for ``settings.store``: ClickHouseSink for clickhouse://, ChdbSink for chdb://."""
+    parts = urlsplit(settings.store)
+    if parts.scheme == "clickhouse":
+        from streams.sinks import ClickHouseSink
+
+        return ClickHouseSink(
+            parts.hostname or "127.0.0.1",
+            parts.port or 9000,
+            parts.path.strip("/") or settings.database,
+            user=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            batch_rows=settings.sink_batch_rows,
+            flush_interval_s=settings.sink_flush_interval_s,
+            max_buffer_rows=max(settings.sink_batch_rows, 20 * settings.batch_max, 200_000),
+        )
+    if parts.scheme == "chdb":
+        from streams.sinks import ChdbSink
+
+        return ChdbSink(unquote(parts.netloc + parts.path), settings.database, batch_rows=settings.sink_batch_rows)
+    raise ValueError(f"store must be clickhouse://host:port/db or chdb:///dir, got {settings.store!r}")
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+def partition_of(pid: str, partitions: int) -> int:
+    """The input partition of a product: Kafka's default (murmur2) partitioner on its key."""
+    ids = list(range(partitions))
+    return _PARTITIONER(event_key(pid), ids, ids)
+
+
+class ProductTable(faust.Table):
+    """The product-state table: a changelog record goes to its product's input partition.
+
+    Faust's default puts a record on the partition of the event being processed, which in a
+    micro-batch that mixes partitions is not the product's; ``use_partitioner=True`` asks the
+    producer for metadata of the changelog topic that it may not have loaded yet.
+    """
+
+    def partition_for_key(self, key: str) -> int:
+        return partition_of(key, self.partitions)
+
+
+@dataclass
+class Worker:
+    """What the agent and the timer share: the processor, the states, the sink, counters."""
+
+    settings: Settings
+    app: faust.App
+    table: Any
+    topics: dict[str, str]
+    out_topics: dict[str, Any]
+    client_factory: Any = build_client
+    sink_factory: Any = build_sink
+    stats_file: Path | None = None
+    states: TableStates = field(init=False)
+    processor: Processor | None = None
+    sink: Any = None
+    totals: Counter = field(default_factory=Counter)
+    closes: dict[str, tuple[int, float]] = field(default_factory=dict)  # pid -> (closed_day, monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.states = TableStates(self.table)
+
+    async def start(self) -> None:
+        if self.processor is not None:
+            return
+        client = self.client_factory(self.settings)
+        self.processor = await self._retry("model client", lambda: Processor.create(
+            client,
+            self.states,
+            source=self.topics["events"],
+            value_per_impression=self.settings.value_per_impression,
+            cost_per_1k_followers=self.settings.cost_per_1k_followers,
+            alerts=self.settings.alert_config(),
+        ))
+        self.sink = self.sink_factory(self.settings)
+        log.info("worker ready: models %s / %s", client.model_version, client.advice_version)
+
+    async def stop(self) -> None:
+        if self.sink is not None:
+            await asyncio.to_thread(self.sink.close)
+            self.sink = None
+
+    async def _retry(self, what: str, attempt):
+        """Await ``attempt()`` until it succeeds, backing off; the batch is never dropped."""
+        delay = RETRY_INITIAL_S
+        while True:
+            try:
+                return await attempt()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure of a model or sink is retried
+                self.totals[f"retry_{what.replace(' ', '_')}"] += 1
+                log.warning("%s failed (%r); retrying in %.1f s", what, exc, delay)
+                await asyncio.sleep(delay)  # backoff before the next attempt
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    # -- one batch --------------------------------------------------------------------------------
+    async def handle(self, items: Sequence[Any]) -> BatchResult:
+        """Process, persist and publish one batch; states are saved last (see the module doc)."""
+        await self.start()
+        async with self.lock:
+            return await self._handle_locked(items)
+
+    async def _handle_locked(self, items: Sequence[Any]) -> BatchResult:
+        async def process() -> BatchResult:
+            self.states.rollback()
+            return await self.processor.process(items)
+
+        result = await self._retry("processor", process)
+        await self._retry("sink", lambda: self._persist(result.rows))
+        await self._publish(result.rows)
+        committed = self.states.commit()
+        self._track_closes(committed)
+        self.totals.update(result.counts)
+        self._write_stats()
+        return result
+
+    async def _persist(self, rows: list[BaseModel]) -> None:
+        if not rows:
+            return
+        if hasattr(self.sink, "write_async"):
+            await self.sink.write_async(rows)
+            await self.sink.flush_async()
+        else:  # the embedded sink (chdb): synchronous, run off the event loop
+            await asyncio.to_thread(self.sink.write, rows)
+            await asyncio.to_thread(self.sink.flush)
+
+    async def _publish(self, rows: list[BaseModel]) -> None:
+        for row in rows:
+            name = output_topic_of(row)
+            if name is None:
+                continue
+            key = row.dlq_id if isinstance(row, DeadLetter) else row.product_id
+            await self.out_topics[name].send(key=key.encode(), value=row.model_dump_json().encode())
+
+    # -- late sales -------------------------------------------------------------------------------
+    def _track_closes(self, committed: dict[str, ProductState]) -> None:
+        if self.settings.day_close_timeout_s <= 0:
+            return
+        now = time.monotonic()
+        for pid, st in committed.items():
+            if st.closed_day is None:
+                continue
+            prev = self.closes.get(pid)
+            if prev is None or prev[0] != st.closed_day:
+                self.closes[pid] = (st.closed_day, now)
+
+    def owns(self, pid: str) -> bool:
+        """Whether this worker is assigned the input partition of ``pid`` right now."""
+        from faust.types import TP
+
+        part = partition_of(pid, self.settings.topic_partitions)
+        return TP(self.topics["events"], part) in self.app.consumer.assignment()
+
+    def forget_partitions(self) -> None:
+        """A rebalance moved products: timers start again from their next event."""
+        self.closes.clear()
+
+    async def close_late_days(self) -> int:
+        """Feed a synthetic SalesDaily to every owned product whose day stayed open too long."""
+        timeout = self.settings.day_close_timeout_s
+        if timeout <= 0 or self.processor is None or self.app.rebalancing:
+            return 0
+        now = time.monotonic()
+        due = [pid for pid, (_, t) in self.closes.items() if now - t >= timeout and self.owns(pid)]
+        if not due:
+            return 0
+        async with self.lock:  # checked and fed under the agent's lock: no event slips in between
+            synthetic = []
+            for pid in due:
+                st = self.states.get(pid)
+                if st is None or st.closed_day is None or pid not in self.closes or st.closed_day != self.closes[pid][0]:
+                    self.closes.pop(pid, None)  # moved on (or away) since it was tracked
+                    continue
+                synthetic.append(imputed_sales(st))
+            if synthetic:
+                log.info("closing %d late day(s) with imputed sales", len(synthetic))
+                self.totals["imputed_sales"] += len(synthetic)
+                await self._handle_locked(synthetic)
+        return len(synthetic)
+
+    # -- observability ----------------------------------------------------------------------------
+    def _write_stats(self) -> None:
+        if self.stats_file is None:
+            return
+        doc = {"pid": os.getpid(), "time": time.time(), "totals": dict(self.totals),
+               "products": len(self.table), "rss_bytes": _rss_bytes()}
+        tmp = self.stats_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(self.stats_file)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def create_app(
+    settings: Settings,
+    *,
+    client_factory=build_client,
+    sink_factory=build_sink,
+    stats_file: Path | None = None,
+) -> faust.App:
+    """The one Faust app of a worker, built from ``settings``; ``app.liftstream`` is its ``Worker``."""
+    topics = topic_names(settings.topic_prefix)
+    web = settings.worker_web_port > 0
+    app = faust.App(
+        settings.app_id,
+        broker=kafka_urls(settings.kafka_bootstrap),
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        processing_guarantee="at_least_once",  # Tansu has no transactions; see docs/streaming.md
+        table_standby_replicas=0,  # memory grows with this worker's products only
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        broker_commit_interval=1.0,
+        consumer_max_fetch_size=MAX_MESSAGE_BYTES,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+        stream_buffer_maxsize=max(4 * settings.batch_max, 4096),
+        web_enabled=web,
+        web_port=settings.worker_web_port if web else 6066,
+        web_bind="127.0.0.1",
+    )
+    events = app.topic(
+        topics["events"], key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+    out_topics = {
+        name: app.topic(topics[name], key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions)
+        for name in ("forecasts", "alerts", "advice", "dead_letters")
+    }
+    # keys are product ids, and each record goes to the partition of the product's events (same
+    # key bytes, same partitioner), so the table's partitions follow the input's assignment
+    table = app.tables.add(
+        ProductTable(
+            app,
+            name=STATE_TABLE,
+            beacon=app.tables.beacon,
+            schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            partitions=settings.topic_partitions,
+        )
+    )
+    worker = Worker(settings, app, table, topics, out_topics, client_factory, sink_factory, stats_file)
+    app.liftstream = worker
+
+    @app.agent(events, name=f"{settings.app_id}.score")
+    async def score(stream):
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            # a tombstone (null value) is bad input like any other: it becomes a dead letter
+            await worker.handle([b"" if ev.value is None else ev.value for ev in batch])
+
+    if settings.day_close_timeout_s > 0:
+        tick = min(max(settings.day_close_timeout_s / 4, 0.25), 60.0)
+
+        @app.timer(interval=tick, name=f"{settings.app_id}.close_late_days")
+        async def close_late_days():
+            await worker.close_late_days()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app, revoked, **kwargs):
+        worker.forget_partitions()
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app, **kwargs):
+        await worker.stop()
+
+    return app
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def worker_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liftstream worker", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bootstrap", dest="kafka_bootstrap", help="Kafka bootstrap servers host:port[,...]")
+    p.add_argument("--store", help="clickhouse://host:port/db (or chdb:///dir for a single worker)")
+    p.add_argument("--database", help="database when the store URL names none")
+    p.add_argument("--app-id", dest="app_id", help="consumer group / app id (workers with one id share the work)")
+    p.add_argument("--topic-prefix", dest="topic_prefix")
+    p.add_argument("--partitions", dest="topic_partitions", type=int)
+    p.add_argument("--web-port", dest="worker_web_port", type=int, help="0 disables the web server")
+    p.add_argument("--batch-max", dest="batch_max", type=int)
+    p.add_argument("--batch-within", dest="batch_within_s", type=float)
+    p.add_argument("--day-close-timeout", dest="day_close_timeout_s", type=float)
+    p.add_argument("--session-timeout", dest="broker_session_timeout_s", type=float)
+    p.add_argument("--rebalance-timeout", dest="broker_rebalance_timeout_s", type=float)
+    p.add_argument("--heartbeat-interval", dest="broker_heartbeat_interval_s", type=float)
+    p.add_argument("--models", help="'inprocess' or triton://host:port")
+    p.add_argument("--forecaster", help="'auto', 'standin' or a LAMM checkpoint dir")
+    p.add_argument("--advisor", help="'auto', 'standin' or an FEI model dir")
+    p.add_argument("--stats-file", type=Path, help="write running counts here (JSON) after every batch")
+    p.add_argument("--loglevel", default="warning")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    skip = {"stats_file", "loglevel"}
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
+    return Settings(**overrides)
+
+
+def cli_worker(argv: list[str]) -> int:
+    args = worker_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    app = create_app(settings, stats_file=args.stats_file)
+    worker = faust.Worker(app, loglevel=args.loglevel.upper(), quiet=True)
+    worker.execute_from_commandline()  # returns when the worker stops (SIGTERM / SIGINT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_worker(sys.argv[1:]))
