@@ -166,7 +166,7 @@ def _spawn(argv: list[str], cwd: Path, log_path: Path) -> subprocess.Popen:
         )
 
 
-def _find_binary(name: str) -> str:
+def find_binary(name: str) -> str:
     found = shutil.which(name) or next(
         (
             str(p)
@@ -301,7 +301,7 @@ class ClickHouseService(_Service):
         """Start (or restart, keeping the data and ports) and wait until it answers."""
         if self.running():
             return self
-        binary = _find_binary("clickhouse-server")
+        binary = find_binary("clickhouse-server")
         write_clickhouse_config(
             self.state_dir, self.host, self.tcp_port, self.http_port, self.interserver_port
         )
@@ -447,6 +447,7 @@ __all__ = [
     "ServiceStartError",
     "TansuService",
     "clickhouse_ping",
+    "find_binary",
     "free_port",
     "kafka_api_versions",
     "pid_cmdline",
