@@ -285,6 +285,15 @@ class _Served:
         if device != "cpu" and hasattr(self.obj, "to"):
             self.obj.to(device)
         self.inputs, self.outputs = N.SPECS[self.name]
+        import torch
+        import triton_python_backend_utils as pb_utils
+
+        # where the stub's packages came from: the tests check numpy is the venv's (numpy 2), not
+        # the base interpreter's (see inference/triton_server.py on PATH and pyvenv.cfg)
+        pb_utils.Logger.log_info(
+            f"liftstream {self.name}: {self.params[N.P_LOADER]} version {getattr(self.obj, 'model_version', '?')}; "
+            f"sys.prefix {sys.prefix}; numpy {np.__version__} at {np.__file__}; torch {torch.__version__}"
+        )
 
     # --- one function per role: dict of batched numpy inputs -> dict of batched numpy outputs
     def _run(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

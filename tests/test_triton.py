@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import socket
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +182,17 @@ def test_served_config_matches_names(served: Served) -> None:
             ] == [(s.name, s.data_type, s.resolve(sizes)) for s in want_out]
 
 
+def test_stub_runs_in_this_virtualenv(served: Served) -> None:
+    """The python stub ignores virtualenvs unless started as inference.triton_server does: every
+    served model must report this venv's prefix and numpy (numpy 2, through DLPack)."""
+    log = served.server.log_path.read_text()
+    for name in N.MODELS:
+        line = next((ln for ln in log.splitlines() if f"liftstream {name}:" in ln), None)
+        assert line is not None, f"no load line for {name} in {served.server.log_path}"
+        assert f"sys.prefix {sys.prefix};" in line
+        assert f"numpy {np.__version__} at {np.__file__}" in line
+
+
 # --- parity: eager (in-process) vs served, allclose ------------------------------------------
 
 
@@ -337,12 +351,23 @@ def test_malformed_request_fails_alone(served: Served) -> None:
 
 
 def test_timeout_is_typed(served: Served) -> None:
-    c = TritonModelClient(served.server.grpc_url, timeout_s=1e-6)
-    try:
+    """A peer that accepts TCP but never speaks gRPC: the call ends at its deadline, typed."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"127.0.0.1:{silent.getsockname()[1]}"
         with pytest.raises(TritonTimeout):
-            c.step(c.init_state(2), random_x(2, served.hidden_dim))
-    finally:
-        c.close()
+            TritonModelClient(url, connect_timeout_s=0.5)
+        c = TritonModelClient(served.server.grpc_url, timeout_s=0.5)
+        c._c.close()
+        c._c = grpcclient.InferenceServerClient(url)  # same client, its server gone silent
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(TritonTimeout):
+                c.step(c.init_state(2), random_x(2, served.hidden_dim))
+            assert time.monotonic() - t0 < 5.0
+        finally:
+            c.close()
 
 
 def test_unreachable_server_is_typed() -> None:
