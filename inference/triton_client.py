@@ -1,8 +1,8 @@
 """The Triton backend of ``inference.client``: the same calls, answered by a tritonserver over gRPC.
 
-    client = load_client("triton://127.0.0.1:8001")          # TritonModelClient (sync)
-    client = load_client("triton://127.0.0.1:8001", asynchronous=True)  # AsyncTritonModelClient
-    client = load_client("inprocess")                        # InProcessClient over the stand-ins
+    client = load_client("triton://127.0.0.1:8001")   # AsyncTritonModelClient (the Faust agents)
+    client = load_client("triton://127.0.0.1:8001", asynchronous=False)  # TritonModelClient (sync)
+    client = load_client("inprocess")                 # AsyncInProcessClient over the stand-ins
 
 Tensor names, dtypes and dims come from ``inference.triton_names`` (the module the exporter writes
 config.pbtxt from). At construction the client reads each model's config from the server once:
@@ -290,12 +290,15 @@ class AsyncTritonModelClient:
 def load_client(
     spec: str,
     *,
-    asynchronous: bool = False,
+    asynchronous: bool = True,
     forecaster: str = "standin",
     advisor: str = "standin",
     timeout_s: float = 10.0,
 ):
     """A model client from a spec: ``"inprocess"`` or ``"triton://host:port"`` (gRPC port).
+
+    Async by default (``AsyncModelClient``: what ``streams.app.build_client`` hands the agents);
+    ``asynchronous=False`` gives the sync ``ModelClient``.
 
     ``forecaster`` / ``advisor`` (``standin`` or a checkpoint folder, as for export-triton) only
     matter in-process; a Triton server serves whatever was exported into its repository.

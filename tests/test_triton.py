@@ -28,7 +28,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from inference import triton_names as N
-from inference.client import InProcessClient
+from inference.client import AsyncInProcessClient, InProcessClient
 from inference.export import STANDIN_ADVISOR, STANDIN_FORECASTER, Source, export_repository, probe_forecaster
 from inference.triton_client import (
     AsyncTritonModelClient,
@@ -376,12 +376,24 @@ def test_unreachable_server_is_typed() -> None:
 
 
 def test_load_client(served: Served) -> None:
-    c = load_client(f"triton://{served.server.grpc_url}")
+    c = load_client(f"triton://{served.server.grpc_url}", asynchronous=False)
     try:
         assert isinstance(c, TritonModelClient) and c.model_version == served.eager.model_version
     finally:
         c.close()
-    assert isinstance(load_client("inprocess"), InProcessClient)
+    ac = load_client(f"triton://{served.server.grpc_url}")
+    assert isinstance(ac, AsyncTritonModelClient) and ac.advice_version == served.eager.advice_version
+    x = random_x(2, served.hidden_dim)
+
+    async def go():
+        try:
+            return await ac.step(await ac.init_state(2), x)
+        finally:
+            await ac.close()
+
+    _close(asyncio.run(go()).point, served.eager.step(served.eager.init_state(2), x).point)
+    assert isinstance(load_client("inprocess", asynchronous=False), InProcessClient)
+    assert isinstance(load_client("inprocess"), AsyncInProcessClient)
     with pytest.raises(ValueError, match="unknown model client spec"):
         load_client("http://x")
 
