@@ -327,10 +327,10 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     r = rng["engagement"]
     def rate(base, logit_shift, sd):  # noqa: E306
         return np.clip(base * np.exp(logit_shift + r.normal(0, sd, n_videos)), 0, 0.5)
-    like_rate = rate(0.028, 1.5 * (sc["e_mean"] - 0.45) + 0.8 * (lat["music"] - 0.5), 0.35)
-    comment_rate = rate(0.0036, 1.0 * (sc["e_mean"] - 0.45) + 1.0 * (sc["a_mean"] - 0.4), 0.4)
-    share_rate = rate(0.0032, 1.2 * (sc["e_mean"] - 0.45) + 0.3 * (style == 0), 0.4)
-    collect_rate = rate(0.0042, 1.5 * (sc["pe"] - 0.5), 0.4)
+    like_rate = rate(0.0207, 1.5 * (sc["e_mean"] - 0.45) + 0.8 * (lat["music"] - 0.5), 0.35)
+    comment_rate = rate(0.0026, 1.0 * (sc["e_mean"] - 0.45) + 1.0 * (sc["a_mean"] - 0.4), 0.4)
+    share_rate = rate(0.0024, 1.2 * (sc["e_mean"] - 0.45) + 0.3 * (style == 0), 0.4)
+    collect_rate = rate(0.0031, 1.5 * (sc["pe"] - 0.5), 0.4)
     day_of = v_day[:, None] + ages[None, :]  # (N, 14)
     in_window = day_of < D
     eng = {name: r.binomial(imp_daily, rt[:, None]) for name, rt in
@@ -356,7 +356,7 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     day_price = (price[:, None] * discount).round(1)
     day_rating = np.clip(rating[:, None] + r.normal(0, 0.15, (P, D)), 0, 100).round(1)
     history_sales = np.maximum(np.round(base_scale * np.exp(log_base) * history_days * np.exp(r.normal(0, 0.3, P))), 16)
-    history_videos = np.maximum(np.round(video_rate * history_days * 0.5 * np.exp(r.normal(0, 0.3, P))), 2)
+    history_videos = np.maximum(np.round(video_rate * history_days * 0.43 * np.exp(r.normal(0, 0.3, P))), 2)
 
     # 8. titles (strings; the embeddings are made with the features) --------------------------------
     tok, title = _titles(rng["videos"], n_seg.shape[0], v_cat, style, intensity, lat["title_names_product"],
@@ -425,7 +425,8 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
         **{k: v for k, v in params.items()}, "intensity": intensity,
         "confounder_u": v_u, "impression_noise": eps, "log_followers": ln_f, "g_actual": g_actual,
         "fei_actual": fei_actual, "decay_days": decay,
-        "quality": q, "log_conversion": log_conv + math.log(conv_scale) if conv_scale > 0 else log_conv,
+        "quality": q, "quality_pe": W_PE * sc["pe"], "quality_tp": W_TP * sc["tp"], "quality_af": W_AF * sc["af"],
+        "log_conversion": log_conv + math.log(conv_scale) if conv_scale > 0 else log_conv,
         **{k: v for k, v in sc.items()}, "title_names_product": lat["title_names_product"],
         "align": lat["align"], "audio_align": lat["audio_align"], "music": lat["music"],
         "lift_in_window": lift_total, "lift_14d": lift_14d,
