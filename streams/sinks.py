@@ -31,6 +31,7 @@ session per path and refuses a second path while the first is open.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import time
@@ -48,6 +49,7 @@ from pydantic import BaseModel
 from schemas.ddl import COLUMNS, TABLES, create_all, row_of
 
 DEFAULT_DATABASE = "liftstream"
+log = logging.getLogger(__name__)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -301,7 +303,12 @@ class ChdbSink:
         for table in list(self._buf):
             rows = self._buf[table]
             cols = ", ".join(f"`{c}`" for c in COLUMNS[table])
-            self._chdb.insert_arrow(f"INSERT INTO {self.database}.{table} ({cols})", arrow_table(table, rows))
+            try:
+                self._chdb.insert_arrow(
+                    f"INSERT INTO {self.database}.{table} ({cols})", arrow_table(table, rows)
+                )
+            except Exception as exc:  # chdb raises untyped errors; pyarrow raises on out-of-range values
+                raise SinkFailed(f"chdb insert of {len(rows)} rows into {table} failed: {exc}") from exc
             del self._buf[table]  # only once the engine took them: a failed insert keeps its rows
             self._buffered -= len(rows)
             self.stats.rows_written += len(rows)
@@ -350,7 +357,12 @@ def _retryable(exc: BaseException) -> bool:
 
 
 class ClickHouseSink:
-    """Buffered, retrying sink into a ClickHouse server; see the module docstring for the contract."""
+    """Buffered, retrying sink into a ClickHouse server; see the module docstring for the contract.
+
+    Leave ``types_check`` off: clickhouse-driver 0.2.11 with ``types_check=True`` masks an
+    out-of-range unsigned int to fit (2**32 into UInt32 stores 0), while off, the value is
+    refused (``TypeMismatchError``, which stops the sink with :class:`SinkFailed`).
+    """
 
     def __init__(
         self,
@@ -552,10 +564,13 @@ class ClickHouseSink:
             except Exception as exc:  # noqa: BLE001 - sorted into retryable or fatal below
                 self.stats.last_error = repr(exc)
                 if not _retryable(exc):
+                    log.error("clickhouse sink %s stopped: %r", self.database, exc)
                     with self._cond:
                         self._error = exc
                         self._cond.notify_all()
                     return
+                if backoff == self.retry_initial_s:  # once per outage, not once per attempt
+                    log.warning("clickhouse sink %s: %r; retrying with backoff", self.database, exc)
                 self.stats.retries += 1
                 self._schema_ready = False  # a restarted server may have lost it; IF NOT EXISTS is cheap
                 self._client.disconnect()
@@ -564,6 +579,10 @@ class ClickHouseSink:
                         self._cond.wait(backoff)
                 backoff = min(backoff * 2, self.retry_max_s)
                 continue
+            if backoff != self.retry_initial_s:
+                log.warning(
+                    "clickhouse sink %s: server back after %d retries", self.database, self.stats.retries
+                )
             backoff = self.retry_initial_s
             if pending is not None:
                 with self._cond:

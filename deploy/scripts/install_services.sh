@@ -17,10 +17,12 @@ VENV="${VENV:-.venv}"
 BIN_DIR="$ROOT/.liftstream/bin"
 
 say() { printf 'install_services: %s\n' "$*"; }
+# /usr/sbin is not on every user's PATH
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 
 # --- (a) ClickHouse server + client (Debian) -----------------------------------------------
-if command -v clickhouse-server >/dev/null 2>&1 && command -v clickhouse-client >/dev/null 2>&1; then
-  say "clickhouse-server already installed ($(command -v clickhouse-server))"
+if have clickhouse-server && have clickhouse-client; then
+  say "clickhouse-server already installed"
 else
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then
@@ -29,11 +31,19 @@ else
   fi
   say "installing clickhouse-server and clickhouse-client with apt-get"
   export DEBIAN_FRONTEND=noninteractive
+  # the package's postinst would start a system-wide server on :9000 (init scripts run without
+  # systemd too); tests and `liftstream stack` start their own, so forbid it for this install
+  # unless the machine already has a policy (containers usually do)
+  POLICY=/usr/sbin/policy-rc.d
+  if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+    $SUDO chmod +x "$POLICY"
+    trap '$SUDO rm -f "$POLICY"' EXIT
+  fi
   $SUDO apt-get update -q
-  # the package's postinst may try to start a service: nothing here relies on it, tests start
-  # their own servers in temp dirs (streams/services.py)
   $SUDO apt-get install -y -q --no-install-recommends clickhouse-server clickhouse-client
-  say "installed clickhouse-server ($(command -v clickhouse-server))"
+  have clickhouse-server || { say "clickhouse-server missing after apt-get install" >&2; exit 1; }
+  say "installed clickhouse-server and clickhouse-client"
 fi
 [ -f /etc/clickhouse-server/config.xml ] && [ -f /etc/clickhouse-server/users.xml ] || {
   say "/etc/clickhouse-server/{config,users}.xml missing after install" >&2
