@@ -413,3 +413,18 @@ def test_macro_substitution_handles_nesting():
     )
     assert grafana_substitute(sql, {"category": None, "product": None}) == "SELECT 1 WHERE 1=1"
     assert re.fullmatch(r"[^$]*", grafana_substitute("SELECT $__timeFilter(ts)", {}))
+
+
+def test_sdk_reads_the_json_back():
+    # the committed JSON decodes into the SDK's models, targets into our ClickHouse Dataquery
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    register_default_plugins()
+    board = Dashboard.from_json(DASH)
+    assert board.uid == "liftstream-campaign" and len(board.panels) == 9
+    for panel, raw in zip(board.panels, DASH["panels"], strict=True):
+        (target,) = panel.targets
+        assert isinstance(target, build.ClickHouseDataquery)
+        assert json.loads(json.dumps(target, cls=JSONEncoder)) == raw["targets"][0]
