@@ -36,6 +36,12 @@ def modality_importance(rng, lat, n_seg, vtype, verified, length, q, log_conv, l
         "quality": {},
         "log_lift": {},
     }
+    if q.size < 2:
+        out["note"] = "fewer than two videos: nothing to compare"
+        out["quality"] = dict.fromkeys(ABLATION_LATENTS, 0.0)
+        out["log_lift"] = dict.fromkeys(ABLATION_LATENTS, 0.0)
+        out["order"] = list(ABLATION_LATENTS)
+        return out
     for m, key in ABLATION_LATENTS.items():
         sc_m = W.content_scores({**lat, key: lat2[key]}, n_seg)
         dq = W.quality(sc_m) - q

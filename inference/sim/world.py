@@ -363,9 +363,9 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
                          noun[v_product], [brand[i] for i in v_product])
 
     # 9. tables ------------------------------------------------------------------------------------
-    product_ids = np.array([f"p{i:05d}" for i in range(P)])
-    infl_ids = np.array([f"i{i:06d}" for i in range(n_inf)])
-    video_ids = np.array([f"v{i:07d}" for i in range(n_videos)])
+    product_ids = np.array([f"p{i:05d}" for i in range(P)], dtype=object)
+    infl_ids = np.array([f"i{i:06d}" for i in range(n_inf)], dtype=object)
+    video_ids = np.array([f"v{i:07d}" for i in range(n_videos)], dtype=object)
     vid_arr = pa.array(video_ids, pa.string())
     pid_arr = pa.array(product_ids, pa.string())
     tables = {
