@@ -24,8 +24,8 @@ from inference.sim import world as W
 ABLATION_LATENTS = {"frame": "p", "motion": "e", "audio": "a", "text": "title_names_product"}
 
 
-def modality_importance(rng, lat, n_seg, vtype, verified, length, q, log_conv, log_r) -> dict:
-    lat2 = W.segment_latents(rng, n_seg)
+def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q, log_conv, log_r) -> dict:
+    lat2 = W.segment_latents(rng, n_seg, align_mean)
     sc = W.content_scores(lat, n_seg)
     ce = W.content_effect(sc, vtype, verified, length)
     y = log_conv + log_r

@@ -66,7 +66,7 @@ class SimConfig:
     confounder_followers: float = 0.9
     confounder_impressions: float = 0.7
     impression_noise: float = 0.55
-    impressions_at_10k: float = 6500.0  # median two-week impressions of an average video at 10k followers
+    impressions_at_10k: float = 7100.0  # median two-week impressions of an average video at 10k followers
     chunk_videos: int = 4096  # feature synthesis batch (memory ~ 4 x chunk x 10 KB)
 
     def __post_init__(self) -> None:
@@ -137,20 +137,23 @@ def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (x * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
 
 
-def segment_latents(rng: np.random.Generator, n_segments: np.ndarray) -> dict[str, np.ndarray]:
+def segment_latents(rng: np.random.Generator, n_segments: np.ndarray, align_mean: np.ndarray | None = None
+                    ) -> dict[str, np.ndarray]:
     """Per-segment content latents of N videos (all (N, S) in [0, 1], zero past n_segments).
 
     p: product on screen; e: engagement saliency (early segments draw more attention, and the
     video-level ``align`` decides whether the engaging moments are the product ones: positive
-    for product-centred videos, negative for self-promotion); a: the voice talks about the
-    product (``audio_align`` ties it to p); title_names_product: the title says the product name.
+    for product-centred videos, negative for self-promotion; ``align_mean`` (N,) is the creator's
+    habit, default 0.2 for all); a: the voice talks about the product (``audio_align`` ties it
+    to p); title_names_product: the title says the product name.
     """
     n, s = n_segments.shape[0], L.MAX_SEGMENTS
     mask = np.arange(s)[None, :] < n_segments[:, None]  # (N, S)
     share = rng.beta(6.0, 6.0, n)  # share of the video with the product on screen
     p = expit(3.0 * (_ar1(rng, n, s, 0.3) + ndtri(share)[:, None]))
     p_dev = p - _masked_mean(p, mask)[:, None]  # (N, S) on-screen now vs the video's average
-    align = rng.normal(0.2, 3.0, n)
+    # total spread ~3 either way: creator habit (std 1.8) + this video (std 2.4)
+    align = rng.normal(0.2, 3.0, n) if align_mean is None else align_mean + rng.normal(0.0, 2.4, n)
     attention = 0.8 * np.exp(-np.arange(s) / 2.0)  # the first ~6 seconds
     e = expit(rng.normal(-1.0, 0.6, n)[:, None] + attention[None, :] + 6.0 * align[:, None] * p_dev
               + 0.6 * _ar1(rng, n, s, 0.5))
@@ -205,10 +208,12 @@ def curve_params(style: np.ndarray, intensity: np.ndarray, intercept: np.ndarray
     k = intensity
     ln10 = math.log(10)
     s_curve, lin = style == 0, style == 1  # else concave
-    floor = np.where(s_curve, 0.04, np.where(lin, 0.25 + 0.3 * k, 0.03))
-    amp = np.where(s_curve, 0.45 + 0.45 * k, np.where(lin, 0.0, 0.5 + 0.4 * k))
-    mu = np.where(s_curve, (3.7 + 0.8 * k) * ln10, np.where(lin, T.L_REF, (3.0 + 0.8 * (1 - k)) * ln10))
-    w = np.where(s_curve, 1.5, np.where(lin, 1.0, 1.3))
+    # tier averages land near the FEI paper's Table 4: S-shaped ~0.1 / 0.5 / 0.6 / 0.2 / 0.1 / 0.04
+    # (sub-nano .. mega), linear ~0.26 throughout, concave ~0.45 falling to 0.04
+    floor = np.where(s_curve, 0.04, np.where(lin, 0.16 + 0.2 * k, 0.03))
+    amp = np.where(s_curve, 0.45 + 0.45 * k, np.where(lin, 0.0, 0.45 + 0.3 * k))
+    mu = np.where(s_curve, (3.6 + 0.9 * k) * ln10, np.where(lin, T.L_REF, (2.8 + 1.0 * (1 - k)) * ln10))
+    w = np.where(s_curve, 1.7, np.where(lin, 1.0, 2.2))
     curve = np.array([T.CURVE_CODES[c] for c in PH.CURVES])[style]
     out = {"curve": curve.astype(np.int8), "intercept": intercept, "floor": floor, "amp": amp, "mu": mu, "w": w}
     assert all(v.shape == (n,) for v in out.values())
@@ -273,6 +278,7 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     age[odd] = r.integers(1, 100, odd.sum())
     niche = r.choice(len(L.VIDEO_TYPES), n_inf, p=PH.VIDEO_TYPE_COUNTS / PH.VIDEO_TYPE_COUNTS.sum())
     activity = np.exp(r.normal(0, 1.0, n_inf))
+    align_habit = 0.2 + r.normal(0, 1.8, n_inf)  # product-centred vs self-promoting creators (PE-score paper)
 
     # 4. videos: who, when, what ----------------------------------------------------------------
     r = rng["videos"]
@@ -302,7 +308,7 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     size_mb = (length * 0.28 * (width * height / (1080 * 1920)) * np.exp(r.normal(0, 0.3, n_videos))).round(2)
 
     # 5. content latents and scores --------------------------------------------------------------
-    lat = segment_latents(rng["latents"], n_seg)
+    lat = segment_latents(rng["latents"], n_seg, align_habit[infl])
     sc = content_scores(lat, n_seg)
     q = quality(sc)
     v_verified = verified[infl]
@@ -449,14 +455,14 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     })
     truth_infl = pa.table({
         "influencer_id": pa.array(infl_ids, pa.string()), "instrument_z": z, "confounder_u": u,
-        "log_followers_start": ln_f0, "growth_per_day": growth,
+        "log_followers_start": ln_f0, "growth_per_day": growth, "align_habit": align_habit,
     })
     grid = T.GRID
     fei_g = T.true_log_impressions(grid, params).astype(np.float32) if n_videos else np.zeros((0, grid.size), np.float32)
     fei_slope = T.true_fei(grid, params).astype(np.float32) if n_videos else np.zeros((0, grid.size), np.float32)
     from inference.sim.diagnostics import fei_controls, fei_diagnostics, modality_importance
 
-    importance = modality_importance(rng["ablation"], lat, n_seg, vtype, v_verified, length, q, log_conv, log_r)
+    importance = modality_importance(rng["ablation"], lat, n_seg, align_habit[infl], vtype, v_verified, length, q, log_conv, log_r)
     truth = {
         "videos": truth_videos, "video_lift": truth_lift, "sales": truth_sales, "products": truth_products,
         "influencers": truth_infl,
