@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -52,7 +53,7 @@ from pydantic import BaseModel
 
 from schemas.events import SalesDaily
 from schemas.outputs import DeadLetter, ForecastAlert, InfluencerAdvice, SalesLiftForecast
-from schemas.topics import event_key, topic_names
+from schemas.topics import EVENTS, event_key, topic_names
 from streams.processor import BatchResult, Processor
 from streams.settings import Settings
 from streams.state import ProductState, ordinal_day
@@ -191,7 +192,7 @@ class Worker:
         self.processor = await self._retry("model client", lambda: Processor.create(
             client,
             self.states,
-            source=self.topics["events"],
+            source=EVENTS,  # the logical source, not the prefixed name: dead-letter ids stay stable
             value_per_impression=self.settings.value_per_impression,
             cost_per_1k_followers=self.settings.cost_per_1k_followers,
             alerts=self.settings.alert_config(),
@@ -214,6 +215,7 @@ class Worker:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of a model or sink is retried
                 self.totals[f"retry_{what.replace(' ', '_')}"] += 1
+                self._write_stats()
                 log.warning("%s failed (%r); retrying in %.1f s", what, exc, delay)
                 await asyncio.sleep(delay)  # backoff before the next attempt
                 delay = min(delay * 2, RETRY_MAX_S)
@@ -231,7 +233,7 @@ class Worker:
             return await self.processor.process(items)
 
         result = await self._retry("processor", process)
-        await self._retry("sink", lambda: self._persist(result.rows))
+        await self._persist(result.rows)
         await self._publish(result.rows)
         committed = self.states.commit()
         self._track_closes(committed)
@@ -240,14 +242,43 @@ class Worker:
         return result
 
     async def _persist(self, rows: list[BaseModel]) -> None:
+        """Return once the server holds ``rows``: written once, flushed until acknowledged.
+
+        The sink retries an unreachable server itself (backoff); here a full buffer or a flush
+        timeout waits and tries again, and a sink that stopped for good is replaced and given the
+        rows again (idempotent keys: a row written twice is one row).
+        """
         if not rows:
             return
-        if hasattr(self.sink, "write_async"):
-            await self.sink.write_async(rows)
-            await self.sink.flush_async()
+        from streams.sinks import SinkError, SinkFailed
+
+        written, delay = False, RETRY_INITIAL_S
+        while True:
+            try:
+                if not written:
+                    await self._sink_call("write", rows)
+                    written = True
+                await self._sink_call("flush")
+                return
+            except SinkFailed as exc:
+                log.error("sink stopped (%r); opening a new one", exc)
+                await asyncio.to_thread(_close_quietly, self.sink)
+                self.sink, written = self.sink_factory(self.settings), False
+                self.totals["sink_reopened"] += 1
+            except (SinkError, OSError) as exc:
+                log.warning("sink %s (%r); retrying in %.1f s", "flush" if written else "write", exc, delay)
+            self.totals["retry_sink"] += 1
+            self._write_stats()
+            await asyncio.sleep(delay)  # backoff before the next attempt
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _sink_call(self, what: str, rows: list[BaseModel] | None = None) -> None:
+        if hasattr(self.sink, f"{what}_async"):  # ClickHouseSink: the blocking part runs in a thread
+            fn = getattr(self.sink, f"{what}_async")
+            await (fn(rows) if rows is not None else fn())
         else:  # the embedded sink (chdb): synchronous, run off the event loop
-            await asyncio.to_thread(self.sink.write, rows)
-            await asyncio.to_thread(self.sink.flush)
+            fn = getattr(self.sink, what)
+            await (asyncio.to_thread(fn, rows) if rows is not None else asyncio.to_thread(fn))
 
     async def _publish(self, rows: list[BaseModel]) -> None:
         for row in rows:
@@ -275,6 +306,14 @@ class Worker:
 
         part = partition_of(pid, self.settings.topic_partitions)
         return TP(self.topics["events"], part) in self.app.consumer.assignment()
+
+    def assigned(self) -> list[int]:
+        """Input partitions this worker holds now."""
+        try:
+            tps = self.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - no consumer yet
+            return []
+        return sorted(tp.partition for tp in tps if tp.topic == self.topics["events"])
 
     def forget_partitions(self) -> None:
         """A rebalance moved products: timers start again from their next event."""
@@ -307,11 +346,20 @@ class Worker:
     def _write_stats(self) -> None:
         if self.stats_file is None:
             return
+        sink = getattr(self.sink, "stats", None)
         doc = {"pid": os.getpid(), "time": time.time(), "totals": dict(self.totals),
-               "products": len(self.table), "rss_bytes": _rss_bytes()}
+               "products": len(self.table), "assigned": self.assigned(), "rss_bytes": _rss_bytes(),
+               "sink": None if sink is None else dataclasses.asdict(sink)}
         tmp = self.stats_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))
         tmp.replace(self.stats_file)
+
+
+def _close_quietly(sink) -> None:
+    try:
+        sink.close(timeout_s=1.0)
+    except Exception as exc:  # noqa: BLE001 - the rows it held are written again by the caller
+        log.warning("closing the failed sink: %r", exc)
 
 
 def _rss_bytes() -> int:
@@ -368,7 +416,8 @@ def create_app(
             app,
             name=STATE_TABLE,
             beacon=app.tables.beacon,
-            schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            key_type=str,  # serialized as JSON strings
+            value_type=bytes,  # ProductState.to_bytes(), stored and restored as raw bytes
             partitions=settings.topic_partitions,
         )
     )
@@ -391,6 +440,16 @@ def create_app(
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
         worker.forget_partitions()
+
+    if stats_file is not None:
+
+        @app.timer(interval=0.5, name=f"{settings.app_id}.stats")
+        async def write_stats():  # also while a batch waits on a sink outage
+            worker._write_stats()
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalanced(app, **kwargs):
+        worker._write_stats()
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kwargs):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -273,3 +273,21 @@ def produce(bootstrap: str, topic: str, items: list[bytes], partitions: int = 4,
     from streams.produce import produce as produce_async
 
     return asyncio.run(produce_async(bootstrap, topic, items, partitions=partitions, **kw))
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 4) -> int:
+    """Sum of the offsets ``group`` has committed on ``topic`` (0 for a partition with none)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def go() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            total = 0
+            for p in range(partitions):
+                total += await consumer.committed(TopicPartition(topic, p)) or 0
+            return total
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())

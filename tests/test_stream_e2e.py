@@ -1,0 +1,176 @@
+"""The Faust worker against a real Kafka-protocol broker (Tansu) and a real ClickHouse server.
+
+Each test runs ``python -m streams.app`` workers as subprocesses with their own app id, topics
+and database, replays the simulator's tiny world into Kafka and compares what ClickHouse holds
+(after FINAL, wall-clock columns aside) with what the same Processor makes of the same events
+in-process. Fault tests (bad input, late sales) live in test_stream_faults.py.
+
+    .venv/bin/pytest tests/test_stream_e2e.py -q
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from schemas.topics import EVENTS, topic_names
+from streams.services import start_clickhouse
+from streams.sinks import open_store
+from tests.stream_support import (
+    WorkerProc,
+    committed_total,
+    counts_final,
+    expected_rows,
+    payloads,
+    produce,
+    sim_events,
+    store_rows,
+    wait_for,
+    worker_argv,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def world() -> tuple[list[bytes], dict[str, set], dict]:
+    """The tiny world's events as payloads, and the in-process reference rows and counts."""
+    items = payloads(sim_events("tiny", seed=0))
+    rows, totals = expected_rows(items, EVENTS)
+    return items, rows, totals
+
+
+def _workers(n, tmp_path, argv):
+    return [WorkerProc(argv, tmp_path / f"worker{i}.log", tmp_path / f"worker{i}.json") for i in range(n)]
+
+
+def _assert_same(store, db, expected, workers):
+    got = store_rows(store, db)
+    for table, rows in expected.items():
+        assert got[table] == rows, (
+            f"{table}: {len(got[table])} rows in ClickHouse, {len(rows)} expected; "
+            f"missing {sorted(rows - got[table])[:3]}, extra {sorted(got[table] - rows)[:3]}\n"
+            + "\n".join(w.log_tail() for w in workers)
+        )
+
+
+def _done(workers, n):
+    return lambda: sum(w.received() for w in workers) >= n and all(w.stats().get("totals") for w in workers)
+
+
+def test_end_to_end_matches_in_process(world, kafka_broker, clickhouse_server, unique_name, tmp_path):
+    items, expected, totals = world
+    db = f"db_{unique_name}"
+    (w,) = _workers(1, tmp_path, worker_argv(kafka_broker.bootstrap, clickhouse_server.url + db, unique_name))
+    w.start()
+    try:
+        produce(kafka_broker.bootstrap, topic_names(f"{unique_name}.")["events"], items)
+        wait_for(lambda: w.received() >= len(items) or not w.alive(), 90, "the worker to take every event")
+        assert w.alive(), w.log_tail()
+        got_totals = w.stats()["totals"]
+        assert got_totals["received"] == len(items)
+        assert {k: got_totals.get(k, 0) for k in totals} == dict(totals)
+        store = open_store(clickhouse_server.url + db)
+        _assert_same(store, db, expected, [w])
+        # every input is accounted for: rows out (input tables) + dead letters == in, less duplicates
+        n = counts_final(store, db)
+        assert n["videos"] + n["engagement_daily"] + n["sales_daily"] + n["dead_letters"] == len(items)
+        assert n["forecasts"] > 0 and n["advice"] == n["videos"]
+    finally:
+        w.stop()
+
+
+def test_two_workers_split_products(world, kafka_broker, clickhouse_server, unique_name, tmp_path):
+    items, expected, _ = world
+    db = f"db_{unique_name}"
+    ws = _workers(2, tmp_path, worker_argv(kafka_broker.bootstrap, clickhouse_server.url + db, unique_name))
+    for w in ws:
+        w.start()
+    try:
+        # both members in the group, the 4 partitions split between them, before any event
+        def split():
+            a, b = (set(w.stats().get("assigned", [])) for w in ws)
+            return a and b and not a & b and a | b == {0, 1, 2, 3}
+
+        wait_for(split, 60, "two workers to share the 4 partitions")
+        produce(kafka_broker.bootstrap, topic_names(f"{unique_name}.")["events"], items)
+        wait_for(_done(ws, len(items)), 90, "the two workers to take every event")
+        received = [w.received() for w in ws]
+        assert all(r > 0 for r in received) and sum(received) == len(items), received
+        # each product's state lives in exactly one worker
+        assert sum(w.stats()["products"] for w in ws) == len({e for e in _product_ids(items)})
+        _assert_same(open_store(clickhouse_server.url + db), db, expected, ws)
+    finally:
+        for w in ws:
+            w.stop()
+
+
+def test_crash_recovery_restores_state_from_changelog(world, kafka_broker, clickhouse_server, unique_name, tmp_path):
+    items, expected, _ = world
+    db = f"db_{unique_name}"
+    argv = worker_argv(kafka_broker.bootstrap, clickhouse_server.url + db, unique_name, batch_max=200)
+    first, second = _workers(2, tmp_path, argv)
+    topic = topic_names(f"{unique_name}.")["events"]
+    group = f"app_{unique_name}"
+    first.start()
+    producer = None
+    try:
+        half = len(items) // 2
+        produce(kafka_broker.bootstrap, topic, items[:half])
+        wait_for(lambda: committed_total(kafka_broker.bootstrap, group, topic) >= half, 60,
+                 "the first half to be processed and committed", interval_s=0.5)
+        # the second half arrives while the worker runs; SIGKILL it part way through
+        producer = threading.Thread(target=produce, args=(kafka_broker.bootstrap, topic, items[half:]),
+                                    kwargs={"rate": 1500})
+        producer.start()
+        wait_for(lambda: first.received() >= half + 300, 30, "the worker to be mid-stream")
+        first.kill()
+        producer.join(60)
+        killed_at = first.received()
+        assert killed_at < len(items), "the kill came after the end of the stream"
+        committed = committed_total(kafka_broker.bootstrap, group, topic)
+        second.start()
+        store = open_store(clickhouse_server.url + db)
+        wait_for(lambda: second.received() >= len(items) - committed, 90, "the restarted worker to catch up")
+        # it resumed from the committed offsets (not from the start), with the states of the
+        # changelog: a fresh state would give other revisions, forecasts and alerts
+        assert second.received() == len(items) - committed
+        _assert_same(store, db, expected, [first, second])
+    finally:
+        if producer is not None:
+            producer.join(60)
+        first.stop()
+        second.stop()
+
+
+def test_clickhouse_outage_loses_nothing(world, kafka_broker, unique_name, tmp_path):
+    items, expected, _ = world
+    ch = start_clickhouse(tmp_path / "ch")
+    db = f"db_{unique_name}"
+    (w,) = _workers(1, tmp_path, worker_argv(kafka_broker.bootstrap, ch.url + db, unique_name))
+    topic = topic_names(f"{unique_name}.")["events"]
+    w.start()
+    try:
+        third = len(items) // 3
+        produce(kafka_broker.bootstrap, topic, items[:third])
+        wait_for(lambda: w.received() >= third, 60, "the first third")
+        ch.stop()
+        produce(kafka_broker.bootstrap, topic, items[third:])
+        # the worker holds the batch and retries with backoff (nothing is acknowledged past it);
+        # 6 retries of 0.05 s doubling is an outage of at least 3 s
+        wait_for(lambda: (w.stats().get("sink") or {}).get("retries", 0) >= 6, 30, "the sink to retry")
+        assert w.alive() and w.received() < len(items)
+        ch.start()
+        wait_for(lambda: w.received() >= len(items), 90, "the worker to drain after the outage")
+        _assert_same(open_store(ch.url + db), db, expected, [w])
+    finally:
+        w.stop()
+        ch.stop()
+
+
+def _product_ids(items: list[bytes]):
+    import json
+
+    for raw in items:
+        yield json.loads(raw)["product_id"]
