@@ -17,6 +17,8 @@ we add the product's own sales and metadata as side input (said in the model car
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from schemas import limits as L
@@ -27,18 +29,32 @@ SIDE_DIM = len(SIDE_FEATURES)
 PRODUCT_DIM = len(PRODUCT_FEATURES)
 
 
+COUNT_COLUMNS = ("likes", "shares", "comments", "collects", "impressions")
+
+
+def side_matrix(counts: np.ndarray, age_days: np.ndarray, followers: np.ndarray) -> np.ndarray:
+    """(K, SIDE_DIM) float32 side information of K videos.
+
+    counts: (K, 5) latest daily likes, shares, comments, collects, impressions (COUNT_COLUMNS);
+    age_days: (K,) days since publishing; followers: (K,) creator followers at publish.
+    """
+    out = np.empty((counts.shape[0], SIDE_DIM), dtype=np.float64)
+    np.log1p(counts, out=out[:, :5])
+    out[:, 4] /= 4.0
+    out[:, 5] = age_days
+    out[:, 5] /= L.WINDOW_DAYS
+    np.log1p(followers, out=out[:, 6])
+    out[:, 6] /= 4.0
+    return out.astype(np.float32)
+
+
 def side_features(likes, shares, comments, collects, impressions, age_days, followers) -> np.ndarray:
     """(..., SIDE_DIM) float32 side information of videos from raw counts (numpy broadcasting)."""
-    cols = [
-        np.log1p(np.asarray(likes, dtype=np.float64)),
-        np.log1p(np.asarray(shares, dtype=np.float64)),
-        np.log1p(np.asarray(comments, dtype=np.float64)),
-        np.log1p(np.asarray(collects, dtype=np.float64)),
-        np.log1p(np.asarray(impressions, dtype=np.float64)) / 4.0,
-        np.asarray(age_days, dtype=np.float64) / L.WINDOW_DAYS,
-        np.log1p(np.asarray(followers, dtype=np.float64)) / 4.0,
-    ]
-    return np.stack(np.broadcast_arrays(*cols), axis=-1).astype(np.float32)
+    cols = np.broadcast_arrays(*(np.asarray(c, dtype=np.float64) for c in
+                                 (likes, shares, comments, collects, impressions, age_days, followers)))
+    shape = cols[0].shape
+    flat = [c.reshape(-1) for c in cols]
+    return side_matrix(np.stack(flat[:5], axis=1), flat[5], flat[6]).reshape(*shape, SIDE_DIM)
 
 
 def product_features(units, price, rating, n_active, n_new) -> np.ndarray:
@@ -53,6 +69,15 @@ def product_features(units, price, rating, n_active, n_new) -> np.ndarray:
         (n_active > 0).astype(np.float64),
     ]
     return np.stack(np.broadcast_arrays(*cols), axis=-1).astype(np.float32)
+
+
+def product_vector(units: float, price: float, rating: float, n_active: int, n_new: int) -> np.ndarray:
+    """``product_features`` for one product-day from Python scalars (the stream's hot path)."""
+    return np.array(
+        [math.log1p(units), math.log1p(price), rating / 100.0, math.log1p(n_active), math.log1p(n_new),
+         1.0 if n_active > 0 else 0.0],
+        dtype=np.float64,
+    ).astype(np.float32)
 
 
 def day_input(h: np.ndarray, side: np.ndarray, product: np.ndarray) -> np.ndarray:

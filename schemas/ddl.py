@@ -11,7 +11,7 @@ column order that sinks use with rows passed as parameters.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -188,7 +188,7 @@ def create_all(database: str) -> list[str]:
 def _naive_utc(ts: datetime) -> datetime:
     # ClickHouse DateTime has second precision and no zone in these columns: store UTC, naive
     if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
     return ts.replace(microsecond=0)
 
 
@@ -221,17 +221,15 @@ def row_of(model: BaseModel) -> tuple[str, tuple[Any, ...]]:
             "media_uri": model.media_uri or "",
             "n_segments": model.features.n_segments if model.features else 0,
         }
-    else:
-        values = model.model_dump(exclude={"type", "schema_version"})
-    row = []
-    for col in COLUMNS[table]:
-        v = values[col]
-        if isinstance(v, datetime):
-            v = _naive_utc(v)
-        elif isinstance(v, bool):
-            v = int(v)
-        row.append(v)
+        return table, tuple(values[col] if col != "ts" else _naive_utc(values[col]) for col in COLUMNS[table])
+    # attribute access, not model_dump: this runs once per stored row
+    row = [getattr(model, col) for col in COLUMNS[table]]
+    for i in _DATETIME_COLUMNS[table]:
+        row[i] = _naive_utc(row[i])
     return table, tuple(row)
+
+
+_DATETIME_COLUMNS = {name: [i for i, (_, t) in enumerate(cols) if t == "DateTime"] for name, (cols, _, _) in TABLES.items()}
 
 
 __all__ = ["TABLES", "COLUMNS", "TABLE_OF", "create_all", "create_table", "create_database", "row_of", "date"]

@@ -109,7 +109,7 @@ def load_models(settings: Settings, dataset: Path | None, progress: bool = True)
     elif settings.forecaster == "auto":
         from inference.lamm_train import train_or_load
 
-        forecaster = train_or_load(dataset, cache / "lamm", progress=progress)
+        forecaster = train_or_load(dataset, cache / "lamm", log=print if progress else (lambda *a, **k: None))
     else:
         from inference.lamm import LammForecaster
 

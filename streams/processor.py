@@ -32,11 +32,12 @@ from schemas.events import (
     parse_event,
 )
 from schemas.outputs import DeadLetter
-from streams.scoring import FeatureResolver, UnsupportedMedia, advice_rows, run_forecasts_async, video_meta
+from streams.scoring import FeatureResolver, advice_rows, run_forecasts_async, video_meta
 from streams.state import AlertConfig, ForecastRequest, ProductState, apply_event, apply_forecast, emitted_at
 
 InputEvent = VideoPublished | EngagementDaily | SalesDaily
 Item = bytes | str | InputEvent
+_EVENT_TYPES = (VideoPublished, EngagementDaily, SalesDaily)
 
 
 def wall_clock(_issued_day: int) -> datetime:
@@ -92,7 +93,7 @@ class Processor:
         # 1. parse
         events: list[tuple[Item, InputEvent]] = []
         for item in items:
-            if isinstance(item, VideoPublished | EngagementDaily | SalesDaily):
+            if isinstance(item, _EVENT_TYPES):
                 events.append((item, item))
                 continue
             try:
@@ -105,20 +106,13 @@ class Processor:
                 out.counts["dead_letter"] += 1
 
         # 2. features and encodings of the batch's videos, one model call
-        video_rows: dict[int, int] = {}  # event position -> row in the batch's VideoBatch
-        vids: list[VideoPublished] = []
-        bad_media: dict[int, str] = {}
-        for pos, (_, ev) in enumerate(events):
-            if isinstance(ev, VideoPublished):
-                try:
-                    if ev.features is None:
-                        self.resolver.check(ev)
-                except UnsupportedMedia as exc:
-                    bad_media[pos] = str(exc)
-                    continue
-                video_rows[pos] = len(vids)
-                vids.append(ev)
-        batch = self.resolver.batch(vids) if vids else None
+        cand = [pos for pos, (_, ev) in enumerate(events) if isinstance(ev, VideoPublished)]
+        full, errors = self.resolver.resolve([events[p][1] for p in cand])
+        bad_media = {cand[i]: msg for i, msg in errors.items()}
+        good = [i for i in range(len(cand)) if i not in errors]
+        video_rows = {cand[i]: j for j, i in enumerate(good)}  # event position -> row of `batch`
+        vids: list[VideoPublished] = [events[cand[i]][1] for i in good]
+        batch = full.take(np.array(good, dtype=np.int64)) if errors else full
         h = await self.client.encode(batch) if vids else None
 
         # 3. apply in order, flushing model work when ordering requires it

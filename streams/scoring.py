@@ -45,36 +45,60 @@ class FeatureResolver:
             self._datasets[root] = load_features(root)
         return self._datasets[root]
 
-    def check(self, ev: VideoPublished) -> None:
-        """Raise UnsupportedMedia now if the event's features cannot be resolved."""
-        self.batch([ev])
+    def resolve(self, events: Sequence[VideoPublished]) -> tuple[VideoBatch, dict[int, str]]:
+        """One padded batch for ``events`` and {position: error} for those that cannot be resolved
+        (their rows stay zero); each event is resolved once, dataset rows in one gather per dataset."""
+        b = VideoBatch.empty(len(events))
+        errors: dict[int, str] = {}
+        refs: dict[str, list[tuple[int, int]]] = {}  # dataset dir -> [(batch row, dataset row)]
+        for i, ev in enumerate(events):
+            try:
+                ref = self._fill(b, i, ev)
+            except UnsupportedMedia as exc:
+                errors[i] = str(exc)
+                continue
+            if ref is not None:
+                refs.setdefault(ref[0], []).append((i, ref[1]))
+        for root, pairs in refs.items():
+            feats = self._dataset(root)
+            dst = np.array([i for i, _ in pairs])
+            src = np.array([r for _, r in pairs])
+            order = np.argsort(src)  # memory-mapped arrays gather fastest in file order
+            dst, src = dst[order], src[order]
+            for name in ("frame", "motion", "audio", "seg_mask", "title", "title_mask"):
+                getattr(b, name)[dst] = feats[name][src]
+        return b, errors
 
     def batch(self, events: Sequence[VideoPublished]) -> VideoBatch:
-        b = VideoBatch.empty(len(events))
-        for i, ev in enumerate(events):
-            if ev.features is not None:
-                a = ev.features.arrays()
-                ns, nt = a["frame"].shape[0], a["title"].shape[0]
-                b.frame[i, :ns], b.motion[i, :ns], b.audio[i, :ns] = a["frame"], a["motion"], a["audio"]
-                b.seg_mask[i, :ns] = True
-                b.title[i, :nt], b.title_mask[i, :nt] = a["title"], True
-                continue
-            uri = urlparse(ev.media_uri or "")
-            if uri.scheme != "dataset":
-                raise UnsupportedMedia(
-                    f"media_uri scheme {uri.scheme!r} needs the feature extractors, which are not deployed; "
-                    "send pre-extracted features or a dataset:// reference"
-                )
-            try:
-                row = int(dict(p.split("=", 1) for p in uri.fragment.split("&") if p)["row"])
-            except (KeyError, ValueError) as exc:
-                raise UnsupportedMedia(f"media_uri {ev.media_uri!r}: expected dataset://<dir>#row=<n>") from exc
-            feats = self._dataset(uri.path)
-            if not 0 <= row < feats["frame"].shape[0]:
-                raise UnsupportedMedia(f"media_uri {ev.media_uri!r}: row out of range")
-            for name in ("frame", "motion", "audio", "seg_mask", "title", "title_mask"):
-                getattr(b, name)[i] = feats[name][row]
+        """One padded batch; raises UnsupportedMedia for the first event that cannot be resolved."""
+        b, errors = self.resolve(events)
+        if errors:
+            raise UnsupportedMedia(next(iter(errors.values())))
         return b
+
+    def _fill(self, b: VideoBatch, i: int, ev: VideoPublished) -> tuple[str, int] | None:
+        """Fill row ``i`` from inline features, or return the (dataset dir, row) to gather."""
+        if ev.features is not None:
+            a = ev.features.arrays()
+            ns, nt = a["frame"].shape[0], a["title"].shape[0]
+            b.frame[i, :ns], b.motion[i, :ns], b.audio[i, :ns] = a["frame"], a["motion"], a["audio"]
+            b.seg_mask[i, :ns] = True
+            b.title[i, :nt], b.title_mask[i, :nt] = a["title"], True
+            return None
+        uri = urlparse(ev.media_uri or "")
+        if uri.scheme != "dataset":
+            raise UnsupportedMedia(
+                f"media_uri scheme {uri.scheme!r} needs the feature extractors, which are not deployed; "
+                "send pre-extracted features or a dataset:// reference"
+            )
+        try:
+            row = int(dict(p.split("=", 1) for p in uri.fragment.split("&") if p)["row"])
+        except (KeyError, ValueError) as exc:
+            raise UnsupportedMedia(f"media_uri {ev.media_uri!r}: expected dataset://<dir>#row=<n>") from exc
+        feats = self._dataset(uri.path)
+        if not 0 <= row < feats["frame"].shape[0]:
+            raise UnsupportedMedia(f"media_uri {ev.media_uri!r}: row out of range")
+        return uri.path, row
 
 
 def video_meta(events: Sequence[VideoPublished], batch: VideoBatch) -> VideoMeta:

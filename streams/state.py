@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from inference.daily import SIDE_DIM, day_input, product_features, side_features
+from inference.daily import SIDE_DIM, day_input, product_vector, side_matrix
 from schemas import limits as L
 from schemas.events import EngagementDaily, SalesDaily, VideoPublished
 from schemas.outputs import ForecastAlert, SalesLiftForecast
@@ -63,17 +63,9 @@ class AlertConfig:
     use_band: bool = True
 
 
-@dataclass
-class VideoSlot:
-    h: np.ndarray  # (H,) the video's encoding
-    publish_day: int  # ordinal
-    followers: int
-    likes: int = 0
-    comments: int = 0
-    shares: int = 0
-    collects: int = 0
-    impressions: int = 0
-    eng_day: int = -1  # ordinal day of the engagement values held (-1: none yet)
+# columns of ProductState.num, one row per video in the window
+PUB, FOLLOWERS, LIKES, COMMENTS, SHARES, COLLECTS, IMPRESSIONS, ENG_DAY = range(8)
+N_NUM = 8
 
 
 @dataclass
@@ -86,12 +78,32 @@ class TrailingForecast:
 
 
 @dataclass
+class VideoView:
+    """Read-only view of one video's row (tests and debugging)."""
+
+    h: np.ndarray
+    publish_day: int
+    followers: int
+    likes: int
+    comments: int
+    shares: int
+    collects: int
+    impressions: int
+    eng_day: int
+
+
+@dataclass
 class ProductState:
+    """One product's memory. Videos are stored column-wise (one row each) so a day's input is a
+    few vectorised numpy operations however many videos are active."""
+
     product_id: str
     revision: int = 0
-    videos: dict[str, VideoSlot] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)  # video ids, row order of h / num
+    h: np.ndarray | None = None  # (K, H) encodings
+    num: np.ndarray = field(default_factory=lambda: np.zeros((0, N_NUM)))  # (K, N_NUM) see PUB..ENG_DAY
     expired: dict[str, int] = field(default_factory=dict)  # video_id -> day it left the window
-    seen: dict[str, int] = field(default_factory=dict)  # event_id -> day, pruned with the window
+    seen: dict[int, set[str]] = field(default_factory=dict)  # day -> event ids applied for that day
     closed_day: int | None = None  # last closed day (ordinal)
     recurrent: np.ndarray | None = None  # (R,) forecaster state after closed_day; None = initial
     units: float = 0.0  # units of closed_day
@@ -100,24 +112,72 @@ class ProductState:
     trailing: list[TrailingForecast] = field(default_factory=list)
     last_alert_day: int | None = None
     last_alert_severity: str | None = None
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {v: i for i, v in enumerate(self.ids)}
+
+    # -- videos -----------------------------------------------------------------------------------
+    def row(self, video_id: str) -> int | None:
+        return self._index.get(video_id)
+
+    def video(self, video_id: str) -> VideoView | None:
+        i = self._index.get(video_id)
+        if i is None:
+            return None
+        n = self.num[i]
+        return VideoView(self.h[i], *(int(v) for v in n[[PUB, FOLLOWERS, LIKES, COMMENTS, SHARES, COLLECTS, IMPRESSIONS, ENG_DAY]]))
+
+    def add_video(self, video_id: str, h: np.ndarray, publish_day: int, followers: int) -> None:
+        row = np.zeros((1, N_NUM))
+        row[0, PUB], row[0, FOLLOWERS], row[0, ENG_DAY] = publish_day, followers, -1
+        h = np.asarray(h, dtype=np.float32)[None]
+        self.h = h if self.h is None or not len(self.ids) else np.concatenate([self.h, h])
+        self.num = np.concatenate([self.num, row])
+        self._index[video_id] = len(self.ids)
+        self.ids.append(video_id)
+
+    def active_mask(self, day: int) -> np.ndarray:
+        pub = self.num[:, PUB]
+        return (pub <= day) & (day < pub + L.WINDOW_DAYS)
+
+    def expire(self, next_day: int) -> None:
+        """Drop videos no longer active on ``next_day``; forget old dedup and expiry memory."""
+        keep = self.num[:, PUB] + L.WINDOW_DAYS > next_day
+        if not keep.all():
+            for i in np.flatnonzero(~keep):
+                self.expired[self.ids[i]] = next_day
+            self.ids = [v for v, k in zip(self.ids, keep, strict=True) if k]
+            self.h, self.num = self.h[keep], self.num[keep]
+            self._index = {v: i for i, v in enumerate(self.ids)}
+        horizon = next_day - L.WINDOW_DAYS - 2
+        if any(d < horizon for d in self.seen):
+            self.seen = {d: ids for d, ids in self.seen.items() if d >= horizon}
+        if any(d < next_day - L.WINDOW_DAYS for d in self.expired.values()):
+            self.expired = {v: d for v, d in self.expired.items() if d >= next_day - L.WINDOW_DAYS}
+
+    def is_seen(self, event_id: str, day: int) -> bool:
+        # a redelivery carries the same day, so one bucket answers
+        ids = self.seen.get(day)
+        return ids is not None and event_id in ids
 
     # -- serialisation for Faust tables (changelog) ---------------------------------------------
     def to_bytes(self) -> bytes:
-        def arr(a: np.ndarray | None):
+        def arr(a: np.ndarray | None, dtype=np.float32):
             if a is None:
                 return None
-            return base64.b64encode(np.ascontiguousarray(a, dtype=np.float32).tobytes()).decode("ascii")
+            return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode("ascii")
 
         doc = {
             "v": STATE_VERSION,
             "product_id": self.product_id,
             "revision": self.revision,
-            "videos": {
-                vid: [arr(s.h), s.publish_day, s.followers, s.likes, s.comments, s.shares, s.collects, s.impressions, s.eng_day]
-                for vid, s in self.videos.items()
-            },
+            "ids": self.ids,
+            "h": arr(self.h) if self.ids else None,
+            "h_dim": int(self.h.shape[1]) if self.h is not None else 0,
+            "num": arr(self.num, np.float64),
             "expired": self.expired,
-            "seen": self.seen,
+            "seen": {str(d): sorted(ids) for d, ids in self.seen.items()},
             "closed_day": self.closed_day,
             "recurrent": arr(self.recurrent),
             "units": self.units,
@@ -135,15 +195,19 @@ class ProductState:
         if doc.get("v") != STATE_VERSION:
             raise ValueError(f"product state version {doc.get('v')!r}, this code reads {STATE_VERSION}")
 
-        def arr(s):
-            return None if s is None else np.frombuffer(base64.b64decode(s), dtype=np.float32).copy()
+        def arr(s, dtype=np.float32):
+            return None if s is None else np.frombuffer(base64.b64decode(s), dtype=dtype).copy()
 
+        k = len(doc["ids"])
+        h = arr(doc["h"])
         return cls(
             product_id=doc["product_id"],
             revision=doc["revision"],
-            videos={vid: VideoSlot(arr(v[0]), *v[1:]) for vid, v in doc["videos"].items()},
-            expired={k: int(v) for k, v in doc["expired"].items()},
-            seen={k: int(v) for k, v in doc["seen"].items()},
+            ids=list(doc["ids"]),
+            h=None if h is None else h.reshape(k, doc["h_dim"]),
+            num=arr(doc["num"], np.float64).reshape(k, N_NUM),
+            expired={k_: int(v) for k_, v in doc["expired"].items()},
+            seen={int(d): set(ids) for d, ids in doc["seen"].items()},
             closed_day=doc["closed_day"],
             recurrent=arr(doc["recurrent"]),
             units=doc["units"],
@@ -225,31 +289,23 @@ def ordinal_day(n: int) -> date:
 # building the forecaster's input
 
 
-def _active(state: ProductState, day: int) -> list[VideoSlot]:
-    return [s for s in state.videos.values() if s.publish_day <= day < s.publish_day + L.WINDOW_DAYS]
+_COUNT_COLS = [LIKES, SHARES, COMMENTS, COLLECTS, IMPRESSIONS]  # inference.daily.COUNT_COLUMNS order
 
 
 def build_x(state: ProductState, day: int, units: float, price: float, rating: float, h_dim: int) -> tuple[np.ndarray, int]:
     """The forecaster input for ``day`` (inference.daily.day_input) and the active video count."""
-    slots = _active(state, day)
-    k = len(slots)
+    m = state.active_mask(day)
+    k = int(m.sum())
     if k:
-        h = np.stack([s.h for s in slots])  # (K, H)
-        side = side_features(
-            [s.likes for s in slots],
-            [s.shares for s in slots],
-            [s.comments for s in slots],
-            [s.collects for s in slots],
-            [s.impressions for s in slots],
-            [day - s.publish_day for s in slots],
-            [s.followers for s in slots],
-        )  # (K, SIDE_DIM)
+        n = state.num[m]
+        h = state.h[m]  # (K, H)
+        side = side_matrix(n[:, _COUNT_COLS], day - n[:, PUB], n[:, FOLLOWERS])  # (K, SIDE_DIM)
+        n_new = int((n[:, PUB] == day).sum())
     else:
         h = np.zeros((0, h_dim), dtype=np.float32)
         side = np.zeros((0, SIDE_DIM), dtype=np.float32)
-    n_new = sum(1 for s in slots if s.publish_day == day)
-    prod = product_features(units, price, rating, k, n_new)
-    return day_input(h, side, prod), k
+        n_new = 0
+    return day_input(h, side, product_vector(float(units), float(price), float(rating), k, n_new)), k
 
 
 def _forecast_for(state: ProductState, day: int) -> float | None:
@@ -280,7 +336,7 @@ def apply_event(
         state = ProductState(product_id=event.product_id)
     assert event.product_id == state.product_id, f"event for {event.product_id!r} applied to state of {state.product_id!r}"
     day = day_ordinal(event.day)
-    if event.event_id in state.seen:
+    if state.is_seen(event.event_id, day):
         return state, StepResult("duplicate")
 
     if isinstance(event, VideoPublished):
@@ -293,7 +349,7 @@ def apply_event(
         raise TypeError(f"not an input event: {type(event).__name__}")
 
     if res.status != "rejected":
-        state.seen[event.event_id] = day
+        state.seen.setdefault(day, set()).add(event.event_id)
         state.revision += 1
         # re-stamp requests with the revision that includes this event
         for req in res.forecasts:
@@ -305,14 +361,12 @@ def _on_video(state: ProductState, ev: VideoPublished, day: int, h: np.ndarray |
     if h is None:
         raise ValueError("VideoPublished needs its encoding h (the caller runs the encoder)")
     assert h.shape == (h_dim,), f"expected encoding ({h_dim},), got {h.shape}"
-    if ev.video_id in state.videos or ev.video_id in state.expired:
+    if ev.video_id in state._index or ev.video_id in state.expired:
         # same video again under a new event id: keep the stored input row current, nothing else
         return StepResult("duplicate", rows=[ev])
     if ev.product is not None and state.price is None:
         state.price = ev.product.price
-    state.videos[ev.video_id] = VideoSlot(
-        h=np.asarray(h, dtype=np.float32), publish_day=day, followers=ev.influencer.followers
-    )
+    state.add_video(ev.video_id, h, day, ev.influencer.followers)
     res = StepResult("applied", rows=[ev])
     res.advice.append(
         AdviceRequest(ev.video_id, ev.product_id, ev.influencer.influencer_id, day, ev.influencer.followers)
@@ -331,22 +385,23 @@ def _provisional(state: ProductState, day: int, h_dim: int) -> ForecastRequest:
 
 
 def _on_engagement(state: ProductState, ev: EngagementDaily, day: int) -> StepResult:
-    slot = state.videos.get(ev.video_id)
-    if slot is None:
+    i = state.row(ev.video_id)
+    if i is None:
         if ev.video_id in state.expired:
             return StepResult("stale", rows=[ev])
         return StepResult(
             "rejected",
             rejection=Rejection("UnknownVideo", f"engagement for video {ev.video_id!r} that product {ev.product_id!r} never published"),
         )
-    if day < slot.publish_day:
+    n = state.num[i]
+    if day < n[PUB]:
         return StepResult(
             "rejected",
-            rejection=Rejection("EngagementBeforePublish", f"engagement on {ev.day} for video {ev.video_id!r} published on {ordinal_day(slot.publish_day)}"),
+            rejection=Rejection("EngagementBeforePublish", f"engagement on {ev.day} for video {ev.video_id!r} published on {ordinal_day(int(n[PUB]))}"),
         )
-    if day >= slot.eng_day:  # latest (or a correction of the latest) wins; older days are stored only
-        slot.likes, slot.comments, slot.shares = ev.likes, ev.comments, ev.shares
-        slot.collects, slot.impressions, slot.eng_day = ev.collects, ev.impressions, day
+    if day >= n[ENG_DAY]:  # latest (or a correction of the latest) wins; older days are stored only
+        n[LIKES], n[COMMENTS], n[SHARES], n[COLLECTS] = ev.likes, ev.comments, ev.shares, ev.collects
+        n[IMPRESSIONS], n[ENG_DAY] = ev.impressions, day
         return StepResult("applied", rows=[ev])
     return StepResult("stale", rows=[ev])
 
@@ -366,18 +421,8 @@ def _on_sales(state: ProductState, ev: SalesDaily, day: int, h_dim: int) -> Step
     xs.append(x)
     req = ForecastRequest(state.product_id, "day_close", day, state.revision, state.recurrent, xs, k)
     state.closed_day, state.units, state.price, state.rating = day, float(ev.units), ev.price, ev.rating
-    _expire(state, day + 1)
+    state.expire(day + 1)
     return StepResult("applied", rows=[ev], forecasts=[req])
-
-
-def _expire(state: ProductState, next_day: int) -> None:
-    """Drop videos that are no longer active on ``next_day``; prune the dedup memory."""
-    for vid in [v for v, s in state.videos.items() if s.publish_day + L.WINDOW_DAYS <= next_day]:
-        del state.videos[vid]
-        state.expired[vid] = next_day
-    horizon = next_day - L.WINDOW_DAYS - 2
-    state.expired = {v: d for v, d in state.expired.items() if d >= next_day - L.WINDOW_DAYS}
-    state.seen = {e: d for e, d in state.seen.items() if d >= horizon}
 
 
 # ----------------------------------------------------------------------------------------------

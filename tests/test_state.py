@@ -70,7 +70,7 @@ def test_video_then_engagement_then_sales_close_the_day():
     assert [r.kind for r in res.forecasts] == ["provisional"] and res.forecasts[0].issued_day == day_ordinal(D0)
     assert res.advice[0].video_id == "v1" and res.advice[0].followers == 12_000
     st, res = apply_event(st, eng("v1", D0, likes=7), h_dim=8)
-    assert res.status == "applied" and st.videos["v1"].likes == 7
+    assert res.status == "applied" and st.video("v1").likes == 7
     st, res = apply_event(st, sales(D0, 40), h_dim=8)
     (req,) = res.forecasts
     assert req.kind == "day_close" and req.issued_day == day_ordinal(D0) and req.revision == 3
@@ -93,7 +93,7 @@ def test_window_expiry_after_fourteen_days():
         st, res = apply_event(st, sales(D0 + timedelta(days=i), 10), h_dim=8)
         # the video is active on days 0..13 and counted in each day's input
         assert res.forecasts[0].active_videos == 1
-    assert "v1" not in st.videos and "v1" in st.expired
+    assert st.video("v1") is None and "v1" in st.expired
     st, res = apply_event(st, sales(D0 + timedelta(days=L.WINDOW_DAYS), 10), h_dim=8)
     assert res.forecasts[0].active_videos == 0
     # late engagement for the expired video is stored but changes nothing
@@ -110,7 +110,7 @@ def test_out_of_order_engagement_keeps_latest_values():
     st, _ = apply_event(None, video("v1", D0), h=H, h_dim=8)
     st, _ = apply_event(st, eng("v1", D0 + timedelta(days=2), likes=30), h_dim=8)
     st, res = apply_event(st, eng("v1", D0 + timedelta(days=1), likes=20), h_dim=8)
-    assert res.status == "stale" and st.videos["v1"].likes == 30
+    assert res.status == "stale" and st.video("v1").likes == 30
 
 
 def test_sales_gap_closes_missing_days_and_late_sales_do_not_rewind():
@@ -129,7 +129,8 @@ def test_state_round_trips_through_bytes():
     st.recurrent = np.arange(3, dtype=np.float32)
     back = ProductState.from_bytes(st.to_bytes())
     assert back.to_bytes() == st.to_bytes()
-    np.testing.assert_array_equal(back.videos["v1"].h, H)
+    np.testing.assert_array_equal(back.video("v1").h, H)
+    assert back.video("v1").likes == 10 and back.seen == st.seen
     np.testing.assert_array_equal(back.recurrent, st.recurrent)
 
 

@@ -33,11 +33,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="paper")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", type=Path, help="an existing dataset folder instead of simulating the preset")
     p.add_argument("--models", default="standin", help="standin | auto (LAMM + FEI)")
     a = p.parse_args()
 
     settings = Settings(forecaster=a.models, advisor=a.models)
-    dataset = world_dataset(a.preset, a.seed, settings.home)
+    dataset = a.dataset or world_dataset(a.preset, a.seed, settings.home)
     client = load_models(settings, dataset)
     source, total = _event_source(dataset, None)
     with tempfile.TemporaryDirectory() as tmp:
