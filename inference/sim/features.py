@@ -50,38 +50,41 @@ def synthesize(rng: np.random.Generator, n_segments: np.ndarray, content: dict[s
     if not enabled or n == 0:
         return out
     g = PH.geometry()
-    s, t, d = L.MAX_SEGMENTS, L.MAX_TITLE_TOKENS, L.FEATURE_DIM
+    d = L.FEATURE_DIM
     f32 = np.float32
+    # only real segments / tokens are synthesised (~28% of the padded arrays): rows are gathered
+    # flat, computed, and scattered back into the zero-padded float16 output
     for lo in tqdm(range(0, n, chunk), desc="features", unit="chunk", disable=not progress):
         hi = min(n, lo + chunk)
-        b = hi - lo
         c = {k: v[lo:hi] for k, v in content.items()}
-        mask = out["seg_mask"][lo:hi, :, None]  # (B, S, 1)
-        style, k = c["style"], c["intensity"].astype(f32)[:, None]
-        ident = (c["product_latent"].astype(f32) @ g.product_id)  # (B, D) which product
-        scene = rng.standard_normal((b, s, PH.SCENE_RANK), dtype=f32) @ g.scene * 2.0  # (B, S, D)
+        vi, si = np.nonzero(out["seg_mask"][lo:hi])  # (M,) video-in-chunk and segment of each real segment
+        m = vi.size
+        style, k = c["style"][vi], c["intensity"].astype(f32)[vi, None]  # (M,), (M, 1)
+        ident = c["product_latent"].astype(f32) @ g.product_id  # (B, D) which product
+        scene = rng.standard_normal((m, PH.SCENE_RANK), dtype=f32) @ g.scene * 2.0  # (M, D)
 
-        frame = c["p"].astype(f32)[:, :, None] * (PRES * g.presence + ident)[:, None, :]  # (B, S, D)
-        frame += ((0.6 + 0.8 * k) * g.style_frame[style] + 0.6 * g.type_frame[c["video_type"]])[:, None, :]
+        frame = c["p"][vi, si].astype(f32)[:, None] * (PRES * g.presence + ident[vi])  # (M, D)
+        frame += (0.6 + 0.8 * k) * g.style_frame[style] + 0.6 * g.type_frame[c["video_type"][vi]]
         frame += scene
-        frame += NOISE * rng.standard_normal((b, s, d), dtype=f32)
-        out["frame"][lo:hi] = frame * mask
+        frame += NOISE * rng.standard_normal((m, d), dtype=f32)
+        out["frame"][lo:hi][vi, si] = frame
 
-        motion = SAL * c["e"].astype(f32)[:, :, None] * g.saliency  # (B, S, D)
-        motion += ((0.5 + 0.8 * k) * g.style_motion[style])[:, None, :]
+        motion = SAL * c["e"][vi, si].astype(f32)[:, None] * g.saliency  # (M, D)
+        motion += (0.5 + 0.8 * k) * g.style_motion[style]
         motion += 0.7 * scene
-        motion += NOISE * rng.standard_normal((b, s, d), dtype=f32)
-        out["motion"][lo:hi] = motion * mask
+        motion += NOISE * rng.standard_normal((m, d), dtype=f32)
+        out["motion"][lo:hi][vi, si] = motion
 
-        audio = SPEECH * c["a"].astype(f32)[:, :, None] * g.speech  # (B, S, D)
-        audio += (1.5 * c["music"].astype(f32)[:, None] * g.music + 0.5 * g.style_audio[style])[:, None, :]
-        audio += NOISE * rng.standard_normal((b, s, d), dtype=f32)
-        out["audio"][lo:hi] = audio * mask
+        audio = SPEECH * c["a"][vi, si].astype(f32)[:, None] * g.speech  # (M, D)
+        audio += 1.5 * c["music"].astype(f32)[vi, None] * g.music + 0.5 * g.style_audio[style]
+        audio += NOISE * rng.standard_normal((m, d), dtype=f32)
+        out["audio"][lo:hi][vi, si] = audio
 
-        tok = c["tokens"]  # (B, T)
-        title = g.words[np.maximum(tok, 0)]  # (B, T, D)
+        tv, ti = np.nonzero(out["title_mask"][lo:hi])  # (T_real,) real title tokens
+        tok = c["tokens"][tv, ti]
+        title = g.words[np.maximum(tok, 0)]  # (T_real, D)
         brand = tok == -2
-        title[brand] = (NAME * g.name + np.broadcast_to(ident[:, None, :], (b, t, d))[brand])
-        title += TITLE_NOISE * rng.standard_normal((b, t, d), dtype=f32)
-        out["title"][lo:hi] = title * (tok != -1)[:, :, None]
+        title[brand] = NAME * g.name + ident[tv[brand]]
+        title += TITLE_NOISE * rng.standard_normal(title.shape, dtype=f32)
+        out["title"][lo:hi][tv, ti] = title
     return out
