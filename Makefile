@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch first: a bare `torch` requirement would pull GBs of CUDA wheels
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,text]"
+	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
 install: $(STAMP)
