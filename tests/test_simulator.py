@@ -119,6 +119,24 @@ def test_engagement_consistent_with_two_week_impressions(world):
     assert all(total[vid] <= imp14[vid] for vid in total)
 
 
+def test_engagement_rates_follow_content_not_only_product(big_tables):
+    v, e, tv = big_tables.tables["videos"], big_tables.tables["engagement"], big_tables.truth["videos"]
+    row = {vid: i for i, vid in enumerate(v.column("video_id").to_pylist())}
+    idx = np.array([row[x] for x in e.column("video_id").to_pylist()])
+    n = v.num_rows
+    tot = {k: np.bincount(idx, weights=np.asarray(e.column(k), dtype=np.float64), minlength=n)
+           for k in ("likes", "collects", "impressions")}
+    ok = tot["impressions"] > 2000  # enough impressions for a stable rate
+    like_rate, collect_rate = tot["likes"][ok] / tot["impressions"][ok], tot["collects"][ok] / tot["impressions"][ok]
+    e_mean, pe = np.asarray(tv.column("e_mean"))[ok], np.asarray(tv.column("pe"))[ok]
+    assert np.corrcoef(np.log(like_rate + 1e-6), e_mean)[0, 1] > 0.3  # saliency drives likes
+    assert np.corrcoef(np.log(collect_rate + 1e-6), pe)[0, 1] > 0.3  # product engagement drives collects
+    # the daily impressions decay with age
+    age = np.asarray(e.column("day")) - np.asarray(v.column("publish_day"))[idx]
+    by_age = np.bincount(age, weights=np.asarray(e.column("impressions"), dtype=np.float64)) / np.bincount(age)
+    assert by_age[1] > by_age[5] > by_age[12]
+
+
 def test_features_follow_the_masks(world):
     f = world.features
     for name in ("frame", "motion", "audio"):
@@ -149,6 +167,7 @@ def test_instrument_relevant_and_exogenous(big_tables):
 def test_naive_ols_biased_upward_iv_closer(big_tables):
     m = big_tables.truth["meta"]
     assert m["naive_ols_slope"] > m["true_linear_slope"] + 0.08
+    assert m["naive_ols_slope"] > m["mean_true_fei"] + 0.08
     assert abs(m["iv_2sls_slope"] - m["true_linear_slope"]) < abs(m["naive_ols_slope"] - m["true_linear_slope"]) / 2
     assert 0.15 < m["mean_true_fei"] < 0.8
 
