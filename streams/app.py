@@ -21,7 +21,8 @@ delivery, and every row's deterministic key (ReplacingMergeTree) makes the repla
 Late sales: with ``day_close_timeout_s > 0`` a timer closes the open day of a product whose next
 ``SalesDaily`` has not arrived that many seconds after its last day closed, by feeding the
 Processor a synthetic ``SalesDaily`` (event id ``imputed:...``, units = the forecast made for
-that day). A real ``SalesDaily`` for that day arriving later is stored as a correction.
+that day), at most ``MAX_IMPUTED_DAYS`` days in a row. A real ``SalesDaily`` for that day arriving
+later is stored as a correction (it replaces the imputed row; the model does not rewind).
 
 Run it:
 
@@ -63,6 +64,7 @@ log = logging.getLogger("liftstream.worker")
 
 STATE_TABLE = "product_state"
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # above limits.MAX_RAW_PAYLOAD_BYTES, so oversized events reach the DLQ
+MAX_IMPUTED_DAYS = 3  # consecutive days the timer closes for a product before it waits for real sales
 RETRY_INITIAL_S = 0.1
 RETRY_MAX_S = 5.0
 
@@ -179,7 +181,9 @@ class Worker:
     processor: Processor | None = None
     sink: Any = None
     totals: Counter = field(default_factory=Counter)
-    closes: dict[str, tuple[int, float]] = field(default_factory=dict)  # pid -> (closed_day, monotonic)
+    # pid -> (closed_day, monotonic time it closed, consecutive days closed by the timer)
+    closes: dict[str, tuple[int, float, int]] = field(default_factory=dict)
+    _imputing: set[str] = field(default_factory=set)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -298,7 +302,8 @@ class Worker:
                 continue
             prev = self.closes.get(pid)
             if prev is None or prev[0] != st.closed_day:
-                self.closes[pid] = (st.closed_day, now)
+                n_imputed = prev[2] + 1 if prev is not None and pid in self._imputing else 0
+                self.closes[pid] = (st.closed_day, now, n_imputed)
 
     def owns(self, pid: str) -> bool:
         """Whether this worker is assigned the input partition of ``pid`` right now."""
@@ -325,7 +330,10 @@ class Worker:
         if timeout <= 0 or self.processor is None or self.app.rebalancing:
             return 0
         now = time.monotonic()
-        due = [pid for pid, (_, t) in self.closes.items() if now - t >= timeout and self.owns(pid)]
+        due = [
+            pid for pid, (_, t, n) in self.closes.items()
+            if now - t >= timeout and n < MAX_IMPUTED_DAYS and self.owns(pid)
+        ]
         if not due:
             return 0
         async with self.lock:  # checked and fed under the agent's lock: no event slips in between
@@ -339,7 +347,11 @@ class Worker:
             if synthetic:
                 log.info("closing %d late day(s) with imputed sales", len(synthetic))
                 self.totals["imputed_sales"] += len(synthetic)
-                await self._handle_locked(synthetic)
+                self._imputing = {ev.product_id for ev in synthetic}
+                try:
+                    await self._handle_locked(synthetic)
+                finally:
+                    self._imputing = set()
         return len(synthetic)
 
     # -- observability ----------------------------------------------------------------------------

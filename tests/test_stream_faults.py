@@ -1,0 +1,164 @@
+"""Bad and awkward input through the real worker (Tansu + clickhouse-server), and late sales.
+
+Every kind of bad input becomes a dead letter (topic and table, raw payload and error) or is
+handled as streams/state.py documents, the agent keeps running, and count in = count out + DLQ:
+``received == applied + duplicate + stale + dead_letter``. What ClickHouse holds equals the
+in-process Processor's rows for the same payloads.
+
+    .venv/bin/pytest tests/test_stream_faults.py -q
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from schemas.events import EngagementDaily, SalesDaily, event_json
+from schemas.limits import MAX_RAW_PAYLOAD_BYTES
+from schemas.topics import EVENTS, event_key, topic_names
+from streams.sinks import open_store
+from tests.stream_support import (
+    WorkerProc,
+    engagement_event,
+    expected_rows,
+    produce,
+    store_rows,
+    synthetic_events,
+    wait_for,
+    worker_argv,
+)
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def _faulty_stream() -> tuple[list[bytes | None], list[bytes | None], Counter]:
+    """(payloads, keys, expected dead letters by error type)."""
+    rng = np.random.default_rng(1)
+    good = synthetic_events(n_products=3, n_days=5, videos_per_day=0.7, seed=3)
+    day0 = good[0].day
+    # a gap: p0001 sends no sales on day 2, so its day-3 sales close day 2 with imputed units
+    good = [e for e in good if not (isinstance(e, SalesDaily) and e.product_id == "p0001" and e.day == day0 + timedelta(2))]
+    items: list[tuple[bytes | None, bytes | None]] = [(event_json(e).encode(), event_key(e.product_id)) for e in good]
+    vid = next(e for e in good if type(e).__name__ == "VideoPublished" and e.product_id == "p0000")
+    eng = next(e for e in good if isinstance(e, EngagementDaily) and e.product_id == "p0000")
+    late_video = next(e for e in good if type(e).__name__ == "VideoPublished" and e.day > day0)
+
+    def keyed(ev):
+        return event_json(ev).encode(), event_key(ev.product_id)
+
+    extra = [
+        (b'{"event_id": "broken", "type": "sales_daily"', None),  # malformed JSON
+        (b"not json at all", None),
+        (b"", None),  # empty payload
+        (None, b"p0000"),  # a tombstone: no value at all
+        (json.dumps({**json.loads(event_json(eng)), "event_id": "neg", "likes": -5}).encode(), b"p0000"),
+        (json.dumps({"type": "refund", "event_id": "r1", "product_id": "p0000"}).encode(), b"p0000"),  # unknown type
+        (json.dumps({**json.loads(event_json(eng)), "event_id": "x1", "mood": "happy"}).encode(), b"p0000"),  # extra field
+        (b'{"event_id":"huge","pad":"' + b"x" * (MAX_RAW_PAYLOAD_BYTES + 10) + b'"}', b"p0002"),  # over the limit
+        keyed(engagement_event(rng, "v_unknown", "p0000", day0 + timedelta(1))),  # unknown video
+        items[[i for i, (raw, _) in enumerate(items) if raw == event_json(eng).encode()][0]],  # exact duplicate
+        keyed(vid.model_copy(update={"event_id": "vp-again"})),  # same video, new event id
+        keyed(engagement_event(rng, late_video.video_id, late_video.product_id, late_video.day - timedelta(1), "early")),
+        keyed(SalesDaily(event_id="late-correction", day=day0, product_id="p0000", units=999, price=20.0, rating=90.0)),
+    ]
+    # bad input interleaved with the good, a product's own events staying in order
+    mixed = items[: len(items) // 2] + extra + items[len(items) // 2 :]
+    dead = Counter({"ValidationError": 7, "PayloadTooLarge": 1, "UnknownVideo": 1, "EngagementBeforePublish": 1})
+    return [p for p, _ in mixed], [k for _, k in mixed], dead
+
+
+def _worker(tmp_path, name, bootstrap, url, **kw):
+    return WorkerProc(worker_argv(bootstrap, url, name, **kw), tmp_path / "worker.log", tmp_path / "worker.json")
+
+
+def test_bad_input_becomes_dead_letters_and_is_counted(kafka_broker, clickhouse_server, unique_name, tmp_path):
+    payloads, keys, dead = _faulty_stream()
+    # the worker sees a tombstone as an empty payload
+    expected, totals = expected_rows([b"" if p is None else p for p in payloads], EVENTS)
+    assert totals["dead_letter"] == sum(dead.values())
+    db = f"db_{unique_name}"
+    w = _worker(tmp_path, unique_name, kafka_broker.bootstrap, clickhouse_server.url + db).start()
+    try:
+        topics = topic_names(f"{unique_name}.")
+        produce(kafka_broker.bootstrap, topics["events"], payloads, keys=keys)
+        wait_for(lambda: w.received() >= len(payloads) or not w.alive(), 90, "the worker to take every event")
+        assert w.alive(), w.log_tail()
+        got = w.stats()["totals"]
+        assert got["received"] == len(payloads)
+        assert got["received"] == got["applied"] + got["duplicate"] + got["stale"] + got["dead_letter"]
+        assert {k: got.get(k, 0) for k in totals} == dict(totals)
+        assert got["duplicate"] == 2 and got["stale"] >= 1  # exact repeat and re-published video; correction
+        store = open_store(clickhouse_server.url + db)
+        rows = store_rows(store, db)
+        assert rows == expected
+        types = Counter(r[0] for r in store.query(f"SELECT error_type FROM {db}.dead_letters FINAL"))
+        # the tombstone and the empty payload are the same raw bytes: one dead-letter row (one key)
+        assert types == dead - Counter({"ValidationError": 1})
+        huge = store.query(f"SELECT raw_size, length(raw) FROM {db}.dead_letters FINAL WHERE error_type = 'PayloadTooLarge'")
+        assert huge[0][0] > MAX_RAW_PAYLOAD_BYTES and huge[0][1] < huge[0][0]  # kept truncated, sized in full
+        # the correction is stored; the day-2 gap of p0001 was closed with imputed units
+        assert store.query(f"SELECT units FROM {db}.sales_daily FINAL WHERE event_id = 'late-correction'") == [(999,)]
+        # dead letters also went to their topic, as JSON, one message per dead letter
+        msgs = _read_topic(kafka_broker.bootstrap, topics["dead_letters"], got["dead_letter"])
+        assert Counter(json.loads(m)["error_type"] for m in msgs) == dead
+    finally:
+        w.stop()
+
+
+def test_late_sales_close_the_day_on_a_timer(kafka_broker, clickhouse_server, unique_name, tmp_path):
+    events = synthetic_events(n_products=1, n_days=3, seed=5)
+    last_day = max(e.day for e in events)
+    # the product's day 2 gets engagement but its sales are late
+    events = [e for e in events if not (isinstance(e, SalesDaily) and e.day == last_day)]
+    db = f"db_{unique_name}"
+    w = _worker(tmp_path, unique_name, kafka_broker.bootstrap, clickhouse_server.url + db, day_close_timeout=1.0)
+    w.start()
+    try:
+        topic = topic_names(f"{unique_name}.")["events"]
+        produce(kafka_broker.bootstrap, topic, [event_json(e).encode() for e in events])
+        store = open_store(clickhouse_server.url + db, create=True)
+        sql = f"SELECT event_id, units FROM {db}.sales_daily FINAL WHERE day = %(d)s"
+        imputed = wait_for(lambda: store.query(sql, {"d": last_day}), 30, "the timer to close the late day")
+        pid = events[0].product_id
+        assert imputed[0][0] == f"imputed:{pid}:{last_day.isoformat()}"
+        # imputed units are the forecast made for that day at the previous day's close
+        point = store.query(
+            f"SELECT point FROM {db}.forecasts FINAL WHERE kind = 'day_close' AND target_day = %(d)s", {"d": last_day}
+        )
+        assert imputed[0][1] == round(point[0][0])
+        assert store.query(
+            f"SELECT count() FROM {db}.forecasts FINAL WHERE kind = 'day_close' AND issued_day = %(d)s", {"d": last_day}
+        ) == [(1,)]
+        # the real sales, late: stored as a correction that replaces the imputed row
+        real = SalesDaily(event_id="real-late", day=last_day, product_id=pid, units=77, price=20.0, rating=95.0)
+        produce(kafka_broker.bootstrap, topic, [event_json(real).encode()])
+        wait_for(lambda: store.query(sql, {"d": last_day}) == [("real-late", 77)], 30, "the late sales to land")
+        assert w.stats()["totals"]["imputed_sales"] >= 1
+    finally:
+        w.stop()
+
+
+def _read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> list[bytes]:
+    from aiokafka import AIOKafkaConsumer
+
+    async def go() -> list[bytes]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False, fetch_max_bytes=16 * 1024 * 1024,
+                                    max_partition_fetch_bytes=16 * 1024 * 1024)
+        await consumer.start()
+        out: list[bytes] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                while len(out) < n:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    out.extend(m.value for msgs in batch.values() for m in msgs)
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(go())
