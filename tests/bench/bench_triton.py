@@ -8,6 +8,8 @@ then per model and batch size:
 
 - latency: sequential sync gRPC calls (``TritonModelClient``), after warm-up: p50 / p95 / mean ms
   per call and rows/s at that rate;
+- eager: the same calls on the same objects in this process (``InProcessClient``), p50 ms: the
+  difference to the served p50 is the serving overhead (gRPC, serialization, the stub hop);
 - throughput: ``concurrency`` aio clients' calls in flight for ``seconds`` (the dynamic batcher
   merges them): calls/s and rows/s.
 
@@ -26,10 +28,12 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from inference import triton_names as N
+from inference.client import InProcessClient
 from inference.export import STANDIN_ADVISOR, STANDIN_FORECASTER, Source, export_repository, resolve
 from inference.triton_client import AsyncTritonModelClient, TritonModelClient
 from inference.triton_server import TritonServer
@@ -122,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     results = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_triton_") as tmp:
         tmp = Path(tmp)
         fsrc, asrc = sources(args, tmp)
         summary = export_repository(tmp / "repo", fsrc, asrc)
         hidden = summary["sizes"]["H"]
+        # the same objects in this process: what the model costs without the server
+        eager = InProcessClient(fsrc.build(), asrc.build())
+        eager.info = SimpleNamespace(init_row=eager.init_state(1)[0])
         t0 = time.perf_counter()
         with TritonServer(tmp / "repo", log_path=tmp / "tritonserver.log").start() as server:
             ready_s = time.perf_counter() - t0
@@ -134,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 for model in N.MODELS:
                     for n in BATCHES[model]:
                         row = {"model": model, "batch": n, **latency(client, model, n, hidden, args.iters)}
+                        eager_lat = latency(eager, model, n, hidden, args.iters)
+                        row["eager_p50_ms"] = eager_lat["p50_ms"]
                         tp = asyncio.run(
                             throughput(server.grpc_url, model, n, hidden, args.concurrency, args.seconds)
                         )
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         results.append(row)
                         print(
                             f"{model:<13} batch {n:>5}  p50 {row['p50_ms']:>8.2f} ms  p95 {row['p95_ms']:>8.2f} ms  "
+                            f"(eager p50 {row['eager_p50_ms']:>8.2f} ms)  "
                             f"seq {row['rows_per_s']:>10.0f} rows/s  x{args.concurrency} "
                             f"{tp['calls_per_s']:>7.1f} calls/s {tp['rows_per_s']:>10.0f} rows/s",
                             flush=True,
@@ -158,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            # other work on the machine skews the figures: the 1-minute load before and after
+            "loadavg_1m_before": round(load_before[0], 2),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2),
         },
         "results": results,
     }
