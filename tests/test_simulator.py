@@ -8,6 +8,7 @@ import json
 from datetime import date
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -363,6 +364,17 @@ def test_empty_world_is_valid(tmp_path):
     assert [type(e) for e in events] == [SalesDaily]
 
 
-def test_bad_dataset_is_a_clear_error(tmp_path):
+def test_bad_dataset_is_a_clear_error(world, tmp_path):
     with pytest.raises(DS.DatasetError, match="meta.json"):
         list(iter_events(tmp_path))
+    bad = world.write_dataset(tmp_path / "bad")
+    eng = world.tables["engagement"]
+    day = np.asarray(eng.column("day")).copy()
+    pub = dict(zip(world.tables["videos"].column("video_id").to_pylist(),
+                   world.tables["videos"].column("publish_day").to_pylist(), strict=True))
+    i = next(j for j, v in enumerate(eng.column("video_id").to_pylist()) if pub[v] > 0)
+    day[i] = pub[eng.column("video_id")[i].as_py()] - 1
+    pq.write_table(eng.set_column(eng.column_names.index("day"), "day", pa.array(day, pa.int32())),
+                   bad / "engagement.parquet")
+    with pytest.raises(DS.DatasetError, match="before its publish day"):
+        next(iter_events(bad))

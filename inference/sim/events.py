@@ -98,6 +98,11 @@ class _Replay:
         self.publish_rank = {v: i for i, v in enumerate(videos["video_id"])}
 
         e_rank = np.array([self.publish_rank.get(v, -1) for v in eng["video_id"]], dtype=np.int64)
+        early = eng["day"] < videos["publish_day"][e_rank]
+        if early.any():
+            i = int(np.argmax(early))
+            raise DS.DatasetError(f"{self.root}/engagement.parquet: video {eng['video_id'][i]} has engagement on day "
+                                  f"{eng['day'][i]} before its publish day {videos['publish_day'][e_rank[i]]}")
         eo = np.lexsort((e_rank, eng["day"]))
         self.engagement = _take(eng, eo)
         so = np.lexsort((sales["product_id"], sales["day"]))
