@@ -199,6 +199,13 @@ class _Service:
             stop_pid(self.proc.pid, timeout_s, self.proc)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL now, as a crash would; the data directory stays for a restart."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
 
 # ----------------------------------------------------------------------------------------------
 # ClickHouse server (Debian's 18.16)

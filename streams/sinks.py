@@ -350,8 +350,13 @@ def _retryable(exc: BaseException) -> bool:
             codes.UNKNOWN_DATABASE,
             codes.TOO_MANY_PARTS,
             codes.MEMORY_LIMIT_EXCEEDED,
+            codes.CANNOT_ALLOCATE_MEMORY,
             codes.TIMEOUT_EXCEEDED,
+            codes.SOCKET_TIMEOUT,
+            codes.NETWORK_ERROR,
             codes.TOO_MANY_SIMULTANEOUS_QUERIES,
+            codes.ABORTED,  # a query cut short by a server shutting down
+            codes.QUERY_WAS_CANCELLED,
         }
     return False
 

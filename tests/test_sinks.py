@@ -7,6 +7,7 @@ behaviour: flush on size and on time, a server outage mid-stream, backpressure, 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -376,6 +377,39 @@ def test_server_outage_loses_nothing(tmp_path, unique_name):
 
 
 @pytest.mark.services
+def test_server_killed_while_a_writer_streams(tmp_path, unique_name):
+    server = start_clickhouse(tmp_path / "ch")
+    sink = ClickHouseSink(server.host, server.tcp_port, unique_name, batch_rows=200, flush_interval_s=0.05,
+                          retry_max_s=0.4, connect_timeout_s=0.5)  # fmt: skip
+    errors: list[BaseException] = []
+
+    def stream() -> None:  # a worker emitting 20 micro-batches while the server crashes
+        try:
+            for k in range(20):
+                sink.write(forecasts(250, start=250 * k))
+                time.sleep(0.05)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=stream)
+    try:
+        writer.start()
+        wait_until(lambda: sink.stats.rows_written >= 1000, what="the first rows written")
+        server.kill()
+        wait_until(lambda: sink.stats.retries >= 2, what="failed attempts after the crash")
+        server.start()
+        writer.join(timeout=60)
+        assert not writer.is_alive() and errors == []
+        sink.close(timeout_s=60)
+        store = open_store(f"{server.url}{unique_name}")
+        got = store.query(f"SELECT revision FROM {unique_name}.forecasts FINAL ORDER BY revision")
+        assert got == [(i,) for i in range(5000)]
+        store.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.services
 def test_backpressure_when_buffer_full_then_nothing_lost(tmp_path, unique_name):
     port = free_port()  # nothing listens yet: every insert attempt fails
     sink = ClickHouseSink("127.0.0.1", port, unique_name, batch_rows=5, max_buffer_rows=10, put_timeout_s=0.3,
@@ -391,6 +425,7 @@ def test_backpressure_when_buffer_full_then_nothing_lost(tmp_path, unique_name):
         assert sink.stats.backpressure == 1
         assert sink.buffered_rows == 10
         server = start_clickhouse(tmp_path / "ch", tcp_port=port, http_port=free_port())
+        wait_until(lambda: sink.buffered_rows == 0, what="the buffer drained once the server is up")
         sink.write(forecasts(1, start=10))  # the refused rows, retried by the caller
         sink.close(timeout_s=30)
         store = open_store(f"{server.url}{unique_name}")
