@@ -1,7 +1,10 @@
 """Shared fixtures: real local services on free 127.0.0.1 ports, and unique names per test.
 
 - ``clickhouse_server``: one clickhouse-server for the session (``.host``, ``.tcp_port``, ``.url``).
-- ``kafka_broker``: one Tansu broker for the session (``.bootstrap``); memory storage.
+- ``kafka_broker``: one Tansu broker for the session (``.bootstrap``); memory storage. Consumer
+  groups join slowly with default timeouts: Faust apps in tests set broker_session_timeout=6,
+  broker_rebalance_timeout=5, broker_heartbeat_interval=1, and every test uses its own topic,
+  group and app id (``unique_name``). Tansu has no idempotent producer / transactions.
 - ``unique_name``: a fresh ``[a-z0-9_]`` suffix per test for databases, topics, app ids, groups.
 
 Install the binaries with ``bash deploy/scripts/install_services.sh`` (``make test`` does). A
