@@ -131,10 +131,14 @@ def _advisor_arrays(videos: VideoBatch, meta: VideoMeta, value: float, cost: flo
 
 def _chunks(n: int, size: int) -> list[slice]:
     size = max(size, 1)
-    return [slice(i, i + size) for i in range(0, n, size)] or [slice(0, 0)]
+    return [slice(i, i + size) for i in range(0, n, size)]  # n == 0: no request at all
 
 
 def _decode_step(results, info: ServedInfo) -> StepOutput:
+    if not results:  # zero rows
+        z = np.zeros(0)
+        state = np.zeros((0, info.init_row.shape[0]), np.float32)
+        return StepOutput(state, z, z, z, info.level, z if info.has_baseline else None)
     cat = lambda name: np.concatenate([r.as_numpy(name) for r in results])  # noqa: E731
     base = cat("BASELINE")[:, 0] if info.has_baseline else None
     return StepOutput(
@@ -148,6 +152,9 @@ def _decode_step(results, info: ServedInfo) -> StepOutput:
 
 
 def _decode_advice(results) -> AdviceBatch:
+    if not results:  # zero rows
+        z = np.zeros(0)
+        return AdviceBatch(z, [], z, z, z, z, z)
     cols = {}
     for spec, field in N.ADVISOR_OUTPUTS_FIELDS:
         v = np.concatenate([r.as_numpy(spec.name) for r in results])[:, 0]

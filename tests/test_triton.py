@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import socket
 import sys
 import time
@@ -29,7 +30,16 @@ from tritonclient.utils import InferenceServerException
 
 from inference import triton_names as N
 from inference.client import AsyncInProcessClient, InProcessClient
-from inference.export import STANDIN_ADVISOR, STANDIN_FORECASTER, Source, export_repository, probe_forecaster
+from inference.export import (
+    STANDIN_ADVISOR,
+    STANDIN_FORECASTER,
+    Source,
+    export_repository,
+    probe_forecaster,
+)
+from inference.export import (
+    cli as export_cli,
+)
 from inference.triton_client import (
     AsyncTritonModelClient,
     TritonModelClient,
@@ -229,6 +239,13 @@ def test_step_parity_over_days(served: Served) -> None:
         s_got, s_want = got.state, want.state
 
 
+def test_zero_rows_need_no_call(served: Served) -> None:
+    out = served.client.step(served.client.init_state(0), random_x(0, served.hidden_dim))
+    assert out.state.shape == (0, served.client.info.init_row.shape[0]) and out.point.shape == (0,)
+    adv = served.client.advise(random_videos(0), random_meta(0), 0.01, 5.0)
+    assert adv.fei.shape == (0,) and adv.curve_shape == []
+
+
 def test_step_split_into_max_batch_chunks(served: Served) -> None:
     """A batch above max_batch_size goes as several requests; the answers concatenate in order."""
     n = 11
@@ -396,6 +413,26 @@ def test_load_client(served: Served) -> None:
     assert isinstance(load_client("inprocess"), AsyncInProcessClient)
     with pytest.raises(ValueError, match="unknown model client spec"):
         load_client("http://x")
+
+
+def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`liftstream export-triton`: checkpoint folders load with the default LAMM / FEI classes."""
+    if "lamm_fei" not in MODEL_SETS:
+        pytest.skip("inference.lamm / inference.fei not present")
+    from tests.triton_fixtures import lamm_fei_checkpoints
+
+    f, a = lamm_fei_checkpoints(tmp_path)
+    argv = ["--forecaster", str(f), "--advisor", str(a), "--out", str(tmp_path / "repo"), "--device", "gpu"]
+    assert export_cli(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["sizes"]["R"] == 256 and summary["device"] == "gpu"
+    step = _parse(tmp_path / "repo" / N.STEP / "config.pbtxt")
+    assert step.parameters[N.P_LOADER].string_value == "inference.lamm:LammForecaster"
+    assert _parse(tmp_path / "repo" / N.ADVISOR / "config.pbtxt").parameters[N.P_LOADER].string_value == (
+        "inference.fei:FeiAdvisor"
+    )
+    with pytest.raises(FileNotFoundError, match="not 'standin'"):
+        export_cli(["--forecaster", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
 
 
 def test_not_installed_is_clear(tmp_path: Path) -> None:
