@@ -58,6 +58,8 @@ class LammConfig:
     hidden: int = 128  # LSTM hidden size (section 4.4)
     dropout: float = 0.2  # section 4.4
     ladder: tuple[str, ...] = LADDER  # auxiliary modalities fused into frame, in order; ablations drop some
+    positions: bool = True  # learned segment / token position embeddings (lets segment s attend to segment s)
+    ffn: int = 256  # hidden width of the position-wise feed-forward after the ladder (0 = none)
     use_frame: bool = (
         True  # False = "w/o frame" ablation: frame features zeroed (target is a learned constant)
     )
@@ -115,7 +117,13 @@ class Lamm(nn.Module):
         self.proj = nn.ModuleDict(
             {m: nn.Sequential(nn.Linear(cfg.feature_dim, d), nn.LayerNorm(d)) for m in ("frame", *LADDER)}
         )
+        # segment positions are shared by frame / motion / audio (the same 3.2 s clock), tokens have their own
+        self.pos_seg = nn.Parameter(torch.zeros(L.MAX_SEGMENTS, d)) if cfg.positions else None
+        self.pos_tok = nn.Parameter(torch.zeros(L.MAX_TITLE_TOKENS, d)) if cfg.positions else None
         self.ladder = nn.ModuleDict({m: MutualAttention(cfg) for m in cfg.ladder})
+        if cfg.ffn:
+            self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn), nn.GELU(), nn.Linear(cfg.ffn, d), nn.Dropout(cfg.dropout))
+            self.ffn_norm = nn.LayerNorm(d)
         tab = SIDE_DIM + PRODUCT_DIM
         self.register_buffer("x_mean", torch.zeros(tab))  # side + product part of x
         self.register_buffer("x_std", torch.ones(tab))
@@ -150,49 +158,39 @@ class Lamm(nn.Module):
         if not self.cfg.use_frame:
             frame = torch.zeros_like(frame)
         aux = {"motion": (motion, seg_mask), "audio": (audio, seg_mask), "text": (title, title_mask)}
-        seq, mask = self.proj["frame"](frame), seg_mask  # (N, S, d) the frame target
+        seq, mask = self._project("frame", frame), seg_mask  # (N, S, d) the frame target
         for m in self.cfg.ladder:
-            a = self.proj[m](aux[m][0])  # (N, S or T, d)
+            a = self._project(m, aux[m][0])  # (N, S or T, d)
             if self.cfg.reading == "target_query":
                 seq = self.ladder[m](seq, a, aux[m][1])  # (N, S, d) stays aligned with frames
             else:
                 seq, mask = self.ladder[m](a, seq, mask), aux[m][1]  # (N, len(aux), d): Eq. 2 literally
+        if self.cfg.ffn:  # position-wise: lets a segment combine what it is with what it gathered
+            seq = self.ffn_norm(seq + self.ffn(seq))
         w = mask.to(seq.dtype)[..., None]  # (N, L, 1)
         return (seq * w).sum(1) / w.sum(1).clamp(min=1.0)  # (N, d) Eq. 3: masked average pooling
+
+    def _project(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj[modality](x)  # (N, L, d)
+        if self.cfg.positions:
+            pos = self.pos_tok if modality == "text" else self.pos_seg
+            h = h + pos[: x.shape[1]]
+        return h
 
     def encode_packed(
         self, frame, motion, audio, seg_mask, title, title_mask, chunk: int = 1024
     ) -> torch.Tensor:
-        """``encode`` over length-sorted chunks trimmed to their longest video / title.
-
-        Same numbers as ``encode`` (padding is masked out of keys and pooling; layer norms are
-        per position), a fraction of the work: most videos are far shorter than 20 segments.
-        """
-        n = frame.shape[0]
-        pos_s = torch.arange(1, seg_mask.shape[1] + 1)
-        pos_t = torch.arange(1, title_mask.shape[1] + 1)
-        len_s = (
-            (seg_mask.bool() * pos_s).amax(1) if n else pos_s[:0]
-        )  # (N,) index after the last real segment
-        len_t = (title_mask.bool() * pos_t).amax(1) if n else pos_t[:0]
-        order = torch.argsort(len_s * (title_mask.shape[1] + 1) + len_t)
-        parts = []
-        for i in range(0, n, chunk):
-            idx = order[i : i + chunk]
-            s, t = max(int(len_s[idx].max()), 1), max(int(len_t[idx].max()), 1)
-            parts.append(
-                self.encode(
-                    frame[idx, :s],
-                    motion[idx, :s],
-                    audio[idx, :s],
-                    seg_mask[idx, :s],
-                    title[idx, :t],
-                    title_mask[idx, :t],
-                )
-            )
-        if not parts:
-            return frame.new_zeros((0, self.cfg.d_model))
-        return torch.cat(parts).index_select(0, torch.argsort(order))  # (N, d) back in input order
+        return encode_packed(
+            self.encode,
+            frame,
+            motion,
+            audio,
+            seg_mask,
+            title,
+            title_mask,
+            d_model=self.cfg.d_model,
+            chunk=chunk,
+        )
 
     # ---- day model (Eq. 6)
     def _tab(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,6 +245,36 @@ def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torc
     i, f, g, o = gates.chunk(4, dim=1)
     c1 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c1), c1
+
+
+def encode_packed(encode, frame, motion, audio, seg_mask, title, title_mask, d_model: int, chunk: int = 1024):
+    """``encode`` over length-sorted chunks trimmed to their longest video / title.
+
+    Same numbers as ``encode`` on the padded batch (padding is masked out of attention keys and
+    pooling, and layer norms are per position), a fraction of the work: most videos are far
+    shorter than 20 segments and most titles far shorter than 32 tokens.
+    """
+    n = frame.shape[0]
+    if n == 0:
+        return frame.new_zeros((0, d_model))
+    len_s = (seg_mask.bool() * torch.arange(1, seg_mask.shape[1] + 1)).amax(1)  # (N,) 1 + last real segment
+    len_t = (title_mask.bool() * torch.arange(1, title_mask.shape[1] + 1)).amax(1)  # (N,) 1 + last real token
+    order = torch.argsort(len_s * (title_mask.shape[1] + 1) + len_t)
+    parts = []
+    for i in range(0, n, chunk):
+        idx = order[i : i + chunk]
+        s, t = max(int(len_s[idx].max()), 1), max(int(len_t[idx].max()), 1)
+        parts.append(
+            encode(
+                frame[idx, :s],
+                motion[idx, :s],
+                audio[idx, :s],
+                seg_mask[idx, :s],
+                title[idx, :t],
+                title_mask[idx, :t],
+            )
+        )
+    return torch.cat(parts).index_select(0, torch.argsort(order))  # (N, d) back in input order
 
 
 def masked_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -34,14 +34,14 @@ from inference.lamm_data import LammData, build_day_inputs, load_lamm_data, make
 class TrainConfig:
     epochs: int = 12  # upper bound; early stopping on the held-out products picks the best
     patience: int = 3
-    batch_products: int = 32
+    batch_products: int = 0  # 0 = auto: n_fit // 20 clipped to [8, 32] (>= ~20 updates per epoch)
     lr: float = 1e-3  # section 4.4
     weight_decay: float = 1e-3  # section 4.4: Eq. 7's L2 term, as Adam weight decay
     grad_clip: float = 1.0
     calib_frac: float = 0.2  # share of training products held out for early stopping + conformal
     level: float = 0.8
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # 1 by default: on a shared 2-core machine 2 OpenMP threads ran 5-8x slower (spinning)
     bf16: bool = True  # bf16 autocast for the video encoder while training (AVX-512 BF16 CPUs: ~2x)
     max_minutes: float = 0.0  # wall-clock cap per fit (0 = none); stops after the current epoch
 
@@ -104,7 +104,9 @@ def masked_mse(pred: np.ndarray, target: np.ndarray) -> float:
 # fitting
 
 
-def fit(model, data: LammData, fit_p: np.ndarray, val_p: np.ndarray, norm: dict, tc: TrainConfig, log=print) -> dict:
+def fit(
+    model, data: LammData, fit_p: np.ndarray, val_p: np.ndarray, norm: dict, tc: TrainConfig, log=print
+) -> dict:
     """Adam on next-day MSE (Eq. 7) over batches of products; keeps the best epoch on ``val_p``."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -113,10 +115,11 @@ def fit(model, data: LammData, fit_p: np.ndarray, val_p: np.ndarray, norm: dict,
     val_t = targets_z(data, val_p, norm)
     best, best_state, bad, hist = math.inf, copy.deepcopy(model.state_dict()), 0, []
     t0 = time.time()
+    bs = tc.batch_products or int(np.clip(len(fit_p) // 20, 8, 32))
     for epoch in range(tc.epochs):
         model.train()
         losses = []
-        for p in _chunks(rng.permutation(fit_p), tc.batch_products):
+        for p in _chunks(rng.permutation(fit_p), bs):
             b = make_batch(data, np.sort(p))
             x = build_day_inputs(_encode(model, b, tc.bf16), b)  # (B, D, F)
             z, _ = model.forward_days(x)  # (B, D)
@@ -129,7 +132,9 @@ def fit(model, data: LammData, fit_p: np.ndarray, val_p: np.ndarray, norm: dict,
             opt.step()
             losses.append(loss.item())
         val = masked_mse(predict_z(model, data, val_p), val_t) if len(val_p) else float(np.mean(losses))
-        hist.append({"epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": val, "s": time.time() - t0})
+        hist.append(
+            {"epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": val, "s": time.time() - t0}
+        )
         log(f"  epoch {epoch}: train mse {np.mean(losses):.4f}  val mse {val:.4f}  ({time.time() - t0:.0f}s)")
         if val < best - 1e-4:
             best, best_state, bad = val, copy.deepcopy(model.state_dict()), 0
@@ -148,8 +153,9 @@ def split_calib(products: np.ndarray, frac: float, seed: int) -> tuple[np.ndarra
     return np.sort(p[n_cal:]), np.sort(p[:n_cal])
 
 
-def train_lamm(data: LammData, cfg: LammConfig, tc: TrainConfig, products: np.ndarray | None = None,
-               log=print) -> tuple[LammForecaster, dict]:
+def train_lamm(
+    data: LammData, cfg: LammConfig, tc: TrainConfig, products: np.ndarray | None = None, log=print
+) -> tuple[LammForecaster, dict]:
     """Fit on part of ``products`` (default all), conformal-calibrate on the rest; a forecaster."""
     torch.set_num_threads(tc.threads)
     products = np.arange(data.n_products) if products is None else np.asarray(products)
@@ -160,7 +166,9 @@ def train_lamm(data: LammData, cfg: LammConfig, tc: TrainConfig, products: np.nd
     info = fit(model, data, fit_p, cal_p, norm, tc, log=log)
     resid = targets_z(data, cal_p, norm) - predict_z(model, data, cal_p)
     conf = Conformal.fit(resid[~np.isnan(resid)], level=tc.level)
-    info.update({"n_fit_products": int(len(fit_p)), "n_calib_products": int(len(cal_p)), "conformal": asdict(conf)})
+    info.update(
+        {"n_fit_products": int(len(fit_p)), "n_calib_products": int(len(cal_p)), "conformal": asdict(conf)}
+    )
     meta = {"train": asdict(tc), "dataset": data.root, "n_days": data.n_days, "fit": info}
     return LammForecaster(model, conf, meta=meta), info
 
@@ -180,8 +188,14 @@ def dataset_fingerprint(root: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def train_or_load(dataset_path: str | Path, cache_dir: str | Path, config: LammConfig | None = None,
-                  train: TrainConfig | None = None, max_day: int | None = None, log=print) -> LammForecaster:
+def train_or_load(
+    dataset_path: str | Path,
+    cache_dir: str | Path,
+    config: LammConfig | None = None,
+    train: TrainConfig | None = None,
+    max_day: int | None = None,
+    log=print,
+) -> LammForecaster:
     """A LammForecaster for a dataset folder: the cached checkpoint if one matches, else train one.
 
     Trains on days ``0..max_day``; by default the dataset's history days (meta.json
@@ -194,8 +208,11 @@ def train_or_load(dataset_path: str | Path, cache_dir: str | Path, config: LammC
     if max_day is None:
         meta = json.loads((dataset_path / "meta.json").read_text())
         max_day = int(meta["history_days"]) - 1 if meta.get("history_days") else None
-    key = hashlib.sha256(json.dumps([dataset_fingerprint(dataset_path), asdict(config), asdict(train), max_day],
-                                    sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps(
+            [dataset_fingerprint(dataset_path), asdict(config), asdict(train), max_day], sort_keys=True
+        ).encode()
+    ).hexdigest()[:12]
     ckpt = Path(cache_dir) / f"lamm-{key}"
     if (ckpt / "meta.json").exists():
         log(f"lamm: loading cached checkpoint {ckpt}")
@@ -216,11 +233,12 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", required=True, help="dataset folder (schemas.dataset)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    ap.add_argument("--patience", type=int, default=TrainConfig.patience)
     ap.add_argument("--batch-products", type=int, default=TrainConfig.batch_products)
     ap.add_argument("--max-day", type=int, default=None, help="train on days 0..MAX_DAY only")
     ap.add_argument("--reading", choices=("target_query", "aux_query"), default="target_query")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--no-bf16", action="store_true", help="train the encoder in fp32")
 
 
@@ -228,11 +246,336 @@ def cli_train(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="liftstream train", description="Train LAMM + conformal intervals.")
     _config_args(ap)
     a = ap.parse_args(argv)
-    tc = TrainConfig(epochs=a.epochs, batch_products=a.batch_products, seed=a.seed, threads=a.threads, bf16=not a.no_bf16)
+    tc = TrainConfig(epochs=a.epochs, patience=a.patience, batch_products=a.batch_products, seed=a.seed,
+                     threads=a.threads, bf16=not a.no_bf16)
     data = load_lamm_data(a.data, max_day=a.max_day)
     print(f"lamm: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     fc, info = train_lamm(data, LammConfig(reading=a.reading), tc)
     path = fc.save(a.out)
-    print(f"lamm: saved {fc.model_version} to {path} (best held-out mse {info['best_val_mse']:.4f}, "
-          f"80% interval z + [{fc.conformal.q_lo:.3f}, {fc.conformal.q_hi:.3f}])")
+    print(
+        f"lamm: saved {fc.model_version} to {path} (best held-out mse {info['best_val_mse']:.4f}, "
+        f"80% interval z + [{fc.conformal.q_lo:.3f}, {fc.conformal.q_hi:.3f}])"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation: 5-fold CV by product against the baselines, ablation, coverage, report
+
+ABLATIONS: dict[str, dict] = {
+    "w/o frame": {"use_frame": False},
+    "w/o text": {"ladder": ("audio", "motion")},
+    "w/o audio": {"ladder": ("text", "motion")},
+    "w/o motion": {"ladder": ("text", "audio")},
+    "Eq.2 literal (Q=aux)": {"reading": "aux_query"},
+}
+ABLATION_MODALITY = {"w/o frame": "frame", "w/o text": "text", "w/o audio": "audio", "w/o motion": "motion"}
+ALL_MODELS = ("LAMM", "Gate_LSTM", "Gate_MLP", "Concat_LSTM", "Concat_MLP", "LR", "LightGBM", "SeasonalNaive")
+
+
+def fold_assignment(n_products: int, folds: int, seed: int) -> np.ndarray:
+    """(P,) fold of each product: a seeded permutation cut into equal parts (80/20 for 5 folds)."""
+    f = np.empty(n_products, dtype=np.int64)
+    f[np.random.default_rng(seed).permutation(n_products)] = np.arange(n_products) % folds
+    return f
+
+
+def metrics(pred_z: np.ndarray, true_z: np.ndarray, norm: dict) -> dict:
+    ok = ~np.isnan(true_z)
+    e = pred_z[ok] - true_z[ok]
+    units = np.expm1(true_z[ok] * norm["y_std"] + norm["y_mean"])
+    pred_u = np.expm1(np.clip(pred_z[ok] * norm["y_std"] + norm["y_mean"], 0, 30))
+    pos = units >= 1
+    return {
+        "mae": float(np.mean(np.abs(e))),
+        "mse": float(np.mean(e**2)),
+        "mape": float(np.mean(np.abs(pred_u[pos] - units[pos]) / units[pos])),
+        "n": int(ok.sum()),
+    }
+
+
+def _fit_neural(name: str, data: LammData, fit_p, cal_p, norm: dict, tc: TrainConfig, log):
+    from inference.baselines import NEURAL, NeuralBaseline
+
+    torch.manual_seed(tc.seed)
+    model = NeuralBaseline(NEURAL[name])
+    info = fit(model, data, fit_p, cal_p, norm, tc, log=log)
+    return model, info
+
+
+@dataclass
+class _Fold:
+    data: LammData
+    fit_p: np.ndarray
+    cal_p: np.ndarray
+    test_p: np.ndarray
+    norm: dict
+    tc: TrainConfig
+    true: np.ndarray  # (B_test, D-1) target z
+    extra: dict = field(default_factory=dict)
+
+
+def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool) -> np.ndarray:
+    torch.manual_seed(f.tc.seed)
+    model = Lamm(cfg)
+    fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=lambda *_: None)
+    pred = predict_z(model, f.data, f.test_p)
+    if coverage:
+        resid = targets_z(f.data, f.cal_p, f.norm) - predict_z(model, f.data, f.cal_p)
+        conf = Conformal.fit(resid[~np.isnan(resid)], level=f.tc.level)
+        ok = ~np.isnan(f.true)
+        inside = (f.true[ok] >= pred[ok] + conf.q_lo) & (f.true[ok] <= pred[ok] + conf.q_hi)
+        f.extra["coverage"] = {"level": f.tc.level, "covered": float(inside.mean()), **asdict(conf)}
+    return pred
+
+
+def _predict(name: str, f: _Fold, cfg: LammConfig, pooled) -> np.ndarray:
+    from inference import baselines as B
+
+    if name == "LAMM":
+        return _predict_lamm(f, cfg, coverage=True)
+    if name in ABLATIONS:
+        return _predict_lamm(f, replace(cfg, **ABLATIONS[name]), coverage=False)
+    if name in B.NEURAL:
+        torch.manual_seed(f.tc.seed)
+        model = B.NeuralBaseline(B.NEURAL[name])
+        fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=lambda *_: None)
+        return predict_z(model, f.data, f.test_p)
+    if name == "LR":
+        return B.fit_predict_lr(f.data, f.fit_p, f.test_p, f.norm, pooled=pooled)
+    if name == "LightGBM":
+        return B.fit_predict_lightgbm(f.data, f.fit_p, f.cal_p, f.test_p, f.norm, seed=f.tc.seed, threads=f.tc.threads)
+    if name == "SeasonalNaive":
+        return B.predict_seasonal_naive(f.data, f.test_p, f.norm)
+    raise KeyError(f"unknown model {name!r}")
+
+
+def _run_fold(data, k, fold_of, models, ablations, tc, cfg, pooled, res, log) -> dict:
+    test_p = np.flatnonzero(fold_of == k)
+    fit_p, cal_p = split_calib(np.flatnonzero(fold_of != k), tc.calib_frac, tc.seed)
+    norm = norm_constants(data, fit_p)
+    f = _Fold(data, fit_p, cal_p, test_p, norm, tc, targets_z(data, test_p, norm))
+    fold: dict = {"fold": k, "n_test_products": int(len(test_p)), "models": {}, "ablations": {}}
+    log(f"fold {k + 1}/{res['folds']}: fit {len(fit_p)} / calib {len(cal_p)} / test {len(test_p)} products")
+    for group, names in (("models", models), ("ablations", ablations)):
+        for name in names:
+            t0 = time.time()
+            m = metrics(_predict(name, f, cfg, pooled), f.true, norm)
+            m["seconds"] = time.time() - t0
+            res["seconds"].setdefault(name, []).append(m["seconds"])
+            fold[group][name] = m
+            log(f"  {name:<22} MAE {m['mae']:.4f}  MSE {m['mse']:.4f}  MAPE {m['mape']:.3f}  ({m['seconds']:.0f}s)")
+            if name == "LAMM":
+                fold["coverage"] = f.extra["coverage"]
+                log(f"  80% interval coverage out of fold: {fold['coverage']['covered']:.3f}")
+    return fold
+
+
+def evaluate(data: LammData, out: str | Path, folds: int = 5, models=ALL_MODELS, ablations=tuple(ABLATIONS),
+             tc: TrainConfig | None = None, cfg: LammConfig | None = None, log=print, max_folds: int = 0) -> dict:
+    """K-fold CV by product; writes results.json, report.md and plots to ``out``; returns the results."""
+    from inference import baselines as B
+
+    tc = tc or TrainConfig()
+    cfg = cfg or LammConfig()
+    torch.set_num_threads(tc.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fold_of = fold_assignment(data.n_products, folds, tc.seed)
+    pooled = B.pooled_raw_features(data) if "LR" in models else None
+    res: dict = {"dataset": data.root, "n_products": data.n_products, "n_days": data.n_days, "n_videos": data.n_videos,
+                 "folds": folds, "train": asdict(tc), "lamm_config": asdict(cfg), "per_fold": [], "seconds": {}}
+    t_start = time.time()
+    for k in range(max_folds or folds):
+        fold = _run_fold(data, k, fold_of, models, ablations, replace(tc, seed=tc.seed + k), cfg, pooled, res, log)
+        res["per_fold"].append(fold)
+        (out / "results.json").write_text(json.dumps(res, indent=2))
+    res["total_seconds"] = time.time() - t_start
+    truth = Path(data.root) / "truth" / "modality_importance.json"
+    res["truth_importance"] = json.loads(truth.read_text()) if truth.exists() else None
+    res["summary"] = summarize(res)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    write_report(res, out)
+    return res
+
+
+def summarize(res: dict) -> dict:
+    from scipy import stats
+
+    folds = res["per_fold"]
+    summary: dict = {"models": {}, "ablations": {}}
+    names = list(folds[0]["models"])
+    for group in ("models", "ablations"):
+        for name in folds[0][group]:
+            row = {}
+            for met in ("mae", "mse", "mape"):
+                v = np.array([f[group][name][met] for f in folds])
+                row[met] = v.tolist()
+                row[f"{met}_mean"] = float(v.mean())
+                if "LAMM" in names and name != "LAMM" and len(folds) > 1:
+                    ref = np.array([f["models"]["LAMM"][met] for f in folds])
+                    t, p = stats.ttest_rel(ref, v)  # t < 0: LAMM lower
+                    row[f"{met}_t"], row[f"{met}_p"] = float(t), float(p)
+            summary[group][name] = row
+    if "LAMM" in names:
+        cov = [f["coverage"]["covered"] for f in folds if "coverage" in f]
+        summary["coverage"] = {"per_fold": cov, "mean": float(np.mean(cov)) if cov else None}
+        best = min(summary["models"], key=lambda n: summary["models"][n]["mae_mean"])
+        summary["best_mae_model"] = best
+        summary["lamm_beats_all_p05"] = bool(all(
+            r["mae_mean"] > summary["models"]["LAMM"]["mae_mean"] and r.get("mae_p", 1.0) < 0.05
+            for n, r in summary["models"].items() if n != "LAMM"))
+    truth = res.get("truth_importance")
+    mods = [ab for ab in summary["ablations"] if ab in ABLATION_MODALITY]
+    if "LAMM" in names and mods:
+        lamm_mae = summary["models"]["LAMM"]["mae_mean"]
+        drop = {ABLATION_MODALITY[ab]: summary["ablations"][ab]["mae_mean"] - lamm_mae for ab in mods}
+        summary["ablation_mae_increase"] = drop
+        summary["ablation_order"] = sorted(drop, key=lambda m: -drop[m])
+        if truth:
+            summary["truth_order"] = [m for m in truth["order"] if m in drop]
+            summary["ablation_order_matches_truth"] = summary["ablation_order"] == summary["truth_order"]
+    return summary
+
+
+def _table(res: dict, group: str, met: str) -> list[str]:
+    s = res["summary"][group]
+    k = len(res["per_fold"])
+    lines = [f"| Model | {' | '.join(f'K{i + 1}' for i in range(k))} | Mean | t | Sig. (p) |",
+             "|" + "---|" * (k + 4)]
+    for name, row in s.items():
+        vals = " | ".join(f"{v:.4f}" for v in row[met])
+        t = f"{row[f'{met}_t']:.3f}" if f"{met}_t" in row else "-"
+        p = f"{row[f'{met}_p']:.4f}" if f"{met}_p" in row else "-"
+        lines.append(f"| {name} | {vals} | {row[f'{met}_mean']:.4f} | {t} | {p} |")
+    return lines
+
+
+def write_report(res: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = res["summary"]
+    out = Path(out)
+    models = list(s["models"])
+    if models:
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        for a, met in zip(ax, ("mae", "mse"), strict=True):
+            means = [s["models"][m][f"{met}_mean"] for m in models]
+            sds = [np.std(s["models"][m][met]) for m in models]
+            a.bar(models, means, yerr=sds, color=["C3" if m == "LAMM" else "C0" for m in models])
+            a.set_title(f"{met.upper()} (z scale), mean over {len(res['per_fold'])} folds")
+            a.tick_params(axis="x", rotation=45)
+        fig.tight_layout()
+        fig.savefig(out / "models.png", dpi=110)
+        plt.close(fig)
+    if s.get("ablation_mae_increase"):
+        inc = s["ablation_mae_increase"]
+        mods = list(inc)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.bar(np.arange(len(mods)) - 0.2, [inc[m] for m in mods], 0.4, label="MAE increase when ablated")
+        truth = res.get("truth_importance")
+        if truth:
+            ax2 = ax.twinx()
+            ax2.bar(np.arange(len(mods)) + 0.2, [truth["log_lift"].get(m, 0) for m in mods], 0.4, color="C1",
+                    label="simulator truth: log-lift variance share")
+            ax2.set_ylabel("truth importance")
+            ax2.legend(loc="upper right")
+        ax.set_xticks(np.arange(len(mods)), mods)
+        ax.set_ylabel("MAE increase (z)")
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out / "ablation.png", dpi=110)
+        plt.close(fig)
+    lines = [f"# LAMM evaluation: {res['dataset']}", "",
+             f"{res['n_products']} products x {res['n_days']} days, {res['n_videos']} videos; {res['folds']}-fold CV "
+             f"by product; within each fold {int(100 * res['train']['calib_frac'])}% of the training products are "
+             "held out for early stopping and conformal calibration.", "",
+             "Scale: z = (log1p(units) - y_mean) / y_std (constants from each fold's fit products); MAPE on raw "
+             "units over product-days with >= 1 unit. t and p: paired t-test (scipy.stats.ttest_rel) of LAMM "
+             "against the row over folds; t < 0 means LAMM is lower.", ""]
+    if models:
+        lines += ["## MAE per fold (Table 2)", "", *_table(res, "models", "mae"), "",
+                  "## MSE per fold (Table 3)", "", *_table(res, "models", "mse"), "",
+                  "## MAPE per fold (raw units)", "", *_table(res, "models", "mape"), "", "![models](models.png)", ""]
+        lines += [f"Lowest mean MAE: **{s.get('best_mae_model')}**. LAMM lower than every other model with p < 0.05: "
+                  f"**{s.get('lamm_beats_all_p05')}**.", ""]
+    if s.get("coverage", {}).get("per_fold"):
+        cov = s["coverage"]
+        lines += ["## 80% prediction intervals (split conformal), out-of-fold coverage", "",
+                  "| " + " | ".join(f"K{i + 1}" for i in range(len(cov["per_fold"]))) + " | Mean |",
+                  "|" + "---|" * (len(cov["per_fold"]) + 1),
+                  "| " + " | ".join(f"{c:.3f}" for c in cov["per_fold"]) + f" | {cov['mean']:.3f} |", ""]
+    if s["ablations"]:
+        lines += ["## Ablation (Table 4) and the Eq. 2 reading", "", *_table(res, "ablations", "mae"), "",
+                  *_table(res, "ablations", "mse"), ""]
+        if s.get("ablation_order"):
+            lines += [f"Modalities by MAE increase when removed: {' > '.join(s['ablation_order'])}."]
+        if s.get("truth_order"):
+            lines += [f"Simulator truth (modality_importance.json `order`): {' > '.join(s['truth_order'])}. "
+                      f"Match: **{s['ablation_order_matches_truth']}**."]
+        lines += ["", "![ablation](ablation.png)", ""]
+    secs = {k: float(np.sum(v)) for k, v in res["seconds"].items()}
+    lines += ["## Wall-clock (this machine)", "", "| Model | seconds, all folds |", "|---|---|",
+              *[f"| {k} | {v:.0f} |" for k, v in secs.items()], "",
+              f"Total: {res.get('total_seconds', 0):.0f} s.", ""]
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def merge_results(dirs: list[str | Path], out: str | Path) -> dict:
+    """Combine evaluations of the same dataset / folds / seed run in parts (model groups) into one report."""
+    parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
+    res = copy.deepcopy(parts[0])
+    for part in parts[1:]:
+        assert (part["dataset"], part["folds"], part["train"]["seed"]) == (res["dataset"], res["folds"], res["train"]["seed"]), (
+            "merge needs evaluations of the same dataset, folds and seed"
+        )
+        for f, g in zip(res["per_fold"], part["per_fold"], strict=True):
+            f["models"].update(g["models"])
+            f["ablations"].update(g["ablations"])
+            if "coverage" in g:
+                f["coverage"] = g["coverage"]
+        for k, v in part["seconds"].items():
+            res["seconds"][k] = v
+        res["total_seconds"] = res.get("total_seconds", 0) + part.get("total_seconds", 0)
+        res["truth_importance"] = res.get("truth_importance") or part.get("truth_importance")
+    # LAMM first, as in the paper's tables
+    for f in res["per_fold"]:
+        f["models"] = dict(sorted(f["models"].items(), key=lambda kv: kv[0] != "LAMM"))
+    res["merged_from"] = [str(d) for d in dirs]
+    res["summary"] = summarize(res)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    write_report(res, out)
+    return res
+
+
+def cli_evaluate(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="liftstream evaluate",
+                                 description="K-fold CV of LAMM against its baselines, ablation, coverage, report.")
+    _config_args(ap)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--max-folds", type=int, default=0, help="run only the first N folds of the K-fold split")
+    ap.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated subset of " + ",".join(ALL_MODELS))
+    ap.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated subset (empty: none)")
+    ap.add_argument("--merge", default="", help="comma-separated evaluation folders to merge into --out (no training)")
+    a = ap.parse_args(argv)
+    if a.merge:
+        res = merge_results(a.merge.split(","), a.out)
+        print(f"evaluate: merged report in {Path(a.out) / 'report.md'}")
+        return 0
+    tc = TrainConfig(epochs=a.epochs, patience=a.patience, batch_products=a.batch_products, seed=a.seed,
+                     threads=a.threads, bf16=not a.no_bf16)
+    data = load_lamm_data(a.data, max_day=a.max_day)
+    print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
+    models = tuple(m for m in a.models.split(",") if m)
+    abl = tuple(x for x in a.ablations.split(",") if x)
+    res = evaluate(data, a.out, folds=a.folds, models=models, ablations=abl, tc=tc, cfg=LammConfig(reading=a.reading),
+                   max_folds=a.max_folds)
+    s = res["summary"]
+    print(f"evaluate: report in {Path(a.out) / 'report.md'}; best MAE {s.get('best_mae_model')}, "
+          f"coverage {s.get('coverage', {}).get('mean')}, total {res['total_seconds']:.0f}s")
     return 0

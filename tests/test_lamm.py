@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from inference.client import InProcessClient, VideoBatch
-from inference.daily import PRODUCT_DIM, SIDE_DIM, day_input, product_features, side_features
+from inference.daily import SIDE_DIM, day_input, product_features, side_features
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch
 from inference.lamm_train import TrainConfig, predict_z, train_lamm, train_or_load
@@ -52,17 +52,40 @@ def write_random_dataset(root: Path, n_products: int = 6, n_days: int = 8, seed:
     for k, a in feats.items():
         np.save(root / "features" / f"{k}.npy", a)
     tables = {
-        "products": {"product_id": pids, "category": [L.PRODUCT_CATEGORIES[i % 13] for i in range(n_products)],
-                     "price": rng.uniform(5, 200, n_products), "rating": rng.uniform(70, 100, n_products),
-                     "history_sales": rng.integers(16, 5000, n_products), "history_videos": rng.integers(2, 100, n_products)},
-        "influencers": {"influencer_id": ["i0"], "followers": [1000], "past_avg_hearts": [10.0], "verified": [False],
-                        "city_tier": ["first"], "age": [30]},
-        "videos": {"video_id": vids, "product_id": [pids[p] for p, _ in rows], "influencer_id": ["i0"] * n_v,
-                   "publish_day": [d for _, d in rows], "create_hour": rng.integers(0, 24, n_v),
-                   "video_type": [L.VIDEO_TYPES[0]] * n_v, "length_s": nseg * 3.2, "width": [1080] * n_v,
-                   "height": [1920] * n_v, "size_mb": [1.0] * n_v, "title": ["t"] * n_v,
-                   "followers": rng.integers(100, 10**6, n_v), "past_avg_hearts": [1.0] * n_v, "n_segments": nseg,
-                   "feature_row": np.arange(n_v), "impressions_14d": [0] * n_v},
+        "products": {
+            "product_id": pids,
+            "category": [L.PRODUCT_CATEGORIES[i % 13] for i in range(n_products)],
+            "price": rng.uniform(5, 200, n_products),
+            "rating": rng.uniform(70, 100, n_products),
+            "history_sales": rng.integers(16, 5000, n_products),
+            "history_videos": rng.integers(2, 100, n_products),
+        },
+        "influencers": {
+            "influencer_id": ["i0"],
+            "followers": [1000],
+            "past_avg_hearts": [10.0],
+            "verified": [False],
+            "city_tier": ["first"],
+            "age": [30],
+        },
+        "videos": {
+            "video_id": vids,
+            "product_id": [pids[p] for p, _ in rows],
+            "influencer_id": ["i0"] * n_v,
+            "publish_day": [d for _, d in rows],
+            "create_hour": rng.integers(0, 24, n_v),
+            "video_type": [L.VIDEO_TYPES[0]] * n_v,
+            "length_s": nseg * 3.2,
+            "width": [1080] * n_v,
+            "height": [1920] * n_v,
+            "size_mb": [1.0] * n_v,
+            "title": ["t"] * n_v,
+            "followers": rng.integers(100, 10**6, n_v),
+            "past_avg_hearts": [1.0] * n_v,
+            "n_segments": nseg,
+            "feature_row": np.arange(n_v),
+            "impressions_14d": [0] * n_v,
+        },
     }
     eng = []
     for v, (p, d0) in enumerate(rows):
@@ -71,13 +94,27 @@ def write_random_dataset(root: Path, n_products: int = 6, n_days: int = 8, seed:
                 eng.append((vids[v], pids[p], t, *rng.integers(0, 500, 5)))
     cols = ("video_id", "product_id", "day", "likes", "comments", "shares", "collects", "impressions")
     tables["engagement"] = {c: [r[i] for r in eng] for i, c in enumerate(cols)}
-    sales = [(pids[p], t, int(rng.poisson(20 + 5 * p)), 50.0 + t, 90.0) for p in range(n_products) for t in range(n_days)
-             if not (p == 1 and t == 3)]  # one missing sales row
-    tables["sales"] = {c: [r[i] for r in sales] for i, c in enumerate(("product_id", "day", "units", "price", "rating"))}
+    sales = [
+        (pids[p], t, int(rng.poisson(20 + 5 * p)), 50.0 + t, 90.0)
+        for p in range(n_products)
+        for t in range(n_days)
+        if not (p == 1 and t == 3)
+    ]  # one missing sales row
+    tables["sales"] = {
+        c: [r[i] for r in sales] for i, c in enumerate(("product_id", "day", "units", "price", "rating"))
+    }
     for name, cols_ in tables.items():
         pq.write_table(pa.table(cols_).cast(ds.TABLES[name]), root / f"{name}.parquet")
-    meta = {"format": ds.FORMAT, "version": ds.VERSION, "start_date": "2026-01-01", "n_days": n_days,
-            "feature_dim": D, "max_segments": S, "max_title_tokens": T, "history_days": n_days - 2}
+    meta = {
+        "format": ds.FORMAT,
+        "version": ds.VERSION,
+        "start_date": "2026-01-01",
+        "n_days": n_days,
+        "feature_dim": D,
+        "max_segments": S,
+        "max_title_tokens": T,
+        "history_days": n_days - 2,
+    }
     (root / "meta.json").write_text(json.dumps(meta))
     ds.validate_dataset(root)
     return root
@@ -98,7 +135,10 @@ def random_videos(n: int, seed: int = 0) -> VideoBatch:
 
 
 def _t(b: VideoBatch):
-    return [torch.from_numpy(getattr(b, k)) for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")]
+    return [
+        torch.from_numpy(getattr(b, k))
+        for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -210,9 +250,22 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
             side = []
             for _, v in act.iterrows():
                 e = eng[(eng["video_id"] == v["video_id"]) & (eng["day"] <= t)].sort_values("day")
-                c = e.iloc[-1] if len(e) else {k: 0 for k in ("likes", "shares", "comments", "collects", "impressions")}
-                side.append(side_features(c["likes"], c["shares"], c["comments"], c["collects"], c["impressions"],
-                                          t - v["publish_day"], v["followers"]))
+                c = (
+                    e.iloc[-1]
+                    if len(e)
+                    else {k: 0 for k in ("likes", "shares", "comments", "collects", "impressions")}
+                )
+                side.append(
+                    side_features(
+                        c["likes"],
+                        c["shares"],
+                        c["comments"],
+                        c["collects"],
+                        c["impressions"],
+                        t - v["publish_day"],
+                        v["followers"],
+                    )
+                )
             hk = np.stack([hv[v] for v in act["video_id"]]) if len(act) else np.zeros((0, 128), np.float32)
             sk = np.stack(side) if side else np.zeros((0, SIDE_DIM), np.float32)
             if (pid, t) in sales.index:
@@ -249,7 +302,9 @@ def test_train_save_load_and_protocol(dataset, tmp_path):
     h = client.encode(vb)
     assert h.shape == (10, 128)
     np.testing.assert_allclose(h, fc.encode(vb), rtol=1e-5, atol=1e-5)
-    x = np.concatenate([h[:4], np.zeros((4, SIDE_DIM)), np.tile(product_features(20, 50, 90, 3, 1), (4, 1))], 1).astype(np.float32)
+    x = np.concatenate(
+        [h[:4], np.zeros((4, SIDE_DIM)), np.tile(product_features(20, 50, 90, 3, 1), (4, 1))], 1
+    ).astype(np.float32)
     out = client.step(client.init_state(4), x)
     assert out.state.shape == (4, fc.state_dim) and out.point.shape == (4,) and out.level == 0.8
     assert np.all(out.lower <= out.point) and np.all(out.point <= out.upper) and np.all(out.lower >= 0)

@@ -1,0 +1,116 @@
+"""LAMM benchmarks: in-process CPU throughput, and (optionally) the 5-fold CV on a dataset.
+
+    .venv/bin/python -m tests.bench.bench_lamm                       # throughput only (random weights)
+    .venv/bin/python -m tests.bench.bench_lamm --data data/paper     # + 5-fold CV of LAMM alone, timed
+    .venv/bin/python -m tests.bench.bench_lamm --data data/paper --full   # + baselines and ablations
+
+Prints its figures and writes runs/bench/lamm.json (+ the evaluation report under
+runs/bench/lamm-eval/ when --data is given). Targets: encode >= 2,000 videos/s, day step
+>= 100,000 products/s (batched, 2 threads), LAMM 5-fold CV at paper scale < 30 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inference.client import VideoBatch
+from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
+from schemas import limits as L
+
+OUT = Path("runs/bench")
+
+
+def realistic_videos(n: int, seed: int = 0) -> VideoBatch:
+    """Random features with the paper's length profile: mean 17 s (~6 segments), titles ~12 tokens."""
+    rng = np.random.default_rng(seed)
+    b = VideoBatch.empty(n)
+    length = np.clip(np.exp(rng.normal(2.55, 0.55, n)), 2.5, 865)
+    ns = np.clip(np.ceil(length / L.SEGMENT_SECONDS), 1, L.MAX_SEGMENTS).astype(int)
+    nt = rng.integers(4, 20, n)
+    for k in ("frame", "motion", "audio"):
+        getattr(b, k)[:] = rng.standard_normal(getattr(b, k).shape).astype(np.float32)
+    b.title[:] = rng.standard_normal(b.title.shape).astype(np.float32)
+    b.seg_mask[:] = np.arange(L.MAX_SEGMENTS)[None] < ns[:, None]
+    b.title_mask[:] = np.arange(L.MAX_TITLE_TOKENS)[None] < nt[:, None]
+    for k in ("frame", "motion", "audio"):
+        getattr(b, k)[~b.seg_mask] = 0
+    b.title[~b.title_mask] = 0
+    return b
+
+
+def _best_of(fn, repeats: int = 3) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def throughput(threads: int = 2) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    fc = LammForecaster(Lamm(LammConfig()), Conformal())
+    out: dict = {"threads": threads, "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
+    for n in (512, 4096):
+        vb = realistic_videos(n)
+        out[f"encode_videos_per_s_batch{n}"] = n / _best_of(lambda vb=vb: fc.encode(vb))
+    full = realistic_videos(4096)
+    full.seg_mask[:] = True  # worst case: every video 64 s, every title 32 tokens
+    full.title_mask[:] = True
+    out["encode_videos_per_s_batch4096_all_full_length"] = 4096 / _best_of(lambda: fc.encode(full))
+    rng = np.random.default_rng(0)
+    for n in (10_000, 100_000):
+        x = rng.standard_normal((n, fc.cfg.x_dim)).astype(np.float32)
+        s = fc.init_state(n)
+        fc.with_baseline = True
+        out[f"step_products_per_s_batch{n}_with_baseline"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
+        fc.with_baseline = False
+        out[f"step_products_per_s_batch{n}_no_baseline"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="dataset folder for the timed 5-fold CV")
+    ap.add_argument("--full", action="store_true", help="CV with all baselines and ablations, not LAMM alone")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    res = {"throughput": throughput(a.threads)}
+    for k, v in res["throughput"].items():
+        print(f"{k:<52} {v:,.1f}" if isinstance(v, float) else f"{k:<52} {v}")
+    if a.data:
+        from inference.lamm_train import ABLATIONS, ALL_MODELS, TrainConfig, evaluate, load_lamm_data
+
+        tc = TrainConfig(threads=a.threads) if a.epochs is None else TrainConfig(threads=a.threads, epochs=a.epochs)
+        t0 = time.time()
+        data = load_lamm_data(a.data)
+        t_load = time.time() - t0
+        models, abl = (ALL_MODELS, tuple(ABLATIONS)) if a.full else (("LAMM",), ())
+        ev = evaluate(data, OUT / "lamm-eval", folds=5, models=models, ablations=abl, tc=tc)
+        s = ev["summary"]
+        res["cv"] = {
+            "dataset": a.data, "n_products": data.n_products, "n_videos": data.n_videos, "load_seconds": t_load,
+            "lamm_cv_seconds": float(np.sum(ev["seconds"]["LAMM"])), "total_seconds": ev["total_seconds"],
+            "lamm_mae_mean": s["models"]["LAMM"]["mae_mean"], "lamm_mse_mean": s["models"]["LAMM"]["mse_mean"],
+            "coverage_mean": s["coverage"]["mean"], "load_avg_1m_after": os.getloadavg()[0],
+        }
+        for k, v in res["cv"].items():
+            print(f"{k:<52} {v:,.3f}" if isinstance(v, float) else f"{k:<52} {v}")
+    (OUT / "lamm.json").write_text(json.dumps(res, indent=2))
+    print(f"wrote {OUT / 'lamm.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
