@@ -251,20 +251,28 @@ def _r2(y: np.ndarray, cols: list[np.ndarray]) -> float:
 def test_lift_needs_per_segment_alignment(world):
     """Read product presence from the frame and saliency from the motion features of each segment:
     their per-segment product explains the PE-score (and the lift quality) far better than the
-    same probes mean-pooled over the video, which is all a pooled-concatenation model keeps."""
+    same probes mean-pooled over the video, which is all a pooled-concatenation model keeps; and
+    matching the title's brand token against the frame segments (what text-to-frame attention
+    does) explains more again."""
     g = PH.geometry()
     f = world.features
-    mask = f["seg_mask"]
-    p_hat = np.clip(f["frame"].astype(np.float32) @ g.presence / 2.5, 0, 1) * mask  # (N, S)
+    mask, tmask = f["seg_mask"], f["title_mask"]
+    frame, title = f["frame"].astype(np.float32), f["title"].astype(np.float32)
+    p_hat = np.clip(frame @ g.presence / 2.5, 0, 1) * mask  # (N, S)
     e_hat = np.clip(f["motion"].astype(np.float32) @ g.saliency / 2.5, 0, 1) * mask  # (N, S)
     n = mask.sum(1)
     per_segment = (p_hat * e_hat).sum(1) / np.maximum(e_hat.sum(1), 1e-6)  # (N,)
     pm, em = p_hat.sum(1) / n, e_hat.sum(1) / n
-    pooled = [pm, em, pm * em, pm**2]
+    name_w = np.clip(title @ g.name / 1.8, 0, 1) * tmask  # (N, T) which token is the brand word
+    named = name_w.max(1)  # (N,) the title names a product: visible to a pooled model
+    brand = (title * name_w[..., None]).sum(1)  # (N, D)
+    match = (np.einsum("nd,nsd->ns", brand, frame) * mask).sum(1) / n  # (N,) brand token x frame segments
+    pooled = [pm, em, pm * em, pm**2, named, named * pm]
     tv = world.truth["videos"]
     pe, q = np.asarray(tv.column("pe")), np.asarray(tv.column("quality"))
     assert _r2(pe, [per_segment]) > _r2(pe, pooled) + 0.25
     assert _r2(q, [*pooled, per_segment]) > _r2(q, pooled) + 0.05
+    assert _r2(q, [*pooled, per_segment, match]) > _r2(q, [*pooled, per_segment]) + 0.03
     # and the lift of a video is its conversion times its impressions
     lift = np.asarray(tv.column("lift_14d"))
     conv = np.exp(np.asarray(tv.column("log_conversion")))

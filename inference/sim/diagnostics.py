@@ -1,8 +1,9 @@
 """Ground-truth diagnostics the simulator stores in truth/: modality importance and FEI baselines.
 
 ``modality_importance`` answers "how much of the sales lift does each modality carry?" the way an
-ablation does, but on the generative process: the latent a modality shows (frame: product on
-screen p, motion: saliency e, audio: voice about the product a, text: title names the product) is
+ablation does, but on the generative process: the latents a modality shows (frame: product on
+screen p and whether it is the advertised one, motion: saliency e, audio: voice about the
+product a, text: title names the product) are
 replaced by an independent draw of the same process, everything else held fixed, and
 
     importance_m = E[(y - y_m)^2] / (2 Var y)
@@ -21,7 +22,7 @@ import numpy as np
 
 from inference.sim import world as W
 
-ABLATION_LATENTS = {"frame": "p", "motion": "e", "audio": "a", "text": "title_names_product"}
+ABLATION_LATENTS = {"frame": ("p", "shows_advertised"), "motion": ("e",), "audio": ("a",), "text": ("title_names_product",)}
 
 
 def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q, log_conv, log_r) -> dict:
@@ -42,8 +43,8 @@ def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q,
         out["log_lift"] = dict.fromkeys(ABLATION_LATENTS, 0.0)
         out["order"] = list(ABLATION_LATENTS)
         return out
-    for m, key in ABLATION_LATENTS.items():
-        sc_m = W.content_scores({**lat, key: lat2[key]}, n_seg)
+    for m, keys in ABLATION_LATENTS.items():
+        sc_m = W.content_scores({**lat, **{k: lat2[k] for k in keys}}, n_seg)
         dq = W.quality(sc_m) - q
         dy = dq + W.content_effect(sc_m, vtype, verified, length) - ce
         out["quality"][m] = float(np.mean(dq**2) / (2 * max(np.var(q), 1e-12)))

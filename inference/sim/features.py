@@ -41,7 +41,8 @@ def empty_features(n: int) -> dict[str, np.ndarray]:
 def synthesize(rng: np.random.Generator, n_segments: np.ndarray, content: dict[str, np.ndarray], chunk: int = 4096,
                enabled: bool = True, progress: bool = False) -> dict[str, np.ndarray]:
     """Feature arrays of N videos. ``content`` holds p, e, a (N, S), music, style, intensity,
-    video_type (N,), product_latent (N, K) and tokens (N, T) (-1 pad, -2 brand word).
+    video_type (N,), frame_product_latent (N, K) (the product on screen), title_product_latent
+    (N, K) (the advertised product, named by the brand word) and tokens (N, T) (-1 pad, -2 brand).
     With ``enabled=False`` only the masks are filled (tables-only worlds)."""
     n = n_segments.shape[0]
     out = empty_features(n)
@@ -60,7 +61,8 @@ def synthesize(rng: np.random.Generator, n_segments: np.ndarray, content: dict[s
         vi, si = np.nonzero(out["seg_mask"][lo:hi])  # (M,) video-in-chunk and segment of each real segment
         m = vi.size
         style, k = c["style"][vi], c["intensity"].astype(f32)[vi, None]  # (M,), (M, 1)
-        ident = c["product_latent"].astype(f32) @ g.product_id  # (B, D) which product
+        ident = c["frame_product_latent"].astype(f32) @ g.product_id  # (B, D) which product is on screen
+        named = c["title_product_latent"].astype(f32) @ g.product_id  # (B, D) the advertised product
         scene = rng.standard_normal((m, PH.SCENE_RANK), dtype=f32) @ g.scene * 2.0  # (M, D)
 
         frame = c["p"][vi, si].astype(f32)[:, None] * (PRES * g.presence + ident[vi])  # (M, D)
@@ -84,7 +86,7 @@ def synthesize(rng: np.random.Generator, n_segments: np.ndarray, content: dict[s
         tok = c["tokens"][tv, ti]
         title = g.words[np.maximum(tok, 0)]  # (T_real, D)
         brand = tok == -2
-        title[brand] = NAME * g.name + ident[tv[brand]]
+        title[brand] = NAME * g.name + named[tv[brand]]
         title += TITLE_NOISE * rng.standard_normal(title.shape, dtype=f32)
         out["title"][lo:hi][tv, ti] = title
     return out

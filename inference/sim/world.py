@@ -88,7 +88,7 @@ LN_F_MIN, LN_F_MAX = math.log(65), math.log(2.5e7)  # Table 1's follower range
 
 # weights of the content-quality terms (log conversion); tuned so that the modality ablation
 # orders frame > text > motion > audio (truth/modality_importance.json measures it)
-W_PE, W_TP, W_AF = 1.6, 1.6, 1.2
+W_PE, W_TP, W_AF = 1.6, 2.0, 1.2
 
 
 @dataclass
@@ -145,7 +145,8 @@ def segment_latents(rng: np.random.Generator, n_segments: np.ndarray, align_mean
     video-level ``align`` decides whether the engaging moments are the product ones: positive
     for product-centred videos, negative for self-promotion; ``align_mean`` (N,) is the creator's
     habit, default 0.2 for all); a: the voice talks about the product (``audio_align`` ties it
-    to p); title_names_product: the title says the product name.
+    to p); title_names_product: the title says the product name; shows_advertised: the product
+    on screen is the advertised one (else the creator shows something else, e.g. their own stuff).
     """
     n, s = n_segments.shape[0], L.MAX_SEGMENTS
     mask = np.arange(s)[None, :] < n_segments[:, None]  # (N, S)
@@ -164,6 +165,7 @@ def segment_latents(rng: np.random.Generator, n_segments: np.ndarray, align_mean
         "e": e * mask,
         "a": a * mask,
         "title_names_product": rng.random(n) < 0.55,
+        "shows_advertised": rng.random(n) < 0.75,
         "align": align,
         "audio_align": audio_align,
         "music": rng.beta(2.0, 2.0, n),
@@ -175,8 +177,9 @@ def content_scores(lat: dict[str, np.ndarray], n_segments: np.ndarray) -> dict[s
 
     pe: engagement-weighted product presence sum_s p_s e_s / sum_s e_s (the PE-score: how much
     of the engagement falls on the product); af: the same with the voice (sum a_s p_s / sum a_s);
-    tp: the title names the product x its screen time. Mean-pooled p and e alone miss pe's
-    per-segment alignment.
+    tp: the title names the advertised product and the frames show that same product, x its
+    screen time (a title-to-frame match of identities). Mean-pooled p and e alone miss pe's
+    per-segment alignment, and a concatenation of pooled title and frame cannot compare them.
     """
     mask = np.arange(L.MAX_SEGMENTS)[None, :] < n_segments[:, None]
     p, e, a = lat["p"], lat["e"], lat["a"]
@@ -184,7 +187,7 @@ def content_scores(lat: dict[str, np.ndarray], n_segments: np.ndarray) -> dict[s
     return {
         "pe": (p * e).sum(axis=1) / np.maximum(e.sum(axis=1), 1e-6),
         "af": (a * p).sum(axis=1) / np.maximum(a.sum(axis=1), 1e-6),
-        "tp": lat["title_names_product"] * p_mean,
+        "tp": lat["title_names_product"] * lat["shows_advertised"] * p_mean,
         "p_mean": p_mean,
         "e_mean": _masked_mean(e, mask),
         "a_mean": _masked_mean(a, mask),
@@ -415,7 +418,10 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     # 10. features ---------------------------------------------------------------------------------
     from inference.sim.features import synthesize
 
-    content = {"style": style, "intensity": intensity, "video_type": vtype, "product_latent": product_latent[v_product],
+    decoy = rng["latents"].standard_normal((n_videos, PH.PRODUCT_LATENT_DIM))  # what is shown if not the product
+    shown = np.where(lat["shows_advertised"][:, None], product_latent[v_product], decoy)
+    content = {"style": style, "intensity": intensity, "video_type": vtype, "frame_product_latent": shown,
+               "title_product_latent": product_latent[v_product],
                "tokens": tok, **lat}
     features = synthesize(rng["features"], n_seg, content, chunk=cfg.chunk_videos, enabled=cfg.features,
                           progress=progress)
@@ -434,6 +440,7 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
         "quality": q, "quality_pe": W_PE * sc["pe"], "quality_tp": W_TP * sc["tp"], "quality_af": W_AF * sc["af"],
         "log_conversion": log_conv + math.log(conv_scale) if conv_scale > 0 else log_conv,
         **{k: v for k, v in sc.items()}, "title_names_product": lat["title_names_product"],
+        "shows_advertised": lat["shows_advertised"],
         "align": lat["align"], "audio_align": lat["audio_align"], "music": lat["music"],
         "lift_in_window": lift_total, "lift_14d": lift_14d,
     })

@@ -77,6 +77,43 @@ def marginals(world) -> dict[str, tuple[float, float, float]]:
     return {k: (float(v.mean()), float(v.min()), float(v.max())) for k, v in cols.items()}
 
 
+def learnability(world, n_max: int = 20_000, seed: int = 0) -> dict[str, float]:
+    """Held-out R^2 of ridge probes for the video quality (log conversion) on a subsample.
+
+    pooled: the concatenated mean-pooled frame / motion / audio / title features (512 dims), all
+    a concatenation model keeps. cross_modal: the same plus three per-segment cross-modal
+    probes along the known directions (frame presence x motion saliency, frame presence x audio
+    speech, the title's brand token x frame segments): an upper-bound sketch of what attention
+    across modalities can add. The gap is the room LAMM has over a pooled concatenation.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import train_test_split
+
+    from inference.sim.physics import geometry
+
+    g = geometry()
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(world.n_videos, min(n_max, world.n_videos), replace=False))
+    f = {k: np.asarray(v[idx]) for k, v in world.features.items()}
+    m = f["seg_mask"].astype(np.float32)  # (n, S)
+    tm = f["title_mask"].astype(np.float32)  # (n, T)
+    ns, nt = np.maximum(m.sum(1), 1), np.maximum(tm.sum(1), 1)
+    arr = {k: f[k].astype(np.float32) for k in ("frame", "motion", "audio", "title")}
+    pooled = np.concatenate([(arr[k] * m[..., None]).sum(1) / ns[:, None] for k in ("frame", "motion", "audio")]
+                            + [(arr["title"] * tm[..., None]).sum(1) / nt[:, None]], axis=1)  # (n, 512)
+    p, e, a = arr["frame"] @ g.presence, arr["motion"] @ g.saliency, arr["audio"] @ g.speech  # (n, S)
+    name_w = np.clip(arr["title"] @ g.name / 1.8, 0, 1) * tm  # (n, T)
+    brand = (arr["title"] * name_w[..., None]).sum(1)  # (n, D)
+    cross = np.column_stack([(p * e * m).sum(1) / ns, (p * a * m).sum(1) / ns,
+                             (np.einsum("nd,nsd->ns", brand, arr["frame"]) * m).sum(1) / ns])
+    q = np.asarray(world.truth["videos"].column("quality"))[idx]
+    out = {"n_videos": int(idx.size)}
+    for name, x in (("pooled", pooled), ("cross_modal", np.concatenate([pooled, cross], axis=1))):
+        xtr, xte, ytr, yte = train_test_split(x, q, test_size=0.3, random_state=seed)
+        out[f"r2_{name}"] = round(float(RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(xtr, ytr).score(xte, yte)), 4)
+    return out
+
+
 def plot(world, path: Path) -> None:
     import matplotlib
 
@@ -143,6 +180,9 @@ def main() -> int:
     rss = _peak_rss_gib()
 
     marg = marginals(world)
+    t7 = time.perf_counter()
+    learn = learnability(world)
+    learn["seconds"] = round(time.perf_counter() - t7, 2)
     tm = world.truth["meta"]
     result = {
         "preset": args.preset,
@@ -171,6 +211,7 @@ def main() -> int:
                                    "instrument_corr_log_followers") if k in tm},
         "realized_lift_share": tm["realized_lift_share"],
         "modality_importance": world.truth["modality_importance"],
+        "learnability": learn,
     }
     (OUT / f"simulator_{args.preset}.json").write_text(json.dumps(result, indent=2))
     plot(world, OUT / f"simulator_{args.preset}.png")
@@ -192,6 +233,8 @@ def main() -> int:
     mi = result["modality_importance"]
     print("  modality importance (conversion): " + ", ".join(f"{k} {v:.3f}" for k, v in mi["quality"].items()))
     print("  modality importance (log lift):   " + ", ".join(f"{k} {v:.3f}" for k, v in mi["log_lift"].items()))
+    print(f"  quality R^2 of ridge probes ({learn['n_videos']} videos, held out): pooled concat {learn['r2_pooled']:.3f}, "
+          f"+ per-segment cross-modal {learn['r2_cross_modal']:.3f}")
     print(f"\n  wrote {OUT / f'simulator_{args.preset}.json'} and .png; targets met: {result['targets']['met']}")
     return 0
 
