@@ -356,7 +356,11 @@ class _Served:
             rows = lambda x: len(next(iter(x.values())))  # noqa: E731
             parts = []  # (request index, outputs, first row, end row)
             try:
-                res = self._run({k: np.concatenate([x[k] for _, x in members]) for k in members[0][1]})
+                if len(members) == 1:  # nothing to merge: no copy
+                    batched = members[0][1]
+                else:
+                    batched = {k: np.concatenate([x[k] for _, x in members]) for k in members[0][1]}
+                res = self._run(batched)
                 start = 0
                 for i, x in members:
                     parts.append((i, res, start, start + rows(x)))

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import tritonclient.grpc as grpcclient
 
 from inference import triton_names as N
 from inference.client import InProcessClient
@@ -114,6 +115,27 @@ async def throughput(url: str, model: str, n: int, hidden: int, concurrency: int
     return {"calls_per_s": round(done / dt, 1), "rows_per_s": round(done * n / dt, 1), "calls": done}
 
 
+def triton_stats(url: str) -> dict:
+    """Triton's own per-model statistics over the whole run: ms per execution spent queued, copying
+    inputs, in model.py (``compute_infer``: the model itself) and copying outputs, and the mean
+    requests / rows per execution (what the dynamic batcher merged). Served p50 minus these is
+    the client and gRPC share."""
+    out = {}
+    with grpcclient.InferenceServerClient(url) as c:
+        for model in N.MODELS:
+            st = c.get_inference_statistics(model, as_json=True)["model_stats"][0]
+            ex = max(int(st.get("execution_count", 0)), 1)
+            inf = st["inference_stats"]
+            out[model] = {
+                f"{k}_ms_per_execution": round(int(inf[k].get("ns", 0)) / ex / 1e6, 3)
+                for k in ("queue", "compute_input", "compute_infer", "compute_output")
+            }
+            out[model]["executions"] = ex
+            out[model]["requests_per_execution"] = round(int(inf["success"].get("count", 0)) / ex, 2)
+            out[model]["rows_per_execution"] = round(int(st.get("inference_count", 0)) / ex, 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.bench.bench_triton", description=__doc__.split("\n")[0])
     p.add_argument("--models", default="standin", help="standin | tiny_torch | lamm_fei")
@@ -156,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                             f"{tp['calls_per_s']:>7.1f} calls/s {tp['rows_per_s']:>10.0f} rows/s",
                             flush=True,
                         )
+                server_stats = triton_stats(server.grpc_url)
     report = {
+        "server_stats": server_stats,
         "bench": "triton",
         "models": args.models if not (args.forecaster or args.advisor) else "checkpoints",
         "model_version": summary["model_version"],
@@ -178,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    for model, st in server_stats.items():
+        print(f"{model:<13} server side: {st}")
     print(f"server ready in {ready_s:.2f} s; wrote {out}")
     return 0
 
