@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.sim import world as W
+from inference.sim import content as C
 
 ABLATION_LATENTS = {"frame": ("p", "shows_advertised"), "motion": ("e",), "audio": ("a",), "text": ("title_names_product",)}
 
 
 def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q, log_conv, log_r) -> dict:
-    lat2 = W.segment_latents(rng, n_seg, align_mean)
-    sc = W.content_scores(lat, n_seg)
-    ce = W.content_effect(sc, vtype, verified, length)
+    lat2 = C.segment_latents(rng, n_seg, align_mean)
+    sc = C.content_scores(lat, n_seg)
+    ce = C.content_effect(sc, vtype, verified, length)
     y = log_conv + log_r
     out: dict = {
         "method": "latent of the modality replaced by an independent draw; share of variance lost "
@@ -44,9 +44,9 @@ def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q,
         out["order"] = list(ABLATION_LATENTS)
         return out
     for m, keys in ABLATION_LATENTS.items():
-        sc_m = W.content_scores({**lat, **{k: lat2[k] for k in keys}}, n_seg)
-        dq = W.quality(sc_m) - q
-        dy = dq + W.content_effect(sc_m, vtype, verified, length) - ce
+        sc_m = C.content_scores({**lat, **{k: lat2[k] for k in keys}}, n_seg)
+        dq = C.quality(sc_m) - q
+        dy = dq + C.content_effect(sc_m, vtype, verified, length) - ce
         out["quality"][m] = float(np.mean(dq**2) / (2 * max(np.var(q), 1e-12)))
         out["log_lift"][m] = float(np.mean(dy**2) / (2 * max(np.var(y), 1e-12)))
     out["order"] = sorted(ABLATION_LATENTS, key=lambda m: -out["quality"][m])
