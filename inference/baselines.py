@@ -321,9 +321,16 @@ def fit_predict_lightgbm(
         n_jobs=threads,
         verbose=-1,
     )
-    with warnings.catch_warnings():  # eval_set is deprecated in 4.7, but eval_X does not exist in 4.3 (our floor)
+    with (
+        warnings.catch_warnings()
+    ):  # eval_set is deprecated in 4.7, but eval_X does not exist in 4.3 (our floor)
         warnings.simplefilter("ignore")
-        model.fit(x[ok], y[ok], eval_set=[(xv[okv], yv[okv])], categorical_feature=cat_idx,
-                  callbacks=[lgb.early_stopping(100, verbose=False)])
+        model.fit(
+            x[ok],
+            y[ok],
+            eval_set=[(xv[okv], yv[okv])],
+            categorical_feature=cat_idx,
+            callbacks=[lgb.early_stopping(100, verbose=False)],
+        )
     xt, _ = xy(test_p)
     return model.predict(xt).reshape(len(test_p), data.n_days - 1)

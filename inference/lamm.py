@@ -21,6 +21,14 @@ sequence, residual on the auxiliary; the fused sequence takes the auxiliary's le
 becomes the target of the next rung (text -> audio -> motion, the last two 20-segment aligned),
 and h_v pools over the last rung's mask. Both are measured in docs/lamm.md.
 
+Two implementation choices the paper leaves open, both switchable in ``LammConfig``: learned
+position embeddings (one table for the 20 segments shared by frame / motion / audio, which run
+on the same 3.2 s clock, one for title tokens), so that frame segment s can attend to motion /
+audio segment s; and one position-wise feed-forward block (residual + layer norm) after the
+last rung, so a segment can combine what it shows with what it gathered before pooling. Without
+them attention is permutation-invariant over the auxiliary's segments and the fusion cannot
+align them (measured on the small world's first fold: MAE 0.517 without, 0.477 with).
+
 d=128 with 3 heads does not divide: each head has dim ``head_dim`` (default 43), so Q/K/V
 project 128 -> 3*43=129 and the output projection maps 129 -> 128; scores scale by
 1/sqrt(head_dim) (the per-head form of Eq. 2's 1/sqrt(d)).
@@ -122,7 +130,9 @@ class Lamm(nn.Module):
         self.pos_tok = nn.Parameter(torch.zeros(L.MAX_TITLE_TOKENS, d)) if cfg.positions else None
         self.ladder = nn.ModuleDict({m: MutualAttention(cfg) for m in cfg.ladder})
         if cfg.ffn:
-            self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn), nn.GELU(), nn.Linear(cfg.ffn, d), nn.Dropout(cfg.dropout))
+            self.ffn = nn.Sequential(
+                nn.Linear(d, cfg.ffn), nn.GELU(), nn.Linear(cfg.ffn, d), nn.Dropout(cfg.dropout)
+            )
             self.ffn_norm = nn.LayerNorm(d)
         tab = SIDE_DIM + PRODUCT_DIM
         self.register_buffer("x_mean", torch.zeros(tab))  # side + product part of x
@@ -316,6 +326,7 @@ class LammForecaster:
     model: Lamm
     conformal: Conformal
     with_baseline: bool = True  # also return the no-video counterfactual forecast
+    step_chunk: int = 2048  # rows per step call inside ``step``
     meta: dict = field(default_factory=dict)
     model_version: str = ""
 
@@ -370,16 +381,20 @@ class LammForecaster:
             f"expected state ({n}, {self.state_dim}), got {state.shape}"
         )
         assert x.shape == (n, self.cfg.x_dim), f"expected x ({n}, {self.cfg.x_dim}), got {x.shape}"
-        x = np.asarray(x, dtype=np.float32)
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         s = torch.from_numpy(np.ascontiguousarray(state, dtype=np.float32))
+        new, z = torch.empty_like(s), torch.empty(n)
+        z0 = torch.empty(n) if self.with_baseline else None
         with torch.inference_mode():
-            if self.with_baseline:
-                new, z, z0 = self.model.step(s, torch.from_numpy(x), baseline=True)
-                z0 = z0.numpy()
-            else:
-                new, z = self.model.step(s, torch.from_numpy(x))
-                z0 = None
-            z = z.numpy()
+            # row chunks keep the (rows, 4*hidden) gate tensors in cache: faster at 100k rows
+            for i in range(0, n, self.step_chunk):
+                j = slice(i, i + self.step_chunk)
+                if self.with_baseline:
+                    new[j], z[j], z0[j] = self.model.step(s[j], xt[j], baseline=True)
+                else:
+                    new[j], z[j] = self.model.step(s[j], xt[j])
+        z = z.numpy()
+        z0 = None if z0 is None else z0.numpy()
         c = self.conformal
         return StepOutput(
             state=new.numpy(),

@@ -246,8 +246,14 @@ def cli_train(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="liftstream train", description="Train LAMM + conformal intervals.")
     _config_args(ap)
     a = ap.parse_args(argv)
-    tc = TrainConfig(epochs=a.epochs, patience=a.patience, batch_products=a.batch_products, seed=a.seed,
-                     threads=a.threads, bf16=not a.no_bf16)
+    tc = TrainConfig(
+        epochs=a.epochs,
+        patience=a.patience,
+        batch_products=a.batch_products,
+        seed=a.seed,
+        threads=a.threads,
+        bf16=not a.no_bf16,
+    )
     data = load_lamm_data(a.data, max_day=a.max_day)
     print(f"lamm: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     fc, info = train_lamm(data, LammConfig(reading=a.reading), tc)
@@ -313,12 +319,13 @@ class _Fold:
     tc: TrainConfig
     true: np.ndarray  # (B_test, D-1) target z
     extra: dict = field(default_factory=dict)
+    log: object = print
 
 
 def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool) -> np.ndarray:
     torch.manual_seed(f.tc.seed)
     model = Lamm(cfg)
-    fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=lambda *_: None)
+    fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=f.log)
     pred = predict_z(model, f.data, f.test_p)
     if coverage:
         resid = targets_z(f.data, f.cal_p, f.norm) - predict_z(model, f.data, f.cal_p)
@@ -339,12 +346,14 @@ def _predict(name: str, f: _Fold, cfg: LammConfig, pooled) -> np.ndarray:
     if name in B.NEURAL:
         torch.manual_seed(f.tc.seed)
         model = B.NeuralBaseline(B.NEURAL[name])
-        fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=lambda *_: None)
+        fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=f.log)
         return predict_z(model, f.data, f.test_p)
     if name == "LR":
         return B.fit_predict_lr(f.data, f.fit_p, f.test_p, f.norm, pooled=pooled)
     if name == "LightGBM":
-        return B.fit_predict_lightgbm(f.data, f.fit_p, f.cal_p, f.test_p, f.norm, seed=f.tc.seed, threads=f.tc.threads)
+        return B.fit_predict_lightgbm(
+            f.data, f.fit_p, f.cal_p, f.test_p, f.norm, seed=f.tc.seed, threads=f.tc.threads
+        )
     if name == "SeasonalNaive":
         return B.predict_seasonal_naive(f.data, f.test_p, f.norm)
     raise KeyError(f"unknown model {name!r}")
@@ -354,7 +363,7 @@ def _run_fold(data, k, fold_of, models, ablations, tc, cfg, pooled, res, log) ->
     test_p = np.flatnonzero(fold_of == k)
     fit_p, cal_p = split_calib(np.flatnonzero(fold_of != k), tc.calib_frac, tc.seed)
     norm = norm_constants(data, fit_p)
-    f = _Fold(data, fit_p, cal_p, test_p, norm, tc, targets_z(data, test_p, norm))
+    f = _Fold(data, fit_p, cal_p, test_p, norm, tc, targets_z(data, test_p, norm), log=log)
     fold: dict = {"fold": k, "n_test_products": int(len(test_p)), "models": {}, "ablations": {}}
     log(f"fold {k + 1}/{res['folds']}: fit {len(fit_p)} / calib {len(cal_p)} / test {len(test_p)} products")
     for group, names in (("models", models), ("ablations", ablations)):
@@ -364,15 +373,26 @@ def _run_fold(data, k, fold_of, models, ablations, tc, cfg, pooled, res, log) ->
             m["seconds"] = time.time() - t0
             res["seconds"].setdefault(name, []).append(m["seconds"])
             fold[group][name] = m
-            log(f"  {name:<22} MAE {m['mae']:.4f}  MSE {m['mse']:.4f}  MAPE {m['mape']:.3f}  ({m['seconds']:.0f}s)")
+            log(
+                f"  {name:<22} MAE {m['mae']:.4f}  MSE {m['mse']:.4f}  MAPE {m['mape']:.3f}  ({m['seconds']:.0f}s)"
+            )
             if name == "LAMM":
                 fold["coverage"] = f.extra["coverage"]
                 log(f"  80% interval coverage out of fold: {fold['coverage']['covered']:.3f}")
     return fold
 
 
-def evaluate(data: LammData, out: str | Path, folds: int = 5, models=ALL_MODELS, ablations=tuple(ABLATIONS),
-             tc: TrainConfig | None = None, cfg: LammConfig | None = None, log=print, max_folds: int = 0) -> dict:
+def evaluate(
+    data: LammData,
+    out: str | Path,
+    folds: int = 5,
+    models=ALL_MODELS,
+    ablations=tuple(ABLATIONS),
+    tc: TrainConfig | None = None,
+    cfg: LammConfig | None = None,
+    log=print,
+    max_folds: int = 0,
+) -> dict:
     """K-fold CV by product; writes results.json, report.md and plots to ``out``; returns the results."""
     from inference import baselines as B
 
@@ -383,11 +403,22 @@ def evaluate(data: LammData, out: str | Path, folds: int = 5, models=ALL_MODELS,
     out.mkdir(parents=True, exist_ok=True)
     fold_of = fold_assignment(data.n_products, folds, tc.seed)
     pooled = B.pooled_raw_features(data) if "LR" in models else None
-    res: dict = {"dataset": data.root, "n_products": data.n_products, "n_days": data.n_days, "n_videos": data.n_videos,
-                 "folds": folds, "train": asdict(tc), "lamm_config": asdict(cfg), "per_fold": [], "seconds": {}}
+    res: dict = {
+        "dataset": data.root,
+        "n_products": data.n_products,
+        "n_days": data.n_days,
+        "n_videos": data.n_videos,
+        "folds": folds,
+        "train": asdict(tc),
+        "lamm_config": asdict(cfg),
+        "per_fold": [],
+        "seconds": {},
+    }
     t_start = time.time()
     for k in range(max_folds or folds):
-        fold = _run_fold(data, k, fold_of, models, ablations, replace(tc, seed=tc.seed + k), cfg, pooled, res, log)
+        fold = _run_fold(
+            data, k, fold_of, models, ablations, replace(tc, seed=tc.seed + k), cfg, pooled, res, log
+        )
         res["per_fold"].append(fold)
         (out / "results.json").write_text(json.dumps(res, indent=2))
     res["total_seconds"] = time.time() - t_start
@@ -422,9 +453,13 @@ def summarize(res: dict) -> dict:
         summary["coverage"] = {"per_fold": cov, "mean": float(np.mean(cov)) if cov else None}
         best = min(summary["models"], key=lambda n: summary["models"][n]["mae_mean"])
         summary["best_mae_model"] = best
-        summary["lamm_beats_all_p05"] = bool(all(
-            r["mae_mean"] > summary["models"]["LAMM"]["mae_mean"] and r.get("mae_p", 1.0) < 0.05
-            for n, r in summary["models"].items() if n != "LAMM"))
+        summary["lamm_beats_all_p05"] = bool(
+            all(
+                r["mae_mean"] > summary["models"]["LAMM"]["mae_mean"] and r.get("mae_p", 1.0) < 0.05
+                for n, r in summary["models"].items()
+                if n != "LAMM"
+            )
+        )
     truth = res.get("truth_importance")
     mods = [ab for ab in summary["ablations"] if ab in ABLATION_MODALITY]
     if "LAMM" in names and mods:
@@ -441,8 +476,10 @@ def summarize(res: dict) -> dict:
 def _table(res: dict, group: str, met: str) -> list[str]:
     s = res["summary"][group]
     k = len(res["per_fold"])
-    lines = [f"| Model | {' | '.join(f'K{i + 1}' for i in range(k))} | Mean | t | Sig. (p) |",
-             "|" + "---|" * (k + 4)]
+    lines = [
+        f"| Model | {' | '.join(f'K{i + 1}' for i in range(k))} | Mean | t | Sig. (p) |",
+        "|" + "---|" * (k + 4),
+    ]
     for name, row in s.items():
         vals = " | ".join(f"{v:.4f}" for v in row[met])
         t = f"{row[f'{met}_t']:.3f}" if f"{met}_t" in row else "-"
@@ -479,8 +516,13 @@ def write_report(res: dict, out: Path) -> None:
         truth = res.get("truth_importance")
         if truth:
             ax2 = ax.twinx()
-            ax2.bar(np.arange(len(mods)) + 0.2, [truth["log_lift"].get(m, 0) for m in mods], 0.4, color="C1",
-                    label="simulator truth: log-lift variance share")
+            ax2.bar(
+                np.arange(len(mods)) + 0.2,
+                [truth["log_lift"].get(m, 0) for m in mods],
+                0.4,
+                color="C1",
+                label="simulator truth: log-lift variance share",
+            )
             ax2.set_ylabel("truth importance")
             ax2.legend(loc="upper right")
         ax.set_xticks(np.arange(len(mods)), mods)
@@ -489,38 +531,78 @@ def write_report(res: dict, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "ablation.png", dpi=110)
         plt.close(fig)
-    lines = [f"# LAMM evaluation: {res['dataset']}", "",
-             f"{res['n_products']} products x {res['n_days']} days, {res['n_videos']} videos; {res['folds']}-fold CV "
-             f"by product; within each fold {int(100 * res['train']['calib_frac'])}% of the training products are "
-             "held out for early stopping and conformal calibration.", "",
-             "Scale: z = (log1p(units) - y_mean) / y_std (constants from each fold's fit products); MAPE on raw "
-             "units over product-days with >= 1 unit. t and p: paired t-test (scipy.stats.ttest_rel) of LAMM "
-             "against the row over folds; t < 0 means LAMM is lower.", ""]
+    lines = [
+        f"# LAMM evaluation: {res['dataset']}",
+        "",
+        f"{res['n_products']} products x {res['n_days']} days, {res['n_videos']} videos; {res['folds']}-fold CV "
+        f"by product; within each fold {int(100 * res['train']['calib_frac'])}% of the training products are "
+        "held out for early stopping and conformal calibration.",
+        "",
+        "Scale: z = (log1p(units) - y_mean) / y_std (constants from each fold's fit products); MAPE on raw "
+        "units over product-days with >= 1 unit. t and p: paired t-test (scipy.stats.ttest_rel) of LAMM "
+        "against the row over folds; t < 0 means LAMM is lower.",
+        "",
+    ]
     if models:
-        lines += ["## MAE per fold (Table 2)", "", *_table(res, "models", "mae"), "",
-                  "## MSE per fold (Table 3)", "", *_table(res, "models", "mse"), "",
-                  "## MAPE per fold (raw units)", "", *_table(res, "models", "mape"), "", "![models](models.png)", ""]
-        lines += [f"Lowest mean MAE: **{s.get('best_mae_model')}**. LAMM lower than every other model with p < 0.05: "
-                  f"**{s.get('lamm_beats_all_p05')}**.", ""]
+        lines += [
+            "## MAE per fold (Table 2)",
+            "",
+            *_table(res, "models", "mae"),
+            "",
+            "## MSE per fold (Table 3)",
+            "",
+            *_table(res, "models", "mse"),
+            "",
+            "## MAPE per fold (raw units)",
+            "",
+            *_table(res, "models", "mape"),
+            "",
+            "![models](models.png)",
+            "",
+        ]
+        lines += [
+            f"Lowest mean MAE: **{s.get('best_mae_model')}**. LAMM lower than every other model with p < 0.05: "
+            f"**{s.get('lamm_beats_all_p05')}**.",
+            "",
+        ]
     if s.get("coverage", {}).get("per_fold"):
         cov = s["coverage"]
-        lines += ["## 80% prediction intervals (split conformal), out-of-fold coverage", "",
-                  "| " + " | ".join(f"K{i + 1}" for i in range(len(cov["per_fold"]))) + " | Mean |",
-                  "|" + "---|" * (len(cov["per_fold"]) + 1),
-                  "| " + " | ".join(f"{c:.3f}" for c in cov["per_fold"]) + f" | {cov['mean']:.3f} |", ""]
+        lines += [
+            "## 80% prediction intervals (split conformal), out-of-fold coverage",
+            "",
+            "| " + " | ".join(f"K{i + 1}" for i in range(len(cov["per_fold"]))) + " | Mean |",
+            "|" + "---|" * (len(cov["per_fold"]) + 1),
+            "| " + " | ".join(f"{c:.3f}" for c in cov["per_fold"]) + f" | {cov['mean']:.3f} |",
+            "",
+        ]
     if s["ablations"]:
-        lines += ["## Ablation (Table 4) and the Eq. 2 reading", "", *_table(res, "ablations", "mae"), "",
-                  *_table(res, "ablations", "mse"), ""]
+        lines += [
+            "## Ablation (Table 4) and the Eq. 2 reading",
+            "",
+            *_table(res, "ablations", "mae"),
+            "",
+            *_table(res, "ablations", "mse"),
+            "",
+        ]
         if s.get("ablation_order"):
             lines += [f"Modalities by MAE increase when removed: {' > '.join(s['ablation_order'])}."]
         if s.get("truth_order"):
-            lines += [f"Simulator truth (modality_importance.json `order`): {' > '.join(s['truth_order'])}. "
-                      f"Match: **{s['ablation_order_matches_truth']}**."]
+            lines += [
+                f"Simulator truth (modality_importance.json `order`): {' > '.join(s['truth_order'])}. "
+                f"Match: **{s['ablation_order_matches_truth']}**."
+            ]
         lines += ["", "![ablation](ablation.png)", ""]
     secs = {k: float(np.sum(v)) for k, v in res["seconds"].items()}
-    lines += ["## Wall-clock (this machine)", "", "| Model | seconds, all folds |", "|---|---|",
-              *[f"| {k} | {v:.0f} |" for k, v in secs.items()], "",
-              f"Total: {res.get('total_seconds', 0):.0f} s.", ""]
+    lines += [
+        "## Wall-clock (this machine)",
+        "",
+        "| Model | seconds, all folds |",
+        "|---|---|",
+        *[f"| {k} | {v:.0f} |" for k, v in secs.items()],
+        "",
+        f"Total: {res.get('total_seconds', 0):.0f} s.",
+        "",
+    ]
     (out / "report.md").write_text("\n".join(lines))
 
 
@@ -529,9 +611,11 @@ def merge_results(dirs: list[str | Path], out: str | Path) -> dict:
     parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
     res = copy.deepcopy(parts[0])
     for part in parts[1:]:
-        assert (part["dataset"], part["folds"], part["train"]["seed"]) == (res["dataset"], res["folds"], res["train"]["seed"]), (
-            "merge needs evaluations of the same dataset, folds and seed"
-        )
+        assert (part["dataset"], part["folds"], part["train"]["seed"]) == (
+            res["dataset"],
+            res["folds"],
+            res["train"]["seed"],
+        ), "merge needs evaluations of the same dataset, folds and seed"
         for f, g in zip(res["per_fold"], part["per_fold"], strict=True):
             f["models"].update(g["models"])
             f["ablations"].update(g["ablations"])
@@ -554,28 +638,50 @@ def merge_results(dirs: list[str | Path], out: str | Path) -> dict:
 
 
 def cli_evaluate(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="liftstream evaluate",
-                                 description="K-fold CV of LAMM against its baselines, ablation, coverage, report.")
+    ap = argparse.ArgumentParser(
+        prog="liftstream evaluate",
+        description="K-fold CV of LAMM against its baselines, ablation, coverage, report.",
+    )
     _config_args(ap)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--max-folds", type=int, default=0, help="run only the first N folds of the K-fold split")
-    ap.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated subset of " + ",".join(ALL_MODELS))
+    ap.add_argument(
+        "--models", default=",".join(ALL_MODELS), help="comma-separated subset of " + ",".join(ALL_MODELS)
+    )
     ap.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated subset (empty: none)")
-    ap.add_argument("--merge", default="", help="comma-separated evaluation folders to merge into --out (no training)")
+    ap.add_argument(
+        "--merge", default="", help="comma-separated evaluation folders to merge into --out (no training)"
+    )
     a = ap.parse_args(argv)
     if a.merge:
         res = merge_results(a.merge.split(","), a.out)
         print(f"evaluate: merged report in {Path(a.out) / 'report.md'}")
         return 0
-    tc = TrainConfig(epochs=a.epochs, patience=a.patience, batch_products=a.batch_products, seed=a.seed,
-                     threads=a.threads, bf16=not a.no_bf16)
+    tc = TrainConfig(
+        epochs=a.epochs,
+        patience=a.patience,
+        batch_products=a.batch_products,
+        seed=a.seed,
+        threads=a.threads,
+        bf16=not a.no_bf16,
+    )
     data = load_lamm_data(a.data, max_day=a.max_day)
     print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     models = tuple(m for m in a.models.split(",") if m)
     abl = tuple(x for x in a.ablations.split(",") if x)
-    res = evaluate(data, a.out, folds=a.folds, models=models, ablations=abl, tc=tc, cfg=LammConfig(reading=a.reading),
-                   max_folds=a.max_folds)
+    res = evaluate(
+        data,
+        a.out,
+        folds=a.folds,
+        models=models,
+        ablations=abl,
+        tc=tc,
+        cfg=LammConfig(reading=a.reading),
+        max_folds=a.max_folds,
+    )
     s = res["summary"]
-    print(f"evaluate: report in {Path(a.out) / 'report.md'}; best MAE {s.get('best_mae_model')}, "
-          f"coverage {s.get('coverage', {}).get('mean')}, total {res['total_seconds']:.0f}s")
+    print(
+        f"evaluate: report in {Path(a.out) / 'report.md'}; best MAE {s.get('best_mae_model')}, "
+        f"coverage {s.get('coverage', {}).get('mean')}, total {res['total_seconds']:.0f}s"
+    )
     return 0

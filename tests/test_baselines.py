@@ -26,7 +26,9 @@ from tests.test_lamm import _t, random_videos, write_random_dataset
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return load_lamm_data(write_random_dataset(tmp_path_factory.mktemp("ds") / "rand", n_products=10, n_days=9))
+    return load_lamm_data(
+        write_random_dataset(tmp_path_factory.mktemp("ds") / "rand", n_products=10, n_days=9)
+    )
 
 
 @pytest.mark.parametrize("name", list(B.NEURAL))
@@ -75,7 +77,9 @@ def test_neural_baseline_trains(data):
     norm = norm_constants(data, p[:8])
     torch.manual_seed(0)
     m = B.NeuralBaseline(B.NEURAL["Gate_MLP"])
-    info = fit(m, data, p[:8], p[8:], norm, TrainConfig(epochs=2, batch_products=4, bf16=False), log=lambda *_: None)
+    info = fit(
+        m, data, p[:8], p[8:], norm, TrainConfig(epochs=2, batch_products=4, bf16=False), log=lambda *_: None
+    )
     assert len(info["history"]) == 2
     assert predict_z(m, data, p[8:]).shape == targets_z(data, p[8:], norm).shape
 
@@ -88,8 +92,15 @@ def test_fold_assignment_is_a_partition():
 
 def test_evaluate_writes_report(data, tmp_path):
     tc = TrainConfig(epochs=1, batch_products=4, bf16=False)
-    res = evaluate(data, tmp_path, folds=2, models=("LAMM", "Concat_MLP", "LR", "SeasonalNaive"),
-                   ablations=("w/o text",), tc=tc, log=lambda *_: None)
+    res = evaluate(
+        data,
+        tmp_path,
+        folds=2,
+        models=("LAMM", "Concat_MLP", "LR", "SeasonalNaive"),
+        ablations=("w/o text",),
+        tc=tc,
+        log=lambda *_: None,
+    )
     s = res["summary"]
     assert set(s["models"]) == {"LAMM", "Concat_MLP", "LR", "SeasonalNaive"}
     assert "mae_p" in s["models"]["LR"] and len(s["models"]["LAMM"]["mae"]) == 2
