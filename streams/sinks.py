@@ -249,7 +249,10 @@ def _as_chdb(path_or_session: str | Path | ChdbSession | Any) -> tuple[ChdbSessi
 
 
 class ChdbSink:
-    """Embedded ClickHouse sink: synchronous, inserts every ``batch_rows`` rows and on flush/close."""
+    """Embedded ClickHouse sink: synchronous, inserts every ``batch_rows`` rows and on flush/close.
+
+    Safe to call from several threads (the worker runs it off the event loop with to_thread).
+    """
 
     def __init__(
         self,
@@ -266,6 +269,7 @@ class ChdbSink:
         self._buf: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self._buffered = 0
         self._closed = False
+        self._lock = threading.RLock()
         for stmt in create_all(self.database):
             self._chdb.query(stmt)
 
@@ -279,27 +283,33 @@ class ChdbSink:
 
     def reset(self) -> None:
         """Drop and re-create this database's tables and forget buffered rows (a fresh run)."""
-        self._buf.clear()
-        self._buffered = 0
-        for table in TABLES:
-            self._chdb.query(f"DROP TABLE IF EXISTS {self.database}.{table}")
-        for stmt in create_all(self.database):
-            self._chdb.query(stmt)
+        with self._lock:
+            self._buf.clear()
+            self._buffered = 0
+            for table in TABLES:
+                self._chdb.query(f"DROP TABLE IF EXISTS {self.database}.{table}")
+            for stmt in create_all(self.database):
+                self._chdb.query(stmt)
 
     def write(self, rows: Iterable[BaseModel]) -> None:
-        if self._closed:
-            raise SinkClosed("write after close")
         grouped, n = group_rows(rows)
-        for table, table_rows in grouped.items():
-            self._buf[table].extend(table_rows)
-        self._buffered += n
-        self.stats.rows_accepted += n
-        if self._buffered >= self.batch_rows:
-            self.flush()
+        with self._lock:
+            if self._closed:
+                raise SinkClosed("write after close")
+            for table, table_rows in grouped.items():
+                self._buf[table].extend(table_rows)
+            self._buffered += n
+            self.stats.rows_accepted += n
+            if self._buffered >= self.batch_rows:
+                self._flush()
 
     def flush(self) -> None:
-        if self._closed:
-            raise SinkClosed("flush after close")
+        with self._lock:
+            if self._closed:
+                raise SinkClosed("flush after close")
+            self._flush()
+
+    def _flush(self) -> None:
         for table in list(self._buf):
             rows = self._buf[table]
             cols = ", ".join(f"`{c}`" for c in COLUMNS[table])
@@ -315,14 +325,15 @@ class ChdbSink:
             self.stats.inserts += 1
 
     def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self._closed = True
-            if self._owned:
-                self._chdb.release()
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._flush()
+            finally:
+                self._closed = True
+                if self._owned:
+                    self._chdb.release()
 
     def __enter__(self) -> ChdbSink:
         return self

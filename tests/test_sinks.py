@@ -274,6 +274,20 @@ def test_chdb_flushes_on_size(chdb_shared, unique_name):
         sink.write(forecasts(1))
 
 
+def test_chdb_sink_from_many_threads(chdb_shared, unique_name):
+    with ChdbSink(chdb_shared, database=unique_name, batch_rows=70) as sink:
+        store = sink.store()
+        threads = [
+            threading.Thread(target=sink.write, args=(forecasts(100, start=100 * k),)) for k in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    got = store.query(f"SELECT revision FROM {unique_name}.forecasts FINAL ORDER BY revision")
+    assert got == [(i,) for i in range(800)]
+
+
 def test_chdb_reset_drops_rows(chdb_shared, unique_name):
     with ChdbSink(chdb_shared, database=unique_name) as sink:
         sink.write(forecasts(3))
