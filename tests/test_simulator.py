@@ -173,9 +173,11 @@ def test_naive_ols_biased_upward_iv_closer(big_tables):
     assert 0.15 < m["mean_true_fei"] < 0.8
 
 
-def test_polynomial_iv_recovers_the_curve_shapes_naive_does_not(big_tables):
-    """Within each curve shape, cubic 2SLS with (z, z^2, z^3) tracks the true mean FEI at
-    1k..1M followers; the same cubic by OLS is pulled up by the hidden confounder."""
+def test_instrument_recovers_the_curve_shapes_naive_does_not(big_tables):
+    """Within each curve shape, a cubic in ln F with the instrument's control function (the
+    first-stage residual of ln F on a cubic in z) tracks the true mean FEI at 1k..1M followers;
+    the same cubic by plain OLS is pulled up by the hidden confounder. (The S-shaped bump is not
+    a cubic, so its floor is the basis error shared by both.)"""
     tv, v = big_tables.truth["videos"], big_tables.tables["videos"]
     ln_f = np.asarray(tv.column("log_followers"))
     y = np.asarray(tv.column("g_actual")) + big_tables.config.confounder_impressions * np.asarray(
@@ -187,16 +189,16 @@ def test_polynomial_iv_recovers_the_curve_shapes_naive_does_not(big_tables):
     cubic = lambda x: np.column_stack([x, x**2, x**3])  # noqa: E731
     slope = lambda b, x: b[0] + 2 * b[1] * x + 3 * b[2] * x**2  # noqa: E731
     fit = lambda y_, x_: np.linalg.lstsq(x_, y_, rcond=None)[0]  # noqa: E731
-    for name in ("s_shaped", "linear", "concave"):
+    for name, max_ratio in (("s_shaped", 0.8), ("linear", 0.5), ("concave", 0.5)):
         m = shape == name
         params = {k: np.asarray(tv.column(k))[m] for k in ("curve", "intercept", "floor", "amp", "mu", "w")}
         truth = np.array([true_fei(np.full(m.sum(), a), params).mean() for a in at])
         naive = slope(fit(y[m], np.column_stack([cubic(ln_f[m]), controls[m]])), at)
-        inst = np.column_stack([cubic(z[m]), controls[m]])
-        f_hat = inst @ fit(cubic(ln_f[m]), inst)
-        iv = slope(fit(y[m], np.column_stack([f_hat, controls[m]])), at)
+        first = np.column_stack([cubic(z[m]), controls[m]])
+        resid = ln_f[m] - first @ fit(ln_f[m], first)  # the part of ln F the instrument does not explain
+        iv = slope(fit(y[m], np.column_stack([cubic(ln_f[m]), controls[m], resid])), at)
         err_naive, err_iv = np.abs(naive - truth).mean(), np.abs(iv - truth).mean()
-        assert err_iv < 0.7 * err_naive, (name, truth.round(2), naive.round(2), iv.round(2))
+        assert err_iv < max_ratio * err_naive, (name, truth.round(2), naive.round(2), iv.round(2))
 
 
 def test_true_response_curves():

@@ -5,14 +5,15 @@ The generative story (docs/simulator.md has the long version):
 1. Products: category, list price, rating, a demand random effect, a video rate (LAMM Table 1).
 2. Influencers: past average hearts z (the instrument) and a hidden cross-posting habit u (the
    confounder) both drive ln(followers); u also raises impressions, z does not (FEI paper).
-3. Videos: ~3 per product-day (Poisson-gamma), each by an influencer, with a video type (the
-   influencer's niche or one that fits the product), a content style (special effects /
-   self-expression / product demo -> S-shaped / linear / concave impressions curve) and per
-   segment latents: product on screen p_s, engagement saliency e_s, voice about the product a_s;
-   the title may name the product.
+3. Videos: ~3 per product-day (Poisson-gamma, weekly pattern), each by an influencer, with a
+   video type (the influencer's niche or one that fits the product), a content style (special
+   effects / self-expression / product demo -> S-shaped / linear / concave impressions curve)
+   and per segment latents: product on screen p_s, engagement saliency e_s, voice about the
+   product a_s; the title may name the product, the screen may show another product.
 4. Content quality (sales per impression) is cross-modal and per segment:
-   PE = mean_s p_s e_s (product x engagement, the PE-score idea), title names the product x
-   mean p, and mean_s a_s p_s (audio-frame alignment). Mean-pooled p and e miss the alignment.
+   PE = sum_s p_s e_s / sum_s e_s (product x engagement, the PE-score idea), the title names the
+   product that is on screen (an identity match across modalities) x mean p, and the voice talks
+   about what is on screen. Mean-pooled features miss the alignment and cannot compare identities.
 5. Two-week log impressions = g(ln F; content) + b_u u + noise, g known (inference.sim.truth);
    split over 14 days with a style-dependent decay; likes / comments / shares / collects are
    binomial draws from the day's impressions with content-dependent rates.
@@ -166,7 +167,8 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
 
     # 2. video counts per product-day ----------------------------------------------------------
     r = rng["counts"]
-    lam = video_rate[:, None] * r.gamma(5.0, 1 / 5.0, (P, D))
+    weekday = PH.WEEKDAY[(start.weekday() + np.arange(D)) % 7]  # creators post (and buyers buy) more late in the week
+    lam = video_rate[:, None] * weekday[None, :] * r.gamma(5.0, 1 / 5.0, (P, D))
     counts = np.minimum(r.poisson(lam), cfg.max_videos_per_product_day)  # (P, D)
     n_videos = int(counts.sum())
     v_product = np.repeat(np.repeat(np.arange(P), D), counts.ravel())
@@ -256,7 +258,6 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     r = rng["sales"]
     log_conv = q + PH.CATEGORY_CONVERSION[v_cat] - 0.5 * np.log(price[v_product] / 60)
     raw_lift = np.exp(log_conv)[:, None] * imp_daily * in_window  # (N, 14) with conversion scale 1
-    weekday = PH.WEEKDAY[(start.weekday() + np.arange(D)) % 7]
     discount = r.choice(np.array([1.0, 0.9, 0.8]), (P, D), p=[0.85, 0.1, 0.05])
     raw_base = np.exp(log_base)[:, None] * weekday[None, :] * discount**-1.5  # (P, D)
     target = cfg.mean_daily_sales * P * D
