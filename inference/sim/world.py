@@ -53,6 +53,7 @@ from inference.sim.content import (
     segment_latents,
 )
 from inference.sim.diagnostics import fei_controls, fei_diagnostics, modality_importance
+from inference.sim.export import write_dataset
 from inference.sim.features import synthesize
 from schemas import limits as L
 from schemas.dataset import TABLES
@@ -60,6 +61,8 @@ from schemas.dataset import TABLES
 
 @dataclass
 class SimConfig:
+    """Size, seed and the knobs of the generative story; ``dataclasses.replace`` to scale a preset."""
+
     name: str = "custom"
     n_products: int = 12
     n_days: int = 14
@@ -100,6 +103,7 @@ PRESETS: dict[str, SimConfig] = {
 F_MEAN = 9.2  # mean ln(followers) ~ 10k
 LN_F_MIN, LN_F_MAX = math.log(65), math.log(2.5e7)  # Table 1's follower range
 
+
 @dataclass
 class World:
     """A generated world: the five contract tables, the feature arrays and the ground truth."""
@@ -115,8 +119,7 @@ class World:
         return self.tables["videos"].num_rows
 
     def write_dataset(self, path: str | Path, progress: bool = False) -> Path:
-        from inference.sim.export import write_dataset
-
+        """Write the schemas.dataset folder plus truth/ (see inference.sim.export)."""
         return write_dataset(self, path, progress=progress)
 
 
