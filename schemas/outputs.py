@@ -32,7 +32,7 @@ class SalesLiftForecast(_Row):
     issued_day: date = Field(description="Data through this day.")
     target_day: date = Field(description="The day forecast (issued_day + 1).")
     kind: Literal["provisional", "day_close"]
-    revision: int = Field(ge=0)
+    revision: int = Field(ge=0, le=2**63 - 1)
     point: float = Field(ge=0, description="Expected units sold on target_day.")
     lower: float = Field(ge=0)
     upper: float = Field(ge=0)
@@ -40,7 +40,7 @@ class SalesLiftForecast(_Row):
     baseline: float | None = Field(
         default=None, description="Expected units with no active videos: point - baseline is the sales lift."
     )
-    active_videos: int = Field(ge=0)
+    active_videos: int = Field(ge=0, le=2**32 - 1)
     model_version: str
     emitted_at: datetime
 
@@ -68,12 +68,12 @@ class InfluencerAdvice(_Row):
     product_id: str
     influencer_id: str
     day: date
-    followers: int
+    followers: int = Field(ge=0, le=2**63 - 1)
     tier: str
     fei: float = Field(description="Follower elasticity of impressions at the actual follower count.")
     curve_shape: Literal["s_shaped", "linear", "concave"]
     expected_impressions: float
-    optimal_followers: int
+    optimal_followers: int = Field(ge=0, le=2**63 - 1)
     optimal_tier: str
     expected_impressions_optimal: float
     profit_actual: float
@@ -93,7 +93,7 @@ class DeadLetter(_Row):
     error_type: str
     error: str
     raw: str = Field(description=f"Raw payload (first {L.DEAD_LETTER_RAW_KEEP_BYTES} bytes, undecodable bytes replaced).")
-    raw_size: int
+    raw_size: int = Field(ge=0)
     raw_sha256: str
 
     @classmethod
