@@ -435,18 +435,26 @@ def summarize(res: dict) -> dict:
 
     folds = res["per_fold"]
     summary: dict = {"models": {}, "ablations": {}}
-    names = list(folds[0]["models"])
+    names = list(dict.fromkeys(n for f in folds for n in f["models"]))
     for group in ("models", "ablations"):
-        for name in folds[0][group]:
-            row = {}
+        for name in dict.fromkeys(n for f in folds for n in f[group]):
+            # a row may cover only some folds (an evaluation run in parts): "-" in the tables
+            have = [i for i, f in enumerate(folds) if name in f[group]]
+            row: dict = {"folds": have}
             for met in ("mae", "mse", "mape"):
-                v = np.array([f[group][name][met] for f in folds])
-                row[met] = v.tolist()
+                v = np.array([folds[i][group][name][met] for i in have])
+                row[met] = [folds[i][group][name][met] if i in have else None for i in range(len(folds))]
                 row[f"{met}_mean"] = float(v.mean())
-                if "LAMM" in names and name != "LAMM" and len(folds) > 1:
-                    ref = np.array([f["models"]["LAMM"][met] for f in folds])
+                paired = [i for i in have if "LAMM" in folds[i]["models"]]
+                if name != "LAMM" and len(paired) > 1:
+                    ref = np.array([folds[i]["models"]["LAMM"][met] for i in paired])
+                    v = np.array([folds[i][group][name][met] for i in paired])
                     t, p = stats.ttest_rel(ref, v)  # t < 0: LAMM lower
                     row[f"{met}_t"], row[f"{met}_p"] = float(t), float(p)
+                if name != "LAMM" and paired:  # LAMM's mean on the same folds, for relative changes
+                    row[f"{met}_lamm_same_folds"] = float(
+                        np.mean([folds[i]["models"]["LAMM"][met] for i in paired])
+                    )
             summary[group][name] = row
     if "LAMM" in names:
         cov = [f["coverage"]["covered"] for f in folds if "coverage" in f]
@@ -464,7 +472,11 @@ def summarize(res: dict) -> dict:
     mods = [ab for ab in summary["ablations"] if ab in ABLATION_MODALITY]
     if "LAMM" in names and mods:
         lamm_mae = summary["models"]["LAMM"]["mae_mean"]
-        drop = {ABLATION_MODALITY[ab]: summary["ablations"][ab]["mae_mean"] - lamm_mae for ab in mods}
+        drop = {
+            ABLATION_MODALITY[ab]: summary["ablations"][ab]["mae_mean"]
+            - summary["ablations"][ab].get("mae_lamm_same_folds", lamm_mae)
+            for ab in mods
+        }
         summary["ablation_mae_increase"] = drop
         summary["ablation_order"] = sorted(drop, key=lambda m: -drop[m])
         if truth:
@@ -481,7 +493,7 @@ def _table(res: dict, group: str, met: str) -> list[str]:
         "|" + "---|" * (k + 4),
     ]
     for name, row in s.items():
-        vals = " | ".join(f"{v:.4f}" for v in row[met])
+        vals = " | ".join("-" if v is None else f"{v:.4f}" for v in row[met])
         t = f"{row[f'{met}_t']:.3f}" if f"{met}_t" in row else "-"
         p = f"{row[f'{met}_p']:.4f}" if f"{met}_p" in row else "-"
         lines.append(f"| {name} | {vals} | {row[f'{met}_mean']:.4f} | {t} | {p} |")
@@ -501,7 +513,7 @@ def write_report(res: dict, out: Path) -> None:
         fig, ax = plt.subplots(1, 2, figsize=(11, 4))
         for a, met in zip(ax, ("mae", "mse"), strict=True):
             means = [s["models"][m][f"{met}_mean"] for m in models]
-            sds = [np.std(s["models"][m][met]) for m in models]
+            sds = [np.std([v for v in s["models"][m][met] if v is not None]) for m in models]
             a.bar(models, means, yerr=sds, color=["C3" if m == "LAMM" else "C0" for m in models])
             a.set_title(f"{met.upper()} (z scale), mean over {len(res['per_fold'])} folds")
             a.tick_params(axis="x", rotation=45)
@@ -616,7 +628,9 @@ def merge_results(dirs: list[str | Path], out: str | Path) -> dict:
             res["folds"],
             res["train"]["seed"],
         ), "merge needs evaluations of the same dataset, folds and seed"
-        for f, g in zip(res["per_fold"], part["per_fold"], strict=True):
+        by_fold = {f["fold"]: f for f in res["per_fold"]}
+        for g in part["per_fold"]:
+            f = by_fold[g["fold"]]
             f["models"].update(g["models"])
             f["ablations"].update(g["ablations"])
             if "coverage" in g:

@@ -17,6 +17,7 @@ from inference.lamm_train import (
     evaluate,
     fit,
     fold_assignment,
+    merge_results,
     norm_constants,
     predict_z,
     targets_z,
@@ -118,3 +119,19 @@ def test_lamm_and_baselines_share_the_day_input(data):
         x1 = build_day_inputs(Lamm(LammConfig()).eval().encode_packed(*b.videos()), b)
         x2 = build_day_inputs(B.NeuralBaseline(B.NEURAL["Concat_LSTM"]).eval().encode_packed(*b.videos()), b)
     torch.testing.assert_close(x1[..., 128:], x2[..., 128:])
+
+
+def test_merge_partial_runs(data, tmp_path):
+    """Model groups run apart (ablations on fewer folds) merge into one report with '-' where absent."""
+    tc = TrainConfig(epochs=1, batch_products=4, bf16=False)
+    quiet = lambda *_: None  # noqa: E731
+    evaluate(data, tmp_path / "a", folds=2, models=("LAMM", "SeasonalNaive"), ablations=(), tc=tc, log=quiet)
+    evaluate(
+        data, tmp_path / "c", folds=2, models=(), ablations=("w/o audio",), tc=tc, log=quiet, max_folds=1
+    )
+    res = merge_results([tmp_path / "a", tmp_path / "c"], tmp_path / "m")
+    row = res["summary"]["ablations"]["w/o audio"]
+    assert row["folds"] == [0] and row["mae"][1] is None and "mae_p" not in row
+    assert "mae_p" in res["summary"]["models"]["SeasonalNaive"]
+    assert "audio" in res["summary"]["ablation_mae_increase"]
+    assert "| w/o audio |" in (tmp_path / "m" / "report.md").read_text()
