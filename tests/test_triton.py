@@ -58,7 +58,9 @@ from tests.triton_fixtures import (
     start_triton,
 )
 
-pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
+# generous: a shared 2-core machine under heavy load ran LAMM/FEI calls for tens of seconds
+pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
+CALL_TIMEOUT_S = 120.0
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -76,10 +78,19 @@ def _tiny(tmp: Path) -> tuple[Source, Source]:
     )
 
 
-def _lamm_fei(tmp: Path) -> tuple[Source, Source]:
+_CHECKPOINTS: dict[str, tuple[Path, Path]] = {}  # built once per session, only read afterwards
+
+
+def _lamm_fei_dirs(tmp: Path) -> tuple[Path, Path]:
     from tests.triton_fixtures import lamm_fei_checkpoints
 
-    f, a = lamm_fei_checkpoints(tmp)
+    if "lamm_fei" not in _CHECKPOINTS:
+        _CHECKPOINTS["lamm_fei"] = lamm_fei_checkpoints(tmp)
+    return _CHECKPOINTS["lamm_fei"]
+
+
+def _lamm_fei(tmp: Path) -> tuple[Source, Source]:
+    f, a = _lamm_fei_dirs(tmp)
     return Source("inference.lamm:LammForecaster", f), Source("inference.fei:FeiAdvisor", a)
 
 
@@ -105,7 +116,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     summary = export_repository(tmp / "repo", fsrc, asrc)
     server = start_triton(tmp / "repo", tmp / "tritonserver.log")
     try:
-        with TritonModelClient(server.grpc_url, timeout_s=60) as client:
+        with TritonModelClient(server.grpc_url, timeout_s=CALL_TIMEOUT_S) as client:
             eager = InProcessClient(fsrc.build(), asrc.build())
             yield Served(request.param, tmp / "repo", server, client, eager, summary["sizes"]["H"])
     finally:
@@ -277,7 +288,7 @@ def test_async_client_parity_concurrent(served: Served) -> None:
     state = served.eager.init_state(3)
 
     async def go():
-        client = AsyncTritonModelClient(served.server.grpc_url, timeout_s=60)
+        client = AsyncTritonModelClient(served.server.grpc_url, timeout_s=CALL_TIMEOUT_S)
         try:
             assert client.model_version == served.eager.model_version
             return await asyncio.gather(
@@ -329,7 +340,9 @@ def test_malformed_request_fails_alone(served: Served) -> None:
 
             async def call(model, arrays):
                 try:
-                    return await c.infer(model, _raw_inputs(N.SPECS[model][0], arrays), client_timeout=60)
+                    return await c.infer(
+                        model, _raw_inputs(N.SPECS[model][0], arrays), client_timeout=CALL_TIMEOUT_S
+                    )
                 except InferenceServerException as e:
                     return e
 
@@ -375,7 +388,7 @@ def test_timeout_is_typed(served: Served) -> None:
         url = f"127.0.0.1:{silent.getsockname()[1]}"
         with pytest.raises(TritonTimeout):
             TritonModelClient(url, connect_timeout_s=0.5)
-        c = TritonModelClient(served.server.grpc_url, timeout_s=0.5)
+        c = TritonModelClient(served.server.grpc_url, timeout_s=0.5, connect_timeout_s=CALL_TIMEOUT_S)
         c._c.close()
         c._c = grpcclient.InferenceServerClient(url)  # same client, its server gone silent
         try:
@@ -393,12 +406,12 @@ def test_unreachable_server_is_typed() -> None:
 
 
 def test_load_client(served: Served) -> None:
-    c = load_client(f"triton://{served.server.grpc_url}", asynchronous=False)
+    c = load_client(f"triton://{served.server.grpc_url}", asynchronous=False, timeout_s=CALL_TIMEOUT_S)
     try:
         assert isinstance(c, TritonModelClient) and c.model_version == served.eager.model_version
     finally:
         c.close()
-    ac = load_client(f"triton://{served.server.grpc_url}")
+    ac = load_client(f"triton://{served.server.grpc_url}", timeout_s=CALL_TIMEOUT_S)
     assert isinstance(ac, AsyncTritonModelClient) and ac.advice_version == served.eager.advice_version
     x = random_x(2, served.hidden_dim)
 
@@ -419,9 +432,7 @@ def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`liftstream export-triton`: checkpoint folders load with the default LAMM / FEI classes."""
     if "lamm_fei" not in MODEL_SETS:
         pytest.skip("inference.lamm / inference.fei not present")
-    from tests.triton_fixtures import lamm_fei_checkpoints
-
-    f, a = lamm_fei_checkpoints(tmp_path)
+    f, a = _lamm_fei_dirs(tmp_path)
     argv = ["--forecaster", str(f), "--advisor", str(a), "--out", str(tmp_path / "repo"), "--device", "gpu"]
     assert export_cli(argv) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -253,7 +253,7 @@ def lamm_fei_checkpoints(tmp: str | Path) -> tuple[Path, Path]:
 def start_triton(repo: str | Path, log_path: str | Path | None = None) -> TritonServer:
     """Start tritonserver over ``repo``; fail loudly in CI, skip elsewhere, if it cannot run."""
     try:
-        return TritonServer(repo, log_path=log_path, startup_timeout_s=180).start()
+        return TritonServer(repo, log_path=log_path, startup_timeout_s=300).start()
     except (TritonNotInstalled, TritonStartError) as exc:
         if os.environ.get("CI"):
             pytest.fail(f"tritonserver could not start in CI: {exc}", pytrace=False)
