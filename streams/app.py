@@ -58,7 +58,7 @@ from schemas.topics import EVENTS, event_key, topic_names
 from streams.processor import BatchResult, Processor
 from streams.settings import Settings
 from streams.state import ProductState, ordinal_day
-from streams.state_table import TableStates
+from streams.state_table import TableStates, product_of
 
 log = logging.getLogger("liftstream.worker")
 
@@ -162,7 +162,7 @@ class ProductTable(faust.Table):
     """
 
     def partition_for_key(self, key: str) -> int:
-        return partition_of(key, self.partitions)
+        return partition_of(product_of(key), self.partitions)
 
 
 @dataclass
@@ -184,6 +184,7 @@ class Worker:
     # pid -> (closed_day, monotonic time it closed, consecutive days closed by the timer)
     closes: dict[str, tuple[int, float, int]] = field(default_factory=dict)
     _imputing: set[str] = field(default_factory=set)
+    _stats_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -201,6 +202,8 @@ class Worker:
             cost_per_1k_followers=self.settings.cost_per_1k_followers,
             alerts=self.settings.alert_config(),
         ))
+        for topic in self.out_topics.values():  # created with the input's partition count
+            await topic.maybe_declare()
         self.sink = self.sink_factory(self.settings)
         log.info("worker ready: models %s / %s", client.model_version, client.advice_version)
 
@@ -233,16 +236,25 @@ class Worker:
 
     async def _handle_locked(self, items: Sequence[Any]) -> BatchResult:
         async def process() -> BatchResult:
-            self.states.rollback()
-            return await self.processor.process(items)
+            try:
+                return await self.processor.process(items)
+            except BaseException:
+                self.states.rollback()  # the retry starts again from the committed states
+                raise
 
         result = await self._retry("processor", process)
-        await self._persist(result.rows)
-        await self._publish(result.rows)
+        try:
+            await self._persist(result.rows)
+            await self._publish(result.rows)
+        except BaseException:
+            # interrupted (cancelled by a rebalance or shutdown) before its rows were safe: its
+            # states must not survive into the next batch, which will see these events again
+            self.states.rollback()
+            raise
         committed = self.states.commit()
         self._track_closes(committed)
         self.totals.update(result.counts)
-        self._write_stats()
+        self._write_stats(force=False)
         return result
 
     async def _persist(self, rows: list[BaseModel]) -> None:
@@ -285,12 +297,24 @@ class Worker:
             await (asyncio.to_thread(fn, rows) if rows is not None else asyncio.to_thread(fn))
 
     async def _publish(self, rows: list[BaseModel]) -> None:
+        """Output rows to their topics as JSON, keyed by product (dead letters by their id).
+
+        Straight to the producer (Faust's per-message Topic.send machinery costs more than the
+        JSON); the consumer flushes the producer before it commits the batch's offsets.
+        """
+        producer = self.app.producer
+        pending = []
         for row in rows:
             name = output_topic_of(row)
             if name is None:
                 continue
             key = row.dlq_id if isinstance(row, DeadLetter) else row.product_id
-            await self.out_topics[name].send(key=key.encode(), value=row.model_dump_json().encode())
+            pending.append(await producer.send(
+                self.topics[name], key.encode(), row.model_dump_json().encode(), partition=None,
+                timestamp=None, headers=None,
+            ))
+        if pending:
+            await asyncio.gather(*pending)
 
     # -- late sales -------------------------------------------------------------------------------
     def _track_closes(self, committed: dict[str, ProductState]) -> None:
@@ -321,8 +345,10 @@ class Worker:
         return sorted(tp.partition for tp in tps if tp.topic == self.topics["events"])
 
     def forget_partitions(self) -> None:
-        """A rebalance moved products: timers start again from their next event."""
+        """A rebalance moved products: timers start again from their next event, and decoded
+        states are dropped (a partition that comes back is recovered from its changelog)."""
         self.closes.clear()
+        self.states.evict()
 
     async def close_late_days(self) -> int:
         """Feed a synthetic SalesDaily to every owned product whose day stayed open too long."""
@@ -355,12 +381,18 @@ class Worker:
         return len(synthetic)
 
     # -- observability ----------------------------------------------------------------------------
-    def _write_stats(self) -> None:
+    def _write_stats(self, force: bool = True) -> None:
         if self.stats_file is None:
             return
+        now = time.monotonic()
+        if not force and now - self._stats_at < 0.2:
+            return
+        self._stats_at = now
+        cpu = os.times()
         sink = getattr(self.sink, "stats", None)
         doc = {"pid": os.getpid(), "time": time.time(), "totals": dict(self.totals),
-               "products": len(self.table), "assigned": self.assigned(), "rss_bytes": _rss_bytes(),
+               "products": len(self.states), "assigned": self.assigned(), "rss_bytes": _rss_bytes(),
+               "cpu_s": round(cpu.user + cpu.system, 3),
                "sink": None if sink is None else dataclasses.asdict(sink)}
         tmp = self.stats_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))
@@ -451,7 +483,9 @@ def create_app(
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
-        worker.forget_partitions()
+        # let a batch in flight finish (rows, states, then its acks) before anything moves
+        async with worker.lock:
+            worker.forget_partitions()
 
     if stats_file is not None:
 

@@ -42,8 +42,14 @@ def _faulty_stream() -> tuple[list[bytes | None], list[bytes | None], Counter]:
     good = synthetic_events(n_products=3, n_days=5, videos_per_day=0.7, seed=3)
     day0 = good[0].day
     # a gap: p0001 sends no sales on day 2, so its day-3 sales close day 2 with imputed units
-    good = [e for e in good if not (isinstance(e, SalesDaily) and e.product_id == "p0001" and e.day == day0 + timedelta(2))]
-    items: list[tuple[bytes | None, bytes | None]] = [(event_json(e).encode(), event_key(e.product_id)) for e in good]
+    good = [
+        e
+        for e in good
+        if not (isinstance(e, SalesDaily) and e.product_id == "p0001" and e.day == day0 + timedelta(2))
+    ]
+    items: list[tuple[bytes | None, bytes | None]] = [
+        (event_json(e).encode(), event_key(e.product_id)) for e in good
+    ]
     vid = next(e for e in good if type(e).__name__ == "VideoPublished" and e.product_id == "p0000")
     eng = next(e for e in good if isinstance(e, EngagementDaily) and e.product_id == "p0000")
     late_video = next(e for e in good if type(e).__name__ == "VideoPublished" and e.day > day0)
@@ -57,26 +63,119 @@ def _faulty_stream() -> tuple[list[bytes | None], list[bytes | None], Counter]:
         (b"", None),  # empty payload
         (None, b"p0000"),  # a tombstone: no value at all
         (json.dumps({**json.loads(event_json(eng)), "event_id": "neg", "likes": -5}).encode(), b"p0000"),
-        (json.dumps({"type": "refund", "event_id": "r1", "product_id": "p0000"}).encode(), b"p0000"),  # unknown type
-        (json.dumps({**json.loads(event_json(eng)), "event_id": "x1", "mood": "happy"}).encode(), b"p0000"),  # extra field
-        (b'{"event_id":"huge","pad":"' + b"x" * (MAX_RAW_PAYLOAD_BYTES + 10) + b'"}', b"p0002"),  # over the limit
+        (
+            json.dumps({"type": "refund", "event_id": "r1", "product_id": "p0000"}).encode(),
+            b"p0000",
+        ),  # unknown type
+        (
+            json.dumps({**json.loads(event_json(eng)), "event_id": "x1", "mood": "happy"}).encode(),
+            b"p0000",
+        ),  # extra field
+        (
+            b'{"event_id":"huge","pad":"' + b"x" * (MAX_RAW_PAYLOAD_BYTES + 10) + b'"}',
+            b"p0002",
+        ),  # over the limit
         keyed(engagement_event(rng, "v_unknown", "p0000", day0 + timedelta(1))),  # unknown video
-        items[[i for i, (raw, _) in enumerate(items) if raw == event_json(eng).encode()][0]],  # exact duplicate
+        items[
+            [i for i, (raw, _) in enumerate(items) if raw == event_json(eng).encode()][0]
+        ],  # exact duplicate
         keyed(vid.model_copy(update={"event_id": "vp-again"})),  # same video, new event id
-        keyed(engagement_event(rng, late_video.video_id, late_video.product_id, late_video.day - timedelta(1), "early")),
-        keyed(SalesDaily(event_id="late-correction", day=day0, product_id="p0000", units=999, price=20.0, rating=90.0)),
+        keyed(
+            engagement_event(
+                rng, late_video.video_id, late_video.product_id, late_video.day - timedelta(1), "early"
+            )
+        ),
+        keyed(
+            SalesDaily(
+                event_id="late-correction", day=day0, product_id="p0000", units=999, price=20.0, rating=90.0
+            )
+        ),
     ]
     # bad input interleaved with the good, a product's own events staying in order
     mixed = items[: len(items) // 2] + extra + items[len(items) // 2 :]
-    dead = Counter({"ValidationError": 7, "PayloadTooLarge": 1, "UnknownVideo": 1, "EngagementBeforePublish": 1})
+    dead = Counter(
+        {"ValidationError": 7, "PayloadTooLarge": 1, "UnknownVideo": 1, "EngagementBeforePublish": 1}
+    )
     return [p for p, _ in mixed], [k for _, k in mixed], dead
 
 
+# ----------------------------------------------------------------------------------------------
+# the state table adapter on its own (no services)
+
+
+def _standin_processor(states):
+    from inference.client import AsyncInProcessClient, InProcessClient
+    from inference.standin import ConstantElasticityAdvisor, SeasonalNaiveForecaster
+    from streams.processor import Processor
+
+    client = AsyncInProcessClient(InProcessClient(SeasonalNaiveForecaster(), ConstantElasticityAdvisor()))
+    return asyncio.run(Processor.create(client, states, source=EVENTS))
+
+
+def test_table_states_restore_staging_and_small_records():
+    from streams.state_table import SEP, TableStates
+
+    events = synthetic_events(n_products=3, n_days=20, videos_per_day=1.0, seed=4)
+    table: dict[str, bytes] = {}
+    states = TableStates(table)
+    proc = _standin_processor(states)
+    for i in range(0, len(events), 97):
+        asyncio.run(proc.process(events[i : i + 97]))
+        states.commit()
+    # a fresh adapter over the same records (a restart restoring the changelog) sees equal states
+    restored = TableStates(dict(table))
+    for pid in ("p0000", "p0001", "p0002"):
+        assert restored[pid].to_bytes() == states[pid].to_bytes()
+        video_keys = {k.split(SEP)[1] for k in table if k.startswith(pid + SEP)}
+        assert video_keys == set(states[pid].ids)  # expired videos' records are deleted
+        assert len(table[pid]) < len(states[pid].to_bytes()) / 3  # encodings apart, compressed
+    assert sorted(restored) == ["p0000", "p0001", "p0002"] and len(restored) == 3
+
+
+def test_table_states_failed_batch_leaves_no_trace():
+    from streams.state_table import TableStates
+
+    events = synthetic_events(n_products=2, n_days=6, seed=6)
+    half = len(events) // 2
+    clean, flaky = TableStates({}), TableStates({})
+    p_clean, p_flaky = _standin_processor(clean), _standin_processor(flaky)
+    for p, st in ((p_clean, clean), (p_flaky, flaky)):
+        asyncio.run(p.process(events[:half]))
+        st.commit()
+    # the flaky run's model fails half way through the second batch, after states were mutated
+    real_step, calls = p_flaky.client.step, []
+
+    async def failing_step(state, x):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConnectionError("model server went away")
+        return await real_step(state, x)
+
+    p_flaky.client.step = failing_step
+    with pytest.raises(ConnectionError):
+        asyncio.run(p_flaky.process(events[half:]))
+    flaky.rollback()
+    p_flaky.client.step = real_step
+    rows_retry = asyncio.run(p_flaky.process(events[half:])).rows
+    rows_clean = asyncio.run(p_clean.process(events[half:])).rows
+    assert [r.model_dump(exclude={"emitted_at"}) for r in rows_retry] == [
+        r.model_dump(exclude={"emitted_at"}) for r in rows_clean
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# the worker
+
+
 def _worker(tmp_path, name, bootstrap, url, **kw):
-    return WorkerProc(worker_argv(bootstrap, url, name, **kw), tmp_path / "worker.log", tmp_path / "worker.json")
+    return WorkerProc(
+        worker_argv(bootstrap, url, name, **kw), tmp_path / "worker.log", tmp_path / "worker.json"
+    )
 
 
-def test_bad_input_becomes_dead_letters_and_is_counted(kafka_broker, clickhouse_server, unique_name, tmp_path):
+def test_bad_input_becomes_dead_letters_and_is_counted(
+    kafka_broker, clickhouse_server, unique_name, tmp_path
+):
     payloads, keys, dead = _faulty_stream()
     # the worker sees a tombstone as an empty payload
     expected, totals = expected_rows([b"" if p is None else p for p in payloads], EVENTS)
@@ -99,10 +198,14 @@ def test_bad_input_becomes_dead_letters_and_is_counted(kafka_broker, clickhouse_
         types = Counter(r[0] for r in store.query(f"SELECT error_type FROM {db}.dead_letters FINAL"))
         # the tombstone and the empty payload are the same raw bytes: one dead-letter row (one key)
         assert types == dead - Counter({"ValidationError": 1})
-        huge = store.query(f"SELECT raw_size, length(raw) FROM {db}.dead_letters FINAL WHERE error_type = 'PayloadTooLarge'")
+        huge = store.query(
+            f"SELECT raw_size, length(raw) FROM {db}.dead_letters FINAL WHERE error_type = 'PayloadTooLarge'"
+        )
         assert huge[0][0] > MAX_RAW_PAYLOAD_BYTES and huge[0][1] < huge[0][0]  # kept truncated, sized in full
         # the correction is stored; the day-2 gap of p0001 was closed with imputed units
-        assert store.query(f"SELECT units FROM {db}.sales_daily FINAL WHERE event_id = 'late-correction'") == [(999,)]
+        assert store.query(
+            f"SELECT units FROM {db}.sales_daily FINAL WHERE event_id = 'late-correction'"
+        ) == [(999,)]
         # dead letters also went to their topic, as JSON, one message per dead letter
         msgs = _read_topic(kafka_broker.bootstrap, topics["dead_letters"], got["dead_letter"])
         assert Counter(json.loads(m)["error_type"] for m in msgs) == dead
@@ -116,7 +219,9 @@ def test_late_sales_close_the_day_on_a_timer(kafka_broker, clickhouse_server, un
     # the product's day 2 gets engagement but its sales are late
     events = [e for e in events if not (isinstance(e, SalesDaily) and e.day == last_day)]
     db = f"db_{unique_name}"
-    w = _worker(tmp_path, unique_name, kafka_broker.bootstrap, clickhouse_server.url + db, day_close_timeout=1.0)
+    w = _worker(
+        tmp_path, unique_name, kafka_broker.bootstrap, clickhouse_server.url + db, day_close_timeout=1.0
+    )
     w.start()
     try:
         topic = topic_names(f"{unique_name}.")["events"]
@@ -128,16 +233,22 @@ def test_late_sales_close_the_day_on_a_timer(kafka_broker, clickhouse_server, un
         assert imputed[0][0] == f"imputed:{pid}:{last_day.isoformat()}"
         # imputed units are the forecast made for that day at the previous day's close
         point = store.query(
-            f"SELECT point FROM {db}.forecasts FINAL WHERE kind = 'day_close' AND target_day = %(d)s", {"d": last_day}
+            f"SELECT point FROM {db}.forecasts FINAL WHERE kind = 'day_close' AND target_day = %(d)s",
+            {"d": last_day},
         )
         assert imputed[0][1] == round(point[0][0])
         assert store.query(
-            f"SELECT count() FROM {db}.forecasts FINAL WHERE kind = 'day_close' AND issued_day = %(d)s", {"d": last_day}
+            f"SELECT count() FROM {db}.forecasts FINAL WHERE kind = 'day_close' AND issued_day = %(d)s",
+            {"d": last_day},
         ) == [(1,)]
         # the real sales, late: stored as a correction that replaces the imputed row
-        real = SalesDaily(event_id="real-late", day=last_day, product_id=pid, units=77, price=20.0, rating=95.0)
+        real = SalesDaily(
+            event_id="real-late", day=last_day, product_id=pid, units=77, price=20.0, rating=95.0
+        )
         produce(kafka_broker.bootstrap, topic, [event_json(real).encode()])
-        wait_for(lambda: store.query(sql, {"d": last_day}) == [("real-late", 77)], 30, "the late sales to land")
+        wait_for(
+            lambda: store.query(sql, {"d": last_day}) == [("real-late", 77)], 30, "the late sales to land"
+        )
         assert w.stats()["totals"]["imputed_sales"] >= 1
     finally:
         w.stop()
@@ -147,9 +258,14 @@ def _read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> 
     from aiokafka import AIOKafkaConsumer
 
     async def go() -> list[bytes]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False, fetch_max_bytes=16 * 1024 * 1024,
-                                    max_partition_fetch_bytes=16 * 1024 * 1024)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
         await consumer.start()
         out: list[bytes] = []
         try:
