@@ -235,6 +235,17 @@ class FeatureSource:
     def __len__(self) -> int:
         return self.editing.shape[0]
 
+    def subset(self, idx: np.ndarray) -> FeatureSource:
+        """The rows ``idx`` copied into memory (one ordered pass over memory-mapped arrays), same scale."""
+        order = np.argsort(idx)
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(idx))
+        feats = {
+            k: np.asarray(self.feats[k][idx[order]])[inv]
+            for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")
+        }
+        return FeatureSource(feats, self.editing[idx], self.scale)
+
     def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         out = {}
         for k, mk in (
@@ -305,6 +316,10 @@ def fit_vsvae(src: FeatureSource, cfg: VSVAEConfig) -> VSVAEFit:
     if cfg.max_train_videos is not None:
         tr = tr[: cfg.max_train_videos]
         va, te = va[: max(1, cfg.max_train_videos // 8)], te[: max(1, cfg.max_train_videos // 8)]
+    # train from memory: random reads of memory-mapped features thrash when page cache is short
+    keep = np.concatenate([tr, va, te])
+    src = src.subset(keep)
+    tr, va, te = np.arange(len(tr)), len(tr) + np.arange(len(va)), len(tr) + len(va) + np.arange(len(te))
     nir = _nir(src, tr[:5000])
     model = VSVAE(cfg, src.editing.shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

