@@ -19,9 +19,12 @@ groups of treatment samples, loss = (y - mean_A h)(y - mean_B h), whose gradient
 gradient of the squared loss. Both stages stop early on held-out loss. All inputs are standardized
 inside; outputs are in the caller's units.
 
-Deviation from the paper, on purpose: the default activation is ELU rather than ReLU, because the
+Deviations from the paper, on purpose: the default activation is ELU rather than ReLU, because the
 FEI is a derivative of h and a ReLU network's derivative in t is piecewise constant (jagged FEI
-curves); ``activation="relu"`` restores the paper's choice. The learning rate is 1e-3 with batches
+curves); ``activation="relu"`` restores the paper's choice. The default response head is
+``response="basis"``: the same 128-64-32 network, fed x only, outputs the coefficients of a fixed
+smooth basis in t (see ``ResponseNet``), so dh/dt is smooth and one network pass serves every
+treatment draw of a row; ``response="mlp"`` is the paper's 128-64-32-1 network over [t, x]. The learning rate is 1e-3 with batches
 of 512 (the paper: 1e-5, batches of 256, 100 epochs), which reaches the same early-stopping point
 in far fewer epochs on a 2-core CPU.
 """

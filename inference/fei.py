@@ -241,8 +241,9 @@ class FeiAdvisor:
         hi = min(np.log(self.config.grid_max_followers), self.log_f_support[1])
         if hi <= lo:
             lo, hi = self.log_f_support
-        self.log_grid = np.linspace(lo, hi, self.config.n_grid)
-        self.grid_followers = np.exp(self.log_grid)
+        # whole follower counts, so the advised size and its profit refer to the same number
+        self.grid_followers = np.unique(np.round(np.exp(np.linspace(lo, hi, self.config.n_grid))))
+        self.log_grid = np.log(self.grid_followers)
 
     # features -> covariates
     def encode(self, videos: VideoBatch, meta: VideoMeta) -> np.ndarray:
@@ -302,7 +303,7 @@ class FeiAdvisor:
             fei=fei_actual,
             curve_shape=list(classify_shape(curves, self.config.flat_range, self.config.rise_fraction)),
             expected_impressions=exp_actual,
-            optimal_followers=np.round(self.grid_followers[best]),
+            optimal_followers=self.grid_followers[best],
             expected_impressions_optimal=exp_grid[np.arange(len(best)), best],
             profit_actual=profit(value, cost, exp_actual, followers),
             profit_optimal=p_best,

@@ -57,6 +57,7 @@ def fitted(data):
     return DeepIV(SMALL).fit(treatment=t, covariates=x, instruments=z, outcome=y)
 
 
+@pytest.mark.slow
 def test_deep_iv_beats_naive_regression_under_confounding(data, fitted):
     t, x, z, y, g = data
     naive = NaiveNeuralRegression(SMALL).fit(treatment=t, covariates=x, outcome=y)
@@ -99,6 +100,7 @@ def test_state_round_trip_gives_identical_predictions(fitted, data):
     )
 
 
+@pytest.mark.slow
 def test_instrument_validity_gamma_near_zero_when_valid_and_positive_when_not(fitted, data):
     t, x, z, y, _ = data
     gamma_valid = instrument_validity(y - fitted.predict(treatment=t, covariates=x), x, z)
