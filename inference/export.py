@@ -190,6 +190,7 @@ def export_repository(
     queue_delay_us: int = 200,
     python_path: str | None = None,
     max_batch: dict[str, int] | None = None,
+    torch_threads: int | None = None,
 ) -> dict:
     """Write the three models into ``out`` (replacing only those three folders); return a summary."""
     assert device in ("cpu", "gpu"), f"expected device cpu|gpu, got {device!r}"
@@ -199,7 +200,17 @@ def export_repository(
     python_path = default_python_path() if python_path is None else python_path
     f, a = forecaster.build(), advisor.build()
     probe = probe_forecaster(f)
-    common = {N.P_PYTHON_PATH: python_path, N.P_DEVICE: "cuda" if device == "gpu" else "cpu"}
+    # one intra-op thread per instance on CPU: each model is its own stub process, and several
+    # multi-threaded stubs on a few shared cores spin against each other (measured: LAMM step,
+    # batch 64, p50 120-180 ms with torch's default threads vs 2.0-2.5 ms with one, 2 loaded cores);
+    # scale with --instances instead. GPU: torch's default.
+    if torch_threads is None:
+        torch_threads = 1 if device == "cpu" else 0
+    common = {
+        N.P_PYTHON_PATH: python_path,
+        N.P_DEVICE: "cuda" if device == "gpu" else "cpu",
+        N.P_TORCH_THREADS: str(int(torch_threads)),
+    }
     fc = {
         N.P_LOADER: forecaster.loader,
         N.P_CHECKPOINT: "checkpoint" if forecaster.checkpoint else "",
@@ -280,19 +291,24 @@ class _Served:
         ckpt = self.params.get(N.P_CHECKPOINT, "")
         version_dir = Path(args["model_repository"]) / args["model_version"]
         src = Source(self.params[N.P_LOADER], version_dir / ckpt if ckpt else None)
+        import torch
+
+        threads = int(self.params.get(N.P_TORCH_THREADS, "0"))
+        if threads > 0:
+            torch.set_num_threads(threads)
         self.obj = src.build()
         device = self.params.get(N.P_DEVICE, "cpu")
         if device != "cpu" and hasattr(self.obj, "to"):
             self.obj.to(device)
         self.inputs, self.outputs = N.SPECS[self.name]
-        import torch
         import triton_python_backend_utils as pb_utils
 
         # where the stub's packages came from: the tests check numpy is the venv's (numpy 2), not
         # the base interpreter's (see inference/triton_server.py on PATH and pyvenv.cfg)
         pb_utils.Logger.log_info(
             f"liftstream {self.name}: {self.params[N.P_LOADER]} version {getattr(self.obj, 'model_version', '?')}; "
-            f"sys.prefix {sys.prefix}; numpy {np.__version__} at {np.__file__}; torch {torch.__version__}"
+            f"sys.prefix {sys.prefix}; numpy {np.__version__} at {np.__file__}; torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)"
         )
 
     # --- one function per role: dict of batched numpy inputs -> dict of batched numpy outputs
@@ -412,6 +428,12 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--instances", type=int, default=1, help="model instances per model")
     ap.add_argument("--queue-delay-us", type=int, default=200, help="dynamic batching max queue delay")
     ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads per model instance (default: 1 on cpu, torch's default on gpu)",
+    )
+    ap.add_argument(
         "--python-path",
         default=None,
         help="os.pathsep-joined dirs model.py puts on sys.path (default: this checkout and its venv's "
@@ -426,6 +448,7 @@ def cli(argv: list[str] | None = None) -> int:
         instances=args.instances,
         queue_delay_us=args.queue_delay_us,
         python_path=args.python_path,
+        torch_threads=args.torch_threads,
     )
     print(json.dumps(summary, indent=2))
     return 0

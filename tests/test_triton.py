@@ -163,6 +163,7 @@ def test_config_pbtxt_matches_names(tmp_path: Path, device: str) -> None:
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         assert params[N.P_ROLE] == N.ROLES[name]
         assert params[N.P_DEVICE] == ("cuda" if device == "gpu" else "cpu")
+        assert params[N.P_TORCH_THREADS] == ("0" if device == "gpu" else "1")
         assert (
             params[N.P_CHECKPOINT] == "checkpoint"
             and (tmp_path / "repo" / name / "1" / "checkpoint").is_dir()
@@ -212,6 +213,7 @@ def test_stub_runs_in_this_virtualenv(served: Served) -> None:
         assert line is not None, f"no load line for {name} in {served.server.log_path}"
         assert f"sys.prefix {sys.prefix};" in line
         assert f"numpy {np.__version__} at {np.__file__}" in line
+        assert line.endswith('(1 threads)"'), line  # torch_threads of a CPU export
 
 
 # --- parity: eager (in-process) vs served, allclose ------------------------------------------

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=50, help="sequential calls per latency point")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput point")
+    p.add_argument("--torch-threads", type=int, default=1, help="per served model instance, and for eager")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "triton.json"))
     args = p.parse_args(argv)
 
@@ -152,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_triton_") as tmp:
         tmp = Path(tmp)
         fsrc, asrc = sources(args, tmp)
-        summary = export_repository(tmp / "repo", fsrc, asrc)
+        summary = export_repository(tmp / "repo", fsrc, asrc, torch_threads=args.torch_threads)
+        if args.torch_threads > 0:  # eager runs with the same intra-op threads as one served instance
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
         hidden = summary["sizes"]["H"]
         # the same objects in this process: what the model costs without the server
         eager = InProcessClient(fsrc.build(), asrc.build())
@@ -188,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_ready_s": round(ready_s, 2),
         "iters": args.iters,
         "concurrency": args.concurrency,
+        "torch_threads": args.torch_threads,
         "seconds_per_throughput_point": args.seconds,
         "machine": {
             "cpus": os.cpu_count(),
