@@ -483,8 +483,12 @@ def create_app(
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
-        # let a batch in flight finish (rows, states, then its acks) before anything moves
+        # Faust sends this signal after it waited for acked events and flushed its producer; a
+        # batch may still be in flight (its events were already taken). Let it finish, then flush
+        # its changelog records too: table recovery reads each changelog up to its end offset, and
+        # a record still in the producer's buffer would be restored as the older state.
         async with worker.lock:
+            await app.producer.flush()
             worker.forget_partitions()
 
     if stats_file is not None:

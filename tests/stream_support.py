@@ -291,3 +291,4 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 4)
             await consumer.stop()
 
     return asyncio.run(go())
+

@@ -10,6 +10,7 @@ in-process. Fault tests (bad input, late sales) live in test_stream_faults.py.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
@@ -18,6 +19,8 @@ from schemas.topics import EVENTS, topic_names
 from streams.services import start_clickhouse
 from streams.sinks import open_store
 from tests.stream_support import (
+    PY,
+    REPO,
     WorkerProc,
     committed_total,
     counts_final,
@@ -67,7 +70,13 @@ def test_end_to_end_matches_in_process(world, kafka_broker, clickhouse_server, u
     (w,) = _workers(1, tmp_path, worker_argv(kafka_broker.bootstrap, clickhouse_server.url + db, unique_name))
     w.start()
     try:
-        produce(kafka_broker.bootstrap, topic_names(f"{unique_name}.")["events"], items)
+        # through the command line, as an operator would replay the world
+        out = subprocess.run(
+            [PY, "-m", "streams.cli", "produce", "--bootstrap", kafka_broker.bootstrap, "--topic-prefix",
+             f"{unique_name}.", "--preset", "tiny", "--seed", "0", "--rate", "5000"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0 and f"produced {len(items)} events" in out.stdout, out.stdout + out.stderr
         wait_for(lambda: w.received() >= len(items) or not w.alive(), 90, "the worker to take every event")
         assert w.alive(), w.log_tail()
         got_totals = w.stats()["totals"]

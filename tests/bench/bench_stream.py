@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -168,14 +169,15 @@ def throughput(args) -> dict:
 
                 def progress():
                     s = w.stats()
-                    if s.get("totals"):
-                        samples.append((s["time"], s["totals"]["received"], s["rss_bytes"]))
+                    if s.get("totals", {}).get("received"):
+                        samples.append((s["time"], s["totals"]["received"], s["cpu_s"]))
                     return s.get("totals", {}).get("received", 0) >= len(items) or not w.alive()
 
                 wait_for(progress, 1800, "the worker to drain the topic", interval_s=0.25)
                 assert w.alive(), w.log_tail()
-                (t_first, n_first, _), (t_last, n_last, _) = samples[0], samples[-1]
+                (t_first, n_first, c_first), (t_last, n_last, c_last) = samples[0], samples[-1]
                 rate = (n_last - n_first) / (t_last - t_first)
+                per_cpu_s = (n_last - n_first) / max(c_last - c_first, 1e-9)
                 totals = w.stats()["totals"]
             finally:
                 w.stop()
@@ -188,6 +190,8 @@ def throughput(args) -> dict:
         "batch_max": args.batch_max, "produce_events_per_s": round(res.sent / produce_s),
         "worker_events_per_s": round(rate), "worker_engagement_events_per_s": round(rate * n_eng / len(items)),
         "raw_aiokafka_consume_per_s": round(raw), "worker_over_raw": round(rate / raw, 3),
+        "worker_events_per_cpu_s": round(per_cpu_s), "worker_cpu_share": round((c_last - c_first) / (t_last - t_first), 2),
+        "loadavg_1m_end": os.getloadavg()[0],
         "engagement_rows_in_clickhouse": in_ch, "totals": totals,
     }
 
