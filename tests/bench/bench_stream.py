@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -109,6 +111,17 @@ class Stream:
 # scenarios
 
 
+@contextlib.contextmanager
+def _scratch():
+    """A scratch folder for the services' data, removed in the background afterwards
+    (a ClickHouse data folder with thousands of small parts takes minutes to delete)."""
+    tmp = tempfile.mkdtemp(prefix="bench_stream_")
+    try:
+        yield tmp
+    finally:
+        subprocess.Popen(["rm", "-rf", tmp], start_new_session=True)
+
+
 class Services:
     def __init__(self, root: Path):
         self.root = root
@@ -150,7 +163,7 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int = 4) ->
 
 
 def throughput(args) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench_stream_") as tmp:
+    with _scratch() as tmp:
         svc = Services(Path(tmp))
         name = "tput"
         try:
@@ -197,7 +210,7 @@ def throughput(args) -> dict:
 
 
 def latency(args) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench_stream_") as tmp:
+    with _scratch() as tmp:
         svc = Services(Path(tmp))
         name = "lat"
         db = f"db_{name}"
@@ -253,7 +266,7 @@ def latency(args) -> dict:
 
 
 def memory(args) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench_stream_") as tmp:
+    with _scratch() as tmp:
         svc = Services(Path(tmp))
         name = "mem"
         try:
