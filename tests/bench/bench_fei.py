@@ -423,6 +423,7 @@ def part_scale(dataset: Path, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global IV_CFG
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="data/fei_paper")
     p.add_argument("--parts", default="fit,eval,scale")
@@ -448,7 +449,6 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     OUT.mkdir(parents=True, exist_ok=True)
-    global IV_CFG
     if a.response:
         IV_CFG = replace(IV_CFG, response=a.response)
     dataset = Path(a.dataset)
