@@ -522,7 +522,7 @@ def write_report(res: dict, out: Path) -> None:
             means = [s["models"][m][f"{met}_mean"] for m in models]
             sds = [np.std([v for v in s["models"][m][met] if v is not None]) for m in models]
             a.bar(models, means, yerr=sds, color=["C3" if m == "LAMM" else "C0" for m in models])
-            a.set_title(f"{met.upper()} (z scale), mean over {len(res['per_fold'])} folds")
+            a.set_title(f"{met.upper()} (z scale), mean over the folds run")
             a.tick_params(axis="x", rotation=45)
         fig.tight_layout()
         fig.savefig(out / "models.png", dpi=110)
