@@ -543,11 +543,11 @@ def write_report(res: dict, out: Path) -> None:
                 label="simulator truth: log-lift variance share",
             )
             ax2.set_ylabel("truth importance")
-            ax2.legend(loc="upper right")
         ax.set_xticks(np.arange(len(mods)), mods)
         ax.set_ylabel("MAE increase (z)")
-        ax.legend(loc="upper left")
-        fig.tight_layout()
+        handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+        fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=1, fontsize=8)
+        fig.subplots_adjust(bottom=0.25)
         fig.savefig(out / "ablation.png", dpi=110)
         plt.close(fig)
     lines = [
