@@ -330,3 +330,17 @@ def test_train_or_load_caches(dataset, tmp_path):
     b = train_or_load(dataset, tmp_path, train=tc, log=lambda *_: None)
     assert a.model_version == b.model_version
     assert a.meta["n_days"] == 6  # meta history_days = 6: trained on days 0..5
+
+
+def test_cli_train_and_evaluate(dataset, tmp_path, capsys):
+    from inference.lamm_train import cli_evaluate, cli_train
+
+    assert (
+        cli_train(["--data", str(dataset), "--out", str(tmp_path / "ck"), "--epochs", "1", "--no-bf16"]) == 0
+    )
+    fc = LammForecaster.load(tmp_path / "ck")
+    assert fc.model_version.startswith("lamm-") and fc.conformal.n_calib > 0
+    args = ["--data", str(dataset), "--out", str(tmp_path / "ev"), "--epochs", "1", "--folds", "2"]
+    assert cli_evaluate([*args, "--models", "LAMM,SeasonalNaive", "--ablations", ""]) == 0
+    assert "| LAMM |" in (tmp_path / "ev" / "report.md").read_text()
+    assert "saved lamm-" in capsys.readouterr().out
