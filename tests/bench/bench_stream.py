@@ -37,7 +37,7 @@ import numpy as np
 from schemas.events import InfluencerSnapshot, ProductSnapshot, SegmentFeatures, VideoPublished, event_json
 from schemas.topics import event_key, topic_names
 from streams.services import start_clickhouse, start_tansu
-from streams.sinks import open_store
+from streams.sinks import StoreError, open_store
 from tests.stream_support import WorkerProc, produce, wait_for, worker_argv
 
 START = date(2025, 1, 1)
@@ -226,7 +226,10 @@ def latency(args) -> dict:
                 vids = [(f"p{i:05d}d0v0", f"p{i:05d}") for i in range(args.products)]
                 n = int(args.rate * args.seconds)
                 gen.seq = 10**8  # ids e1xxxxxxxx: sortable, distinct from the warm-up's
-                pairs = [gen.engagement(*vids[i % len(vids)], START) for i in range(n)]
+                # a day per round over the videos: every row has its own key (product, video,
+                # day), so ReplacingMergeTree merges cannot fold rows away before the poll sees them
+                pairs = [gen.engagement(*vids[i % len(vids)], START + timedelta(days=i // len(vids)))
+                         for i in range(n)]
                 store = open_store(svc.ch.url + db)
                 seen: dict[int, float] = {}
                 stop = threading.Event()
@@ -234,10 +237,13 @@ def latency(args) -> dict:
                 def poll():
                     low = 10**8
                     while not stop.is_set():
-                        rows = store.query(
-                            f"SELECT toUInt64(substring(event_id, 2)) AS s FROM {db}.engagement_daily "
-                            f"WHERE event_id >= %(lo)s", {"lo": f"e{low + 1:09d}"}
-                        )
+                        try:
+                            rows = store.query(
+                                f"SELECT toUInt64(substring(event_id, 2)) AS s FROM {db}.engagement_daily "
+                                f"WHERE event_id >= %(lo)s", {"lo": f"e{low + 1:09d}"}
+                            )
+                        except StoreError:  # a dropped connection: the next query reconnects
+                            rows = []
                         now = time.monotonic()
                         for (s,) in rows:
                             seen.setdefault(int(s), now)
