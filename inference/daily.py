@@ -12,7 +12,10 @@ For day t and product p with active videos v = 1..k (published on or before t, l
 
 ``side`` is log1p of the video's latest daily engagement, its age and its creator's followers.
 ``product`` is documented in ``PRODUCT_FEATURES``; the LAMM paper uses video information only,
-we add the product's own sales and metadata as side input (said in the model card).
+we add the product's own sales and metadata as side input (said in the model card), plus
+log1p SUMS over the active videos of today's engagement counts (the mean above hides the
+scale: lift is a sum over videos) and today's weekday one-hot (Monday = 0, ``date.weekday()``).
+Everything here is computable from the input events alone (streams/state.py ``build_x``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ import numpy as np
 from schemas import limits as L
 
 SIDE_FEATURES = ("likes", "shares", "comments", "collects", "impressions", "age_days", "followers")
-PRODUCT_FEATURES = ("units", "price", "rating", "n_active", "n_new", "has_videos")
+PRODUCT_FEATURES = (
+    ("units", "price", "rating", "n_active", "n_new", "has_videos")
+    + ("sum_likes", "sum_shares", "sum_comments", "sum_collects", "sum_impressions")  # log1p sums, today
+    + tuple(f"weekday_{i}" for i in range(7))  # one-hot of date.weekday() of the day
+)
 SIDE_DIM = len(SIDE_FEATURES)
 PRODUCT_DIM = len(PRODUCT_FEATURES)
 
@@ -57,8 +64,12 @@ def side_features(likes, shares, comments, collects, impressions, age_days, foll
     return side_matrix(np.stack(flat[:5], axis=1), flat[5], flat[6]).reshape(*shape, SIDE_DIM)
 
 
-def product_features(units, price, rating, n_active, n_new) -> np.ndarray:
-    """(..., PRODUCT_DIM) float32 product side input for a closed (or provisional) day."""
+def product_features(units, price, rating, n_active, n_new, *, sums=None, weekday=None) -> np.ndarray:
+    """(..., PRODUCT_DIM) float32 product side input for a closed (or provisional) day.
+
+    sums: (..., 5) today's engagement counts summed over the active videos, COUNT_COLUMNS order
+    (None = zeros); weekday: (...) int, ``date.weekday()`` of the day (None = all-zero one-hot).
+    """
     n_active = np.asarray(n_active, dtype=np.float64)
     cols = [
         np.log1p(np.asarray(units, dtype=np.float64)),
@@ -68,16 +79,32 @@ def product_features(units, price, rating, n_active, n_new) -> np.ndarray:
         np.log1p(np.asarray(n_new, dtype=np.float64)),
         (n_active > 0).astype(np.float64),
     ]
+    if sums is None:
+        cols += [np.zeros(())] * len(COUNT_COLUMNS)
+    else:
+        sums = np.log1p(np.asarray(sums, dtype=np.float64))
+        assert sums.shape[-1] == len(COUNT_COLUMNS), f"expected sums (..., 5), got {sums.shape}"
+        cols += [sums[..., i] for i in range(len(COUNT_COLUMNS))]
+    if weekday is None:
+        cols += [np.zeros(())] * 7
+    else:
+        wd = np.asarray(weekday)
+        cols += [(wd == i).astype(np.float64) for i in range(7)]
     return np.stack(np.broadcast_arrays(*cols), axis=-1).astype(np.float32)
 
 
-def product_vector(units: float, price: float, rating: float, n_active: int, n_new: int) -> np.ndarray:
+def product_vector(
+    units: float, price: float, rating: float, n_active: int, n_new: int, *, sums=None, weekday: int | None = None
+) -> np.ndarray:
     """``product_features`` for one product-day from Python scalars (the stream's hot path)."""
-    return np.array(
-        [math.log1p(units), math.log1p(price), rating / 100.0, math.log1p(n_active), math.log1p(n_new),
-         1.0 if n_active > 0 else 0.0],
-        dtype=np.float64,
-    ).astype(np.float32)
+    out = np.zeros(PRODUCT_DIM, dtype=np.float64)
+    out[:6] = (math.log1p(units), math.log1p(price), rating / 100.0, math.log1p(n_active), math.log1p(n_new),
+               1.0 if n_active > 0 else 0.0)
+    if sums is not None:
+        out[6:11] = np.log1p(np.asarray(sums, dtype=np.float64))
+    if weekday is not None:
+        out[11 + int(weekday)] = 1.0
+    return out.astype(np.float32)
 
 
 def day_input(h: np.ndarray, side: np.ndarray, product: np.ndarray) -> np.ndarray:

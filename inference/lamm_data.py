@@ -13,6 +13,7 @@ videos of ``[h_v, side]`` via ``index_add`` (differentiable through h_v), then t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,13 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
     n_new = np.zeros((len(pid), d))
     ok = (pub >= 0) & (pub < d)
     np.add.at(n_new, (vp[ok], pub[ok]), 1.0)
-    product_x = product_features(np.nan_to_num(units, nan=0.0), price, rating, n_active, n_new)
+    eng_sums = np.zeros((len(pid), d, len(ENGAGEMENT_COLS)))
+    np.add.at(eng_sums, (pair_p, pt), raw)  # today's counts summed over the active videos
+    start = date.fromisoformat(str(meta.get("start_date", "1970-01-01")))  # day t = start + t (the stream's date)
+    weekday = (start.weekday() + np.arange(d)) % 7
+    product_x = product_features(
+        np.nan_to_num(units, nan=0.0), price, rating, n_active, n_new, sums=eng_sums, weekday=weekday[None, :]
+    )
 
     feats = ds.load_features(root, mmap=True)
     rows = videos["feature_row"].to_numpy()

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inference import daily as D
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import LammData, build_day_inputs, load_lamm_data, make_batch, tabular_stats
 
@@ -200,7 +201,8 @@ def train_or_load(
 
     Trains on days ``0..max_day``; by default the dataset's history days (meta.json
     ``history_days``), so a demo replaying the later days forecasts days the model never saw.
-    The cache key is the dataset fingerprint + model config + train config + max_day.
+    The cache key is the dataset fingerprint + model config + train config + max_day + the day-input
+    feature names (inference.daily), so a checkpoint trained on another x is never loaded.
     """
     dataset_path = Path(dataset_path)
     config = config or LammConfig()
@@ -210,7 +212,9 @@ def train_or_load(
         max_day = int(meta["history_days"]) - 1 if meta.get("history_days") else None
     key = hashlib.sha256(
         json.dumps(
-            [dataset_fingerprint(dataset_path), asdict(config), asdict(train), max_day], sort_keys=True
+            [dataset_fingerprint(dataset_path), asdict(config), asdict(train), max_day, list(D.SIDE_FEATURES),
+             list(D.PRODUCT_FEATURES)],  # the day-input definition: a checkpoint of another x never loads
+            sort_keys=True,
         ).encode()
     ).hexdigest()[:12]
     ckpt = Path(cache_dir) / f"lamm-{key}"

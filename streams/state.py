@@ -299,13 +299,18 @@ def build_x(state: ProductState, day: int, units: float, price: float, rating: f
     if k:
         n = state.num[m]
         h = state.h[m]  # (K, H)
-        side = side_matrix(n[:, _COUNT_COLS], day - n[:, PUB], n[:, FOLLOWERS])  # (K, SIDE_DIM)
+        counts = n[:, _COUNT_COLS]
+        side = side_matrix(counts, day - n[:, PUB], n[:, FOLLOWERS])  # (K, SIDE_DIM)
         n_new = int((n[:, PUB] == day).sum())
+        sums = counts.sum(axis=0)
     else:
         h = np.zeros((0, h_dim), dtype=np.float32)
         side = np.zeros((0, SIDE_DIM), dtype=np.float32)
         n_new = 0
-    return day_input(h, side, product_vector(float(units), float(price), float(rating), k, n_new)), k
+        sums = None  # log1p(0) = 0: the same zeros
+    wd = ordinal_day(day).weekday()
+    prod = product_vector(float(units), float(price), float(rating), k, n_new, sums=sums, weekday=wd)
+    return day_input(h, side, prod), k
 
 
 def _forecast_for(state: ProductState, day: int) -> float | None:

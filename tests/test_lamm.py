@@ -7,6 +7,7 @@ All on tiny random datasets written by ``write_random_dataset`` (a few seconds i
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -242,12 +243,13 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
     order = videos.assign(p=videos["product_id"].map({p: i for i, p in enumerate(data.product_ids)}))
     order = order.sort_values(["p", "publish_day", "video_id"], kind="stable")
     hv = dict(zip(order["video_id"], h.numpy(), strict=True))
+    start = date.fromisoformat(ds.read_meta(dataset)["start_date"])  # day t is start + t in the stream
     checked = 0
     for pi, pid in enumerate(data.product_ids):
         pv = videos[videos["product_id"] == pid]
         for t in range(data.n_days):
             act = pv[(pv["publish_day"] <= t) & (t - pv["publish_day"] < L.WINDOW_DAYS)]
-            side = []
+            side, counts = [], []
             for _, v in act.iterrows():
                 e = eng[(eng["video_id"] == v["video_id"]) & (eng["day"] <= t)].sort_values("day")
                 c = (
@@ -255,6 +257,7 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
                     if len(e)
                     else {k: 0 for k in ("likes", "shares", "comments", "collects", "impressions")}
                 )
+                counts.append(c)
                 side.append(
                     side_features(
                         c["likes"],
@@ -274,7 +277,10 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
             else:  # a missing day: units 0, price / rating of the nearest day
                 units, price, rating = 0, sales.loc[(pid, t - 1)]["price"], sales.loc[(pid, t - 1)]["rating"]
             n_new = int((act["publish_day"] == t).sum())
-            ref = day_input(hk, sk, product_features(units, price, rating, len(act), n_new))
+            sums = np.array([sum(c[k] for c in counts) for k in ("likes", "shares", "comments", "collects", "impressions")])
+            wd = (start + timedelta(days=t)).weekday()
+            prod = product_features(units, price, rating, len(act), n_new, sums=sums, weekday=wd)
+            ref = day_input(hk, sk, prod)
             np.testing.assert_allclose(x[pi, t], ref, rtol=1e-5, atol=1e-5)
             checked += 1
     assert checked == data.n_products * data.n_days

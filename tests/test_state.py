@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from inference.client import AsyncInProcessClient, InProcessClient
+from inference.daily import PRODUCT_DIM, PRODUCT_FEATURES, SIDE_DIM
 from inference.standin import ConstantElasticityAdvisor, SeasonalNaiveForecaster
 from schemas import limits as L
 from schemas.events import EngagementDaily, SalesDaily, SegmentFeatures, VideoPublished
@@ -74,7 +75,10 @@ def test_video_then_engagement_then_sales_close_the_day():
     st, res = apply_event(st, sales(D0, 40), h_dim=8)
     (req,) = res.forecasts
     assert req.kind == "day_close" and req.issued_day == day_ordinal(D0) and req.revision == 3
-    assert req.active_videos == 1 and len(req.xs) == 1 and req.xs[0].shape == (8 + 7 + 6,)
+    assert req.active_videos == 1 and len(req.xs) == 1 and req.xs[0].shape == (8 + SIDE_DIM + PRODUCT_DIM,)
+    prod = req.xs[0][8 + SIDE_DIM :]  # inference.daily.PRODUCT_FEATURES: sums of today's counts, weekday one-hot
+    assert prod[PRODUCT_FEATURES.index("sum_likes")] == pytest.approx(np.log1p(7))
+    np.testing.assert_array_equal(prod[-7:], np.eye(7)[D0.weekday()])
     assert st.closed_day == day_ordinal(D0) and st.units == 40
 
 
