@@ -222,8 +222,9 @@ class Lamm(nn.Module):
 
         The LSTM cell written out (same weights and gate order i, f, g, o as ``nn.LSTM``; the
         parity test checks it against ``forward_days``) so that the no-video counterfactual z0
-        (x's video part zeroed: mean h_v and side zero, n_active = n_new = has_videos = 0) reuses
-        the recurrent half of the gates and costs a 13-wide matmul instead of a second step.
+        (x's video part zeroed: mean h_v and side zero, n_active = n_new = has_videos = 0 and the
+        engagement sums zero) reuses the recurrent half of the gates and costs a (SIDE + PRODUCT)-wide
+        matmul instead of a second step.
         """
         hid, d = self.cfg.hidden, self.cfg.d_model
         n = x.shape[0]
@@ -247,7 +248,9 @@ class Lamm(nn.Module):
         return new_state, z, z0
 
     # columns of x's side + product part that say "there are videos" (zeroed for the counterfactual)
-    _no_video_cols = [SIDE_DIM + PRODUCT_FEATURES.index(k) for k in ("n_active", "n_new", "has_videos")]
+    _no_video_cols = [
+        SIDE_DIM + i for i, k in enumerate(PRODUCT_FEATURES) if k in ("n_active", "n_new", "has_videos") or k.startswith("sum_")
+    ]
 
 
 def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

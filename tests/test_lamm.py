@@ -215,7 +215,7 @@ def test_baseline_is_the_step_with_no_videos():
     s = torch.randn(6, 2 * cfg.hidden)
     x0 = x.clone()
     x0[:, : cfg.d_model + SIDE_DIM] = 0
-    for k in (3, 4, 5):  # n_active, n_new, has_videos
+    for k in (3, 4, 5, 6, 7, 8, 9, 10):  # n_active, n_new, has_videos, the five engagement sums
         x0[:, cfg.d_model + SIDE_DIM + k] = 0
     with torch.inference_mode():
         s1, z, z0 = m.step(s, x, baseline=True)
