@@ -83,6 +83,71 @@ def covariates(r: np.ndarray, meta: VideoMeta) -> np.ndarray:
     return np.hstack([r.astype(np.float64), post])
 
 
+POOLED_STATS = (
+    "frame_mean",
+    "frame_std",
+    "motion_mean",
+    "motion_std",
+    "audio_mean",
+    "audio_std",
+    "title_mean",
+)
+
+
+def pooled_statistics(frame, motion, audio, seg_mask, title, title_mask) -> np.ndarray:
+    """Per-modality pooled statistics (N, 7 D): mean and std over the real segments of frame, motion
+    and audio, and the mean over the real title tokens (zeros where a video has none)."""
+    m = np.asarray(seg_mask, dtype=np.float32)[..., None]  # (N, S, 1)
+    n = np.maximum(m.sum(1), 1.0)  # (N, 1)
+    out = []
+    for a in (frame, motion, audio):
+        a = np.asarray(a, dtype=np.float32)
+        mean = (a * m).sum(1) / n
+        var = (((a - mean[:, None, :]) ** 2) * m).sum(1) / n
+        out += [mean, np.sqrt(np.maximum(var, 0.0))]
+    tm = np.asarray(title_mask, dtype=np.float32)[..., None]
+    out.append((np.asarray(title, dtype=np.float32) * tm).sum(1) / np.maximum(tm.sum(1), 1.0))
+    return np.hstack(out)
+
+
+@dataclass
+class PooledPCA:
+    """Content covariates without a learned encoder: pooled statistics, standardized, projected on
+    their first k principal components and scaled to unit variance (fitted on the training videos)."""
+
+    mean: np.ndarray  # (P,)
+    scale: np.ndarray  # (P,)
+    components: np.ndarray  # (K, P)
+    comp_scale: np.ndarray  # (K,)
+
+    @classmethod
+    def fit(cls, stats: np.ndarray, k: int = 16, max_rows: int = 30_000, seed: int = 0) -> PooledPCA:
+        stats = np.asarray(stats, dtype=np.float64)
+        rng = np.random.default_rng(seed)
+        if len(stats) > max_rows:
+            stats = stats[np.sort(rng.choice(len(stats), max_rows, replace=False))]
+        mean, scale = stats.mean(0), stats.std(0)
+        scale = np.where(scale > 1e-8, scale, 1.0)
+        zs = (stats - mean) / scale
+        _, sv, vt = np.linalg.svd(zs, full_matrices=False)
+        k = min(k, vt.shape[0])
+        comp_scale = np.maximum(sv[:k] / np.sqrt(max(len(zs) - 1, 1)), 1e-8)
+        return cls(mean, scale, vt[:k], comp_scale)
+
+    def transform(self, stats: np.ndarray) -> np.ndarray:
+        zs = (np.asarray(stats, dtype=np.float64) - self.mean) / self.scale
+        return (zs @ self.components.T) / self.comp_scale
+
+    def state(self) -> dict:
+        return {k: np.asarray(getattr(self, k)) for k in ("mean", "scale", "components", "comp_scale")}
+
+    @classmethod
+    def from_state(cls, st: dict) -> PooledPCA:
+        return cls(
+            *(np.asarray(st[k], dtype=np.float64) for k in ("mean", "scale", "components", "comp_scale"))
+        )
+
+
 def treatment(followers) -> np.ndarray:
     """t = ln(followers), followers below 1 count as 1."""
     return np.log(np.maximum(np.asarray(followers, dtype=np.float64), 1.0))
@@ -225,16 +290,20 @@ def plot_heatmap(
 
 @dataclass
 class FeiAdvisor:
-    """VS-VAE + Deep IV behind ``advise()`` (inference.client's advisor interface)."""
+    """Content encoder + Deep IV behind ``advise()`` (inference.client's advisor interface).
 
-    vsvae: V.VSVAE
-    vsvae_scale: dict
+    The content vector is the pooled-statistics PCA (``pooled``, the default fit) when set, else the
+    VS-VAE posterior mean (the paper's encoder)."""
+
+    vsvae: V.VSVAE | None
+    vsvae_scale: dict | None
     estimator: DeepIV
     smearing: float  # Duan's factor: E[impressions] = exp(h) * smearing
     log_f_support: tuple[float, float]  # training quantiles of ln followers; the grid lives inside
     config: FeiConfig = field(default_factory=FeiConfig)
     report: dict = field(default_factory=dict)  # fit diagnostics (saved alongside)
     model_version: str = ""
+    pooled: PooledPCA | None = None
 
     def __post_init__(self) -> None:
         lo = max(np.log(self.config.grid_min_followers), self.log_f_support[0])
@@ -247,7 +316,18 @@ class FeiAdvisor:
 
     # features -> covariates
     def encode(self, videos: VideoBatch, meta: VideoMeta) -> np.ndarray:
-        """(N, R) content vectors r (posterior means)."""
+        """(N, R) content vectors: pooled-statistics PCA scores, or VS-VAE posterior means."""
+        if self.pooled is not None:
+            return self.pooled.transform(
+                pooled_statistics(
+                    videos.frame,
+                    videos.motion,
+                    videos.audio,
+                    videos.seg_mask,
+                    videos.title,
+                    videos.title_mask,
+                )
+            )
         feats = {
             k: getattr(videos, k) for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")
         }
@@ -318,7 +398,11 @@ class FeiAdvisor:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        weights = {"vsvae": V.save_state(self.vsvae, self.vsvae_scale), "deepiv": self.estimator.state()}
+        weights: dict = {"deepiv": self.estimator.state()}
+        if self.vsvae is not None:
+            weights["vsvae"] = V.save_state(self.vsvae, self.vsvae_scale)
+        if self.pooled is not None:
+            weights["pooled"] = self.pooled.state()
         buf = io.BytesIO()
         torch.save(weights, buf)
         blob = buf.getvalue()
@@ -330,7 +414,13 @@ class FeiAdvisor:
             "smearing": self.smearing,
             "log_f_support": list(self.log_f_support),
             "config": asdict(self.config),
-            "covariates": ["r"] * self.vsvae.cfg.latent_dim + list(COVARIATE_POST_STATS),
+            "content": "pooled_pca" if self.pooled is not None else "vsvae",
+            "covariates": (
+                [f"pc{i}" for i in range(len(self.pooled.comp_scale))]
+                if self.pooled is not None
+                else ["r"] * self.vsvae.cfg.latent_dim
+            )
+            + list(COVARIATE_POST_STATS),
             "report": self.report,
         }
         (path / "config.json").write_text(json.dumps(cfg, indent=2, default=_json_default))
@@ -341,7 +431,8 @@ class FeiAdvisor:
         path = Path(path)
         cfg = json.loads((path / "config.json").read_text())
         weights = torch.load(path / "weights.pt", weights_only=False)
-        model, scale = V.load_state(weights["vsvae"])
+        model, scale = V.load_state(weights["vsvae"]) if "vsvae" in weights else (None, None)
+        pooled = PooledPCA.from_state(weights["pooled"]) if "pooled" in weights else None
         fc = FeiConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["config"].items()})
         return cls(
             model,
@@ -352,6 +443,7 @@ class FeiAdvisor:
             fc,
             cfg.get("report", {}),
             cfg["model_version"],
+            pooled,
         )
 
 

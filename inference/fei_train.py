@@ -32,11 +32,18 @@ from inference.deepiv import DeepIV, DeepIVConfig, instrument_validity
 from schemas import dataset as DS
 from schemas import limits as L
 
-FIT_VERSION = "fei-fit-1"  # bump when fitting changes so cached fits are not reused
+FIT_VERSION = "fei-fit-2"  # bump when fitting changes so cached fits are not reused
+
+
+CONTENT_KINDS = ("pooled", "vsvae")
 
 
 @dataclass
 class FitConfig:
+    # content representation: "pooled" = per-modality pooled statistics reduced by PCA (default,
+    # measured better on the paper world, docs/fei.md); "vsvae" = the paper's VS-VAE posterior mean
+    content: str = "pooled"
+    pooled_dim: int = 16  # principal components kept
     vsvae: V.VSVAEConfig = field(default_factory=V.VSVAEConfig)
     deepiv: DeepIVConfig = field(default_factory=lambda: DeepIVConfig(progress=True))
     fei: F.FeiConfig = field(default_factory=F.FeiConfig)
@@ -119,6 +126,21 @@ def dataset_editing(
     return np.concatenate(parts) if parts else np.zeros((0, len(V.EDITING_FEATURES)), np.float32)
 
 
+def dataset_pooled(
+    feats: dict[str, np.ndarray], rows: np.ndarray, chunk: int = 4096, progress: bool = True
+) -> np.ndarray:
+    """(N, 7 D) fei.pooled_statistics of the dataset's videos (rows = their feature rows)."""
+    parts = []
+    for i in tqdm(range(0, len(rows), chunk), desc="pooled statistics", disable=not progress):
+        r = np.sort(rows[i : i + chunk])
+        inv = np.argsort(np.argsort(rows[i : i + chunk], kind="stable"), kind="stable")
+        st = F.pooled_statistics(
+            *(feats[k][r] for k in ("frame", "motion", "audio", "seg_mask", "title", "title_mask"))
+        )
+        parts.append(st[inv])
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
 def load_source(root: str | Path, progress: bool = True) -> tuple[pa.Table, VideoMeta, V.FeatureSource]:
     videos, meta, rows = read_video_meta(root)
     feats = DS.load_features(root)
@@ -131,13 +153,25 @@ def load_source(root: str | Path, progress: bool = True) -> tuple[pa.Table, Vide
 
 def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool = True) -> FeiAdvisorFit:
     cfg = cfg or FitConfig()
+    if cfg.content not in CONTENT_KINDS:
+        raise ValueError(f"cfg.content: {cfg.content!r}, expected one of {CONTENT_KINDS}")
     t0 = time.time()
-    videos, meta, src = load_source(root, progress)
-    if len(src) < 20:
-        raise DS.DatasetError(f"{root}: {len(src)} videos; fitting FEI needs at least 20")
-    vfit = V.fit_vsvae(src, cfg.vsvae)
+    vfit, pooled, vs_report = None, None, {}
+    if cfg.content == "vsvae":
+        videos, meta, src = load_source(root, progress)
+        if len(src) < 20:
+            raise DS.DatasetError(f"{root}: {len(src)} videos; fitting FEI needs at least 20")
+        vfit = V.fit_vsvae(src, cfg.vsvae)
+        r = V.encode(vfit.model, src, progress=progress)
+        vs_report = {"vsvae": {"reconstruction_test": vfit.test_report, **vfit.history}}
+    else:
+        videos, meta, rows = read_video_meta(root)
+        if len(rows) < 20:
+            raise DS.DatasetError(f"{root}: {len(rows)} videos; fitting FEI needs at least 20")
+        stats = dataset_pooled(DS.load_features(root), rows, progress=progress)
+        pooled = F.PooledPCA.fit(stats, cfg.pooled_dim, seed=cfg.deepiv.seed)
+        r = pooled.transform(stats)
     t_vae = time.time() - t0
-    r = V.encode(vfit.model, src, progress=progress)
     x = F.covariates(r, meta)
     t = F.treatment(meta.followers)
     z = F.instrument(meta.past_avg_hearts)
@@ -148,17 +182,25 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
     resid = y - est.predict(treatment=t, covariates=x)
     report = {
         "n_videos": int(len(t)),
-        "vsvae": {"reconstruction_test": vfit.test_report, **vfit.history},
+        "content": cfg.content,
+        **vs_report,
         "deepiv": {
             **est.history,
             "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
         },
         "instrument_validity_gamma": instrument_validity(resid, x, z, max_rows=cfg.validity_rows),
-        "seconds": {"vsvae": round(t_vae, 1), "deepiv": round(t_iv, 1)},
+        "seconds": {"content": round(t_vae, 1), "deepiv": round(t_iv, 1)},
     }
     lo, hi = np.quantile(t, cfg.fei.support_quantiles)
     adv = F.FeiAdvisor(
-        vfit.model, vfit.scale, est, F.smearing_factor(est, t, x, y), (float(lo), float(hi)), cfg.fei, report
+        vfit.model if vfit else None,
+        vfit.scale if vfit else None,
+        est,
+        F.smearing_factor(est, t, x, y),
+        (float(lo), float(hi)),
+        cfg.fei,
+        report,
+        pooled=pooled,
     )
     return FeiAdvisorFit(adv, x, t, z, y, r)
 
@@ -187,7 +229,8 @@ def fit_or_load_advisor(
     dataset_path: str | Path, cache_dir: str | Path, cfg: FitConfig | None = None, progress: bool = True
 ) -> F.FeiAdvisor:
     """A fitted FeiAdvisor for this dataset: loaded from ``cache_dir`` when a fit of the same dataset
-    contents and configs is there, else fitted (VS-VAE + Deep IV) and saved there."""
+    contents and configs is there, else fitted (content encoder, by default pooled statistics + PCA,
+    then Deep IV) and saved there."""
     root = Path(dataset_path)
     DS.read_meta(root)
     cfg = cfg or FitConfig()
@@ -217,8 +260,15 @@ def cli_fit(argv: list[str]) -> int:
     p.add_argument("--vae-epochs", type=int, default=V.VSVAEConfig.max_epochs)
     p.add_argument("--iv-epochs", type=int, default=DeepIVConfig.max_epochs)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--content",
+        choices=CONTENT_KINDS,
+        default=FitConfig.content,
+        help="content representation: pooled statistics + PCA (default) or the paper's VS-VAE",
+    )
     a = p.parse_args(argv)
     cfg = FitConfig(
+        content=a.content,
         vsvae=V.VSVAEConfig(max_train_videos=a.vae_train_videos, max_epochs=a.vae_epochs, seed=a.seed),
         deepiv=DeepIVConfig(max_epochs=a.iv_epochs, seed=a.seed, progress=True),
     )
@@ -234,7 +284,7 @@ def cli_fit(argv: list[str]) -> int:
         f"videos={rep['n_videos']} first-stage R2={rep['deepiv']['first_stage_r2']:.3f} gamma={rep['instrument_validity_gamma']:.5f} "
         f"smearing={fit.advisor.smearing:.3f} seconds={rep['seconds']}"
     )
-    for k, v in rep["vsvae"]["reconstruction_test"].items():
+    for k, v in rep.get("vsvae", {}).get("reconstruction_test", {}).items():
         print(f"  vs-vae {k:8s} test MSE {v['vsvae_mse']:.4f}  NIR {v['nir_mse']:.4f}")
     return 0
 

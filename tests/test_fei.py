@@ -158,12 +158,49 @@ def test_advise_is_batch_invariant(world, advisor):
 
 
 def test_fit_or_load_reuses_the_cache_and_save_load_round_trips(world, advisor, tmp_path):
+    assert advisor.pooled is not None and advisor.vsvae is None  # the default content: pooled + PCA
     vb, meta = _batch(world, 20)
     advisor.save(tmp_path / "m")
     again = F.FeiAdvisor.load(tmp_path / "m")
     assert again.model_version == advisor.model_version
     a, b = advisor.advise(vb, meta, 0.02, 10.0), again.advise(vb, meta, 0.02, 10.0)
     assert np.allclose(a.fei, b.fei) and np.array_equal(a.optimal_followers, b.optimal_followers)
+
+
+def test_pooled_pca_whitens_and_round_trips():
+    rng = np.random.default_rng(0)
+    n, s, d = 300, 6, 8
+    mask = rng.random((n, s)) < 0.7
+    mask[:, 0] = True
+    frame, motion, audio = (rng.normal(size=(n, s, d)) * mask[..., None] for _ in range(3))
+    title, tmask = rng.normal(size=(n, 5, d)), rng.random((n, 5)) < 0.8
+    stats = F.pooled_statistics(frame, motion, audio, mask, title, tmask)
+    assert stats.shape == (n, 7 * d) and np.all(np.isfinite(stats))
+    # the segment mean ignores padded segments
+    m = mask[0]
+    assert np.allclose(stats[0, :d], frame[0][m].mean(0), atol=1e-5)
+    pca = F.PooledPCA.fit(stats, k=5)
+    sc = pca.transform(stats)
+    assert sc.shape == (n, 5) and np.allclose(sc.std(0, ddof=1), 1.0, atol=1e-6)
+    again = F.PooledPCA.from_state(pca.state())
+    assert np.allclose(again.transform(stats[:7]), sc[:7])
+
+
+def test_vsvae_content_option_still_fits_saves_and_advises(world, tmp_path):
+    cfg = FT.FitConfig(
+        content="vsvae",
+        vsvae=V.VSVAEConfig(max_epochs=1, max_train_videos=300, progress=False, latent_dim=4),
+        deepiv=DeepIVConfig(first_hidden=(16,), second_hidden=(16,), max_epochs=2, n_components=2),
+        validity_rows=1000,
+    )
+    adv = FT.fit_advisor(world, cfg, progress=False).advisor
+    assert adv.pooled is None and adv.vsvae is not None and adv.report["content"] == "vsvae"
+    adv.save(tmp_path / "v")
+    again = F.FeiAdvisor.load(tmp_path / "v")
+    vb, meta = _batch(world, 10)
+    assert np.allclose(adv.advise(vb, meta, 0.02, 10.0).fei, again.advise(vb, meta, 0.02, 10.0).fei)
+    with pytest.raises(ValueError, match="content"):
+        FT.fit_advisor(world, FT.FitConfig(content="nope"), progress=False)
 
 
 def test_cli_fit_and_advise(world, tmp_path, capsys):

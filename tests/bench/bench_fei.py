@@ -7,7 +7,8 @@
 generated on first use when missing). Writes runs/bench/fei/*.json and *.png and prints figures.
 
 Parts
-- ``fit``: VS-VAE + Deep IV on the world's videos (fit_advisor), cached in runs/bench/fei/advisor.
+- ``fit``: content representation (``--content``: pooled statistics + PCA by default, or the
+  paper's VS-VAE) + Deep IV on the world's videos (fit_advisor), cached in runs/bench/fei/advisor.
 - ``eval``: on every video, FEI error of Deep IV / naive neural regression / 2SLS against the true
   FEI (inference.sim.truth.true_fei) over the truth grid (ln F from 100 to 10M, 64 points) kept
   inside the observed support of followers (0.5%-99.5% quantiles), and also over the central 95%;
@@ -124,7 +125,9 @@ def part_fit(dataset: Path, args) -> dict:
         print(f"using the cached fit in {cache}")
         return {"cached": True}
     cfg = FT.FitConfig(
-        vsvae=V.VSVAEConfig(max_train_videos=args.vae_train_videos, max_epochs=args.vae_epochs), deepiv=IV_CFG
+        content=args.content,
+        vsvae=V.VSVAEConfig(max_train_videos=args.vae_train_videos, max_epochs=args.vae_epochs),
+        deepiv=IV_CFG,
     )
     t0 = time.time()
     fit = FT.fit_advisor(dataset, cfg)
@@ -303,7 +306,7 @@ def part_eval(dataset: Path, args) -> dict:
     )
     res["heatmap_optimal_followers"] = heat
 
-    # advise throughput (VS-VAE encode + curves + optimum), batches of 256 from the dataset
+    # advise throughput (content encode + curves + optimum), batches of 256 from the dataset
     videos, meta, rows = FT.read_video_meta(dataset)
     from schemas import dataset as DS
 
@@ -429,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="fit,eval,scale")
     p.add_argument("--ns", default="10000,50000,100000,250000,500000")
     p.add_argument("--n-eval", type=int, default=3000, help="videos whose curves are compared with the truth")
+    p.add_argument(
+        "--content",
+        choices=FT.CONTENT_KINDS,
+        default=FT.FitConfig.content,
+        help="content representation of the fit: pooled statistics + PCA (default) or the VS-VAE",
+    )
     p.add_argument("--vae-train-videos", type=int, default=30_000)
     p.add_argument("--vae-epochs", type=int, default=8)
     p.add_argument("--refit", action="store_true", help="fit VS-VAE and Deep IV again even if cached")
