@@ -350,3 +350,41 @@ def test_cli_train_and_evaluate(dataset, tmp_path, capsys):
     assert cli_evaluate([*args, "--models", "LAMM,SeasonalNaive", "--ablations", ""]) == 0
     assert "| LAMM |" in (tmp_path / "ev" / "report.md").read_text()
     assert "saved lamm-" in capsys.readouterr().out
+
+
+def test_stream_build_x_equals_training_day_input(tmp_path):
+    """Replaying the dataset's events through streams.state gives, at each day close, the x training builds
+    (engagement sums, weekday and all): one definition for both sides."""
+    from inference.sim import simulate
+    from inference.sim.events import iter_events
+    from streams.state import apply_event, day_ordinal
+
+    dataset = tmp_path / "tiny"
+    simulate("tiny", seed=3).write_dataset(dataset)  # a world the event replay accepts as is
+    data = load_lamm_data(dataset)
+    torch.manual_seed(0)
+    m = Lamm(LammConfig()).eval()
+    b = make_batch(data, np.arange(data.n_products))
+    with torch.inference_mode():
+        h = m.encode(*b.videos())
+        x = build_day_inputs(h, b).numpy()  # (P, D, F)
+    videos = ds.read_table(dataset, "videos").to_pandas()
+    order = videos.assign(p=videos["product_id"].map({p: i for i, p in enumerate(data.product_ids)}))
+    order = order.sort_values(["p", "publish_day", "video_id"], kind="stable")
+    hv = dict(zip(order["video_id"], h.numpy(), strict=True))
+    p_index = {p: i for i, p in enumerate(data.product_ids)}
+    start = date.fromisoformat(ds.read_meta(dataset)["start_date"])
+    states: dict = {}
+    checked = 0
+    for ev in iter_events(dataset, inline_features=False):
+        vid = getattr(ev, "video_id", None)
+        enc = hv[vid] if type(ev).__name__ == "VideoPublished" else None
+        states[ev.product_id], res = apply_event(states.get(ev.product_id), ev, h=enc, h_dim=128)
+        for req in res.forecasts:
+            if req.kind != "day_close":
+                continue
+            t = (ev.day - start).days
+            assert req.issued_day == day_ordinal(ev.day)
+            np.testing.assert_allclose(req.xs[-1], x[p_index[ev.product_id], t], rtol=1e-5, atol=1e-5)
+            checked += 1
+    assert checked > data.n_products
