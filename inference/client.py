@@ -47,10 +47,13 @@ class VideoBatch:
         return self.frame.shape[0]
 
     @classmethod
-    def empty(cls, n: int) -> VideoBatch:
+    def empty(cls, n: int, fill: bool = True) -> VideoBatch:
+        """A batch of n videos with no segments (zeros); ``fill=False`` leaves the memory
+        uninitialised for callers that overwrite every row."""
         s, t, d = L.MAX_SEGMENTS, L.MAX_TITLE_TOKENS, L.FEATURE_DIM
-        z = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
-        return cls(z(n, s, d), z(n, s, d), z(n, s, d), np.zeros((n, s), bool), z(n, t, d), np.zeros((n, t), bool))
+        alloc = np.zeros if fill else np.empty
+        z = lambda *shape: alloc(shape, dtype=np.float32)  # noqa: E731
+        return cls(z(n, s, d), z(n, s, d), z(n, s, d), alloc((n, s), bool), z(n, t, d), alloc((n, t), bool))
 
     @classmethod
     def from_arrays(cls, items: list[dict[str, np.ndarray]]) -> VideoBatch:

@@ -134,7 +134,8 @@ class Processor:
             pending_close.clear()
             if pending_advice:
                 idx = np.array([r for _, r in pending_advice])
-                sub = batch.take(idx)
+                whole = len(idx) == len(batch) and (idx == np.arange(len(idx))).all()
+                sub = batch if whole else batch.take(idx)  # no copy of the features in the usual case
                 adv = await self.client.advise(sub, video_meta([vids[i] for i in idx], sub), self.value, self.cost)
                 reqs = [a for a, _ in pending_advice]
                 out.rows.extend(

@@ -48,7 +48,9 @@ class FeatureResolver:
     def resolve(self, events: Sequence[VideoPublished]) -> tuple[VideoBatch, dict[int, str]]:
         """One padded batch for ``events`` and {position: error} for those that cannot be resolved
         (their rows stay zero); each event is resolved once, dataset rows in one gather per dataset."""
-        b = VideoBatch.empty(len(events))
+        # rows of dataset references are overwritten whole: skip zero-filling when every row is one
+        all_refs = all(ev.features is None for ev in events)
+        b = VideoBatch.empty(len(events), fill=not all_refs)
         errors: dict[int, str] = {}
         refs: dict[str, list[tuple[int, int]]] = {}  # dataset dir -> [(batch row, dataset row)]
         for i, ev in enumerate(events):
@@ -67,6 +69,11 @@ class FeatureResolver:
             dst, src = dst[order], src[order]
             for name in ("frame", "motion", "audio", "seg_mask", "title", "title_mask"):
                 getattr(b, name)[dst] = feats[name][src]
+        if not all_refs or not errors:
+            return b, errors
+        for i in errors:  # never-written rows of a no-fill batch: make them the zero padding they stand for
+            for name in ("frame", "motion", "audio", "seg_mask", "title", "title_mask"):
+                getattr(b, name)[i] = 0
         return b, errors
 
     def batch(self, events: Sequence[VideoPublished]) -> VideoBatch:

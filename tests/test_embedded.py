@@ -98,3 +98,33 @@ def test_event_file_with_bad_lines_dead_letters_them(tiny_world, tmp_path):
     assert res.counts["applied"] == len(lines)
     dl = _rows(tmp_path / "chdb", "SELECT error_type, raw FROM liftstream.dead_letters FINAL ORDER BY raw")
     assert dl == [("ValidationError", '{"type": "sales_daily", "event_id": "z"}'), ("ValidationError", "{oops")]
+
+
+def test_dataset_references_resolve_and_unsupported_media_is_dead_lettered(tiny_world):
+    import asyncio
+
+    import numpy as np
+
+    from inference.client import AsyncInProcessClient, InProcessClient
+    from inference.sim.events import iter_events
+    from inference.standin import ConstantElasticityAdvisor, SeasonalNaiveForecaster
+    from schemas.events import VideoPublished
+    from schemas.outputs import DeadLetter
+    from streams.processor import Processor, replay_clock
+    from streams.scoring import FeatureResolver
+
+    videos = [e for e in iter_events(tiny_world, inline_features=False) if isinstance(e, VideoPublished)][:5]
+    bad = videos[1].model_copy(update={"media_uri": "s3://bucket/video.mp4", "event_id": "v:bad", "video_id": "bad"})
+    batch, errors = FeatureResolver().resolve([videos[0], bad, videos[2]])
+    assert list(errors) == [1] and "extractors" in errors[1]
+    assert not batch.seg_mask[1].any() and not batch.frame[1].any()  # the failed row is zero padding
+    row = int(videos[2].media_uri.rsplit("=", 1)[1])
+    feats = np.load(tiny_world / "features" / "frame.npy", mmap_mode="r")
+    np.testing.assert_array_equal(batch.frame[2], feats[row].astype(np.float32))
+
+    client = AsyncInProcessClient(InProcessClient(SeasonalNaiveForecaster(), ConstantElasticityAdvisor()))
+    proc = asyncio.run(Processor.create(client, {}, clock=replay_clock))
+    out = asyncio.run(proc.process([videos[0], bad, videos[2]]))
+    assert out.counts["applied"] == 2 and out.counts["dead_letter"] == 1
+    (dead,) = [r for r in out.rows if isinstance(r, DeadLetter)]
+    assert dead.error_type == "UnsupportedMedia" and '"video_id":"bad"' in dead.raw
