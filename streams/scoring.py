@@ -1,6 +1,6 @@
 """Glue between the pure state's requests and the model client, shared by every runner.
 
-- ``FeatureResolver`` turns a ``VideoPublished`` into its padded features: inline
+- ``FeatureResolver.resolve`` turns ``VideoPublished`` events into padded features: inline
   ``SegmentFeatures``, or a ``dataset://<dir>#row=<i>`` reference into a dataset's feature
   arrays. Other media URIs need the extractor models, which this build does not deploy: such an
   event is rejected with ``UnsupportedMedia`` (a dead letter, not a crash).
@@ -75,13 +75,6 @@ class FeatureResolver:
             for name in ("frame", "motion", "audio", "seg_mask", "title", "title_mask"):
                 getattr(b, name)[i] = 0
         return b, errors
-
-    def batch(self, events: Sequence[VideoPublished]) -> VideoBatch:
-        """One padded batch; raises UnsupportedMedia for the first event that cannot be resolved."""
-        b, errors = self.resolve(events)
-        if errors:
-            raise UnsupportedMedia(next(iter(errors.values())))
-        return b
 
     def _fill(self, b: VideoBatch, i: int, ev: VideoPublished) -> tuple[str, int] | None:
         """Fill row ``i`` from inline features, or return the (dataset dir, row) to gather."""
