@@ -177,6 +177,14 @@ def throughput(args) -> dict:
             produce_s = time.perf_counter() - t0
             raw = raw_consume_rate(svc.kafka.bootstrap, topic, len(items))
             w = _worker(svc, name, batch_max=args.batch_max, batch_within=0.2).start()
+            spy = None
+            if args.profile is not None:  # sample the worker's stacks while it drains the topic
+                spy = subprocess.Popen(
+                    [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "--pid", str(w.proc.pid),
+                     "--rate", "50", "--format", {".json": "speedscope", ".txt": "raw"}.get(args.profile.suffix, "flamegraph"),
+                     "--output", str(args.profile)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
             try:
                 samples = []
 
@@ -193,6 +201,9 @@ def throughput(args) -> dict:
                 per_cpu_s = (n_last - n_first) / max(c_last - c_first, 1e-9)
                 totals = w.stats()["totals"]
             finally:
+                if spy is not None:
+                    spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+                    spy.wait(60)
                 w.stop()
             store = open_store(svc.ch.url + f"db_{name}")
             in_ch = int(store.query(f"SELECT count() FROM db_{name}.engagement_daily FINAL")[0][0])
@@ -349,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--products", type=int, default=2000)
     t.add_argument("--videos-per-day", type=int, default=1)
     t.add_argument("--batch-max", type=int, default=5000)
+    t.add_argument("--profile", type=Path, help="py-spy the worker while it drains: .svg flamegraph, .json speedscope, .txt collapsed stacks")
     la = sub.add_parser("latency")
     la.add_argument("--rate", type=float, default=2000)
     la.add_argument("--seconds", type=float, default=30)

@@ -1,0 +1,176 @@
+"""Two faust-streaming hot spots, replaced for the worker's throughput (profiled, then measured).
+
+1. **The per-message drain.** ``faust.transport.consumer.Consumer._drain_messages`` hands every
+   fetched message to the conductor through ``Service.wait_first(callback(message),
+   suspend_flow.wait())``: four tasks, two ``Event.wait`` coroutines and an ``asyncio.wait`` per
+   message, about a fifth of the worker's CPU at 5k events/s (py-spy with ``--gil``). Almost every
+   delivery completes without ever suspending (the stream's queue has room, flow is active), so
+   ``FastDrainConsumer`` runs the callback's first step inline and only falls back to the same
+   ``wait_first`` (same cancellation on a flow suspension, same stop handling) when the callback
+   actually waits. The rest of the loop is the original's, line for line.
+2. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
+   the *root* logger to DEBUG even at ``--loglevel warning``, so every ``log.debug`` in aiokafka
+   and Faust builds a ``LogRecord`` (about 5% of the worker's CPU). ``QuietWorker`` skips it.
+
+Both are written against faust-streaming 0.15.3; ``tests/test_faust_fast.py`` pins the original
+source of the drain loop so that an upgrade fails a test instead of silently diverging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, cast
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
+
+FAUST_VERSION = "0.15.3"  # the version _drain_messages below was copied from
+
+
+@types.coroutine
+def resume(coro: Coroutine, yielded: Any):
+    """Run ``coro`` to its end, given that its first step already ran and yielded ``yielded``.
+
+    A generator-based coroutine that forwards what the task sends or throws, so it can be handed
+    to ``asyncio.ensure_future`` (the task then drives the rest of ``coro``).
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a cancellation or error thrown in by the task
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def finish(coro: Coroutine, yielded: Any) -> Any:
+    """``resume`` as a native coroutine (what ``Service.wait_first`` and tasks accept)."""
+    return await resume(coro, yielded)
+
+
+def start(coro: Coroutine) -> tuple[bool, Any]:
+    """Run the first step of ``coro``: (True, its result) when it finished without waiting,
+    else (False, what it yielded) to be finished with ``resume``."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, yielded
+
+
+class FastDrainConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with an inline fast path for message delivery (see module doc)."""
+
+    async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - runs in every worker test
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        flag_consumer_fetching = CONSUMER_FETCHING
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = cast(AsyncIterator, getmany(timeout=1.0))
+
+                # Sleeping because sometimes getmany is called in a loop
+                # never releasing to the event loop
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            # We have a gap in income messages
+                            if gap > 1 and r_offset:
+                                acks_enabled = acks_enabled_for(message.topic)
+                                if acks_enabled:
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            # LiftStream: the inline fast path (the original always awaits
+                            # wait_first(callback(message), suspend_flow.wait()))
+                            coro = callback(message)
+                            done, yielded = start(coro)
+                            if not done:
+                                await self.wait_first(finish(coro, yielded), self.suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                        else:
+                            self.log.dev(
+                                "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                                offset,
+                                message.key,
+                                message.value,
+                            )
+                    unset_flag(flag_consumer_fetching)
+
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                # we're already stopping so ignore
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                # we're already stopping so ignore
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
+
+
+class FastTransport(faust_aiokafka.Transport):
+    Consumer = FastDrainConsumer
+
+
+class LiftStreamApp(faust.App):
+    """``faust.App`` whose consumer transport is ``FastTransport`` (for kafka:// brokers)."""
+
+    def _new_transport(self):
+        url = self.conf.broker_consumer[0]
+        if url.scheme != "kafka":
+            return super()._new_transport()
+        return FastTransport(self.conf.broker_consumer, self)
+
+
+class QuietWorker(faust.Worker):
+    """``faust.Worker`` without the terminal spinner, whose handler puts the root logger at DEBUG."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None

@@ -1,0 +1,105 @@
+"""The inline fast path of streams/faust_fast.py: same results, exceptions and cancellation as a task."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+
+import faust
+import pytest
+from faust.transport.consumer import Consumer as FaustConsumer
+
+from streams.faust_fast import FAUST_VERSION, FastDrainConsumer, QuietWorker, finish, start
+
+# sha256 of inspect.getsource(faust.transport.consumer.Consumer._drain_messages) in the version
+# FastDrainConsumer was copied from; a new faust-streaming must be reviewed and this updated
+ORIGINAL_DRAIN_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+
+
+def test_pinned_faust_version():
+    src = inspect.getsource(FaustConsumer._drain_messages)
+    digest = hashlib.sha256(src.encode()).hexdigest()
+    assert faust.__version__ == FAUST_VERSION, f"faust-streaming {faust.__version__}: review streams/faust_fast.py"
+    assert digest == ORIGINAL_DRAIN_SHA256, f"Consumer._drain_messages changed upstream ({digest})"
+    assert FastDrainConsumer._drain_messages is not FaustConsumer._drain_messages
+
+
+async def _no_wait(x):
+    return x * 2
+
+
+async def _waits(fut, log):
+    log.append("before")
+    got = await fut
+    log.append("after")
+    return got + 1
+
+
+async def _raises_after_wait(fut):
+    await fut
+    raise KeyError("boom")
+
+
+def test_start_completes_inline_without_a_task():
+    async def go():
+        done, value = start(_no_wait(21))
+        assert (done, value) == (True, 42)
+
+    asyncio.run(go())
+
+
+def test_start_then_finish_equals_awaiting():
+    async def go():
+        loop = asyncio.get_running_loop()
+        fut, log = loop.create_future(), []
+        coro = _waits(fut, log)
+        done, yielded = start(coro)
+        assert not done and log == ["before"]  # ran up to its first wait, inline
+        task = asyncio.ensure_future(finish(coro, yielded))
+        await asyncio.sleep(0)
+        assert not task.done()
+        fut.set_result(1)
+        assert await task == 2
+        assert log == ["before", "after"]
+
+    asyncio.run(go())
+
+
+def test_finish_propagates_errors_and_cancellation():
+    async def go():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        coro = _raises_after_wait(fut)
+        done, yielded = start(coro)
+        task = asyncio.ensure_future(finish(coro, yielded))
+        fut.set_result(None)
+        with pytest.raises(KeyError):
+            await task
+
+        log: list[str] = []
+        fut2 = loop.create_future()
+        coro2 = _waits(fut2, log)
+        _, yielded2 = start(coro2)
+        task2 = asyncio.ensure_future(finish(coro2, yielded2))
+        await asyncio.sleep(0)
+        task2.cancel()  # what wait_first does when the flow is suspended
+        with pytest.raises(asyncio.CancelledError):
+            await task2
+        assert fut2.cancelled() and log == ["before"]
+
+    asyncio.run(go())
+
+
+def test_quiet_worker_keeps_the_root_logger_level():
+    app = faust.App("quiet-test", broker="memory://", autodiscover=False, web_enabled=False)
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        w = QuietWorker(app, loglevel="WARNING", quiet=True)
+        w.on_setup_root_logger(root, logging.WARNING)
+        assert w.spinner is None
+        assert root.level == level and root.handlers == handlers
+    finally:
+        root.setLevel(level)
