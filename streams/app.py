@@ -442,7 +442,6 @@ def create_app(
         consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         producer_max_request_size=MAX_MESSAGE_BYTES,
         stream_buffer_maxsize=max(4 * settings.batch_max, 4096),
-        broker_max_poll_records=settings.batch_max,  # one fetch is at most one batch
         web_enabled=web,
         web_port=settings.worker_web_port if web else 6066,
         web_bind="127.0.0.1",
@@ -470,13 +469,11 @@ def create_app(
     worker = Worker(settings, app, table, topics, out_topics, client_factory, sink_factory, stats_file)
     app.liftstream = worker
 
-    # the agent: the input topic's messages reach Worker.handle in micro-batches through a batch
-    # lane (streams/faust_fast.py), acknowledged once handled; Faust commits their offsets
-    async def score(messages):
-        # a tombstone (null value) is bad input like any other: it becomes a dead letter
-        await worker.handle([b"" if m.value is None else m.value for m in messages])
-
-    app.batch_lane(events, score, max_batch=settings.batch_max, within_s=settings.batch_within_s)
+    @app.agent(events, name=f"{settings.app_id}.score")
+    async def score(stream):
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            # a tombstone (null value) is bad input like any other: it becomes a dead letter
+            await worker.handle([b"" if ev.value is None else ev.value for ev in batch])
 
     if settings.day_close_timeout_s > 0:
         tick = min(max(settings.day_close_timeout_s / 4, 0.25), 60.0)

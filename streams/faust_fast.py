@@ -8,18 +8,7 @@
    ``FastDrainConsumer`` runs the callback's first step inline and only falls back to the same
    ``wait_first`` (same cancellation on a flow suspension, same stop handling) when the callback
    actually waits. The rest of the loop is the original's, line for line.
-2. **Batch lanes.** Even inline, Faust's per-event path (conductor callback, Event, channel queue,
-   Stream, sensors, per-event ack) costs about 37 us of CPU per event with no processing at all
-   (``faust.App`` with an empty agent drains 13.5k events/s, 18k with the fast path above). A topic
-   registered with ``LiftStreamApp.batch_lane`` skips it: its fetched messages are tracked like
-   Faust tracks them (``Consumer.track_message``), collected into batches (at most ``max_batch``
-   messages, at most ``within_s`` after the first) and handed to the lane's handler, which runs
-   inline in the drain loop; when it returns, each message is acknowledged through
-   ``Consumer.ack``, so offsets are committed by Faust exactly as for a stream. A batch whose
-   fetch ended because a rebalance suspended the flow is not processed: its messages are
-   untracked and fetched again from the committed offsets after the rebalance, as Faust does with
-   the events it clears from its stream buffers. Changelog and other topics keep Faust's path.
-3. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
+2. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
    the *root* logger to DEBUG even at ``--loglevel warning``, so every ``log.debug`` in aiokafka
    and Faust builds a ``LogRecord`` (about 5% of the worker's CPU). ``QuietWorker`` skips it.
 
@@ -32,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from time import monotonic
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, cast
 
 import faust
@@ -85,16 +72,6 @@ def start(coro: Coroutine) -> tuple[bool, Any]:
     return False, yielded
 
 
-@dataclass(frozen=True)
-class BatchLane:
-    """A topic whose messages go to ``handler(messages)`` in batches instead of Faust streams."""
-
-    topic: str
-    handler: Callable[[list], Awaitable[None]]
-    max_batch: int = 2000
-    within_s: float = 0.2
-
-
 class FastDrainConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer with an inline fast path for message delivery (see module doc)."""
 
@@ -116,16 +93,10 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         num_since_yield = 0
         sleep = asyncio.sleep
 
-        # LiftStream: batch lanes (topic -> BatchLane) and the batch being collected for each
-        lanes: dict[str, BatchLane] = getattr(self.app, "batch_lanes", {})
-        pending: dict[str, list] = {name: [] for name in lanes}
-        deadline: float | None = None  # when the oldest collected message must be handed over
-
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
-                timeout = 1.0 if deadline is None else max(deadline - monotonic(), 0.0)
-                ait = cast(AsyncIterator, getmany(timeout=timeout))
+                ait = cast(AsyncIterator, getmany(timeout=1.0))
 
                 # Sleeping because sometimes getmany is called in a loop
                 # never releasing to the event loop
@@ -149,23 +120,12 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            lane = lanes.get(tp.topic) if lanes else None
-                            if lane is not None:  # LiftStream: collected for the lane's handler
-                                self.track_message(message)
-                                batch = pending[tp.topic]
-                                batch.append(message)
-                                if deadline is None:
-                                    deadline = monotonic() + lane.within_s
-                                if len(batch) >= lane.max_batch:
-                                    pending[tp.topic] = []
-                                    await self._run_lane(lane, batch)
-                            else:
-                                # LiftStream: the inline fast path (the original always awaits
-                                # wait_first(callback(message), suspend_flow.wait()))
-                                coro = callback(message)
-                                done, yielded = start(coro)
-                                if not done:
-                                    await self.wait_first(finish(coro, yielded), self.suspend_flow.wait())
+                            # LiftStream: the inline fast path (the original always awaits
+                            # wait_first(callback(message), suspend_flow.wait()))
+                            coro = callback(message)
+                            done, yielded = start(coro)
+                            if not done:
+                                await self.wait_first(finish(coro, yielded), self.suspend_flow.wait())
                             set_read_offset(tp, offset)
                         else:
                             self.log.dev(
@@ -175,13 +135,6 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                                 message.value,
                             )
                     unset_flag(flag_consumer_fetching)
-                # LiftStream: hand over the collected batches when due (or when the flow stopped)
-                if deadline is not None and (monotonic() >= deadline or not self.flow_active or self.should_stop):
-                    deadline = None
-                    for name, batch in pending.items():
-                        if batch:
-                            pending[name] = []
-                            await self._run_lane(lanes[name], batch)
 
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -201,39 +154,13 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(flag_consumer_fetching)
 
-    async def _run_lane(self, lane: BatchLane, messages: list) -> None:
-        """Process one batch of a lane and acknowledge its messages (see the module doc)."""
-        if not self.flow_active or self.should_stop:
-            # a rebalance (or shutdown) began while it was collected: fetched again afterwards
-            for message in messages:
-                self._unacked_messages.discard(message)
-            self.log.info("batch lane %s: %d message(s) left for after the rebalance", lane.topic, len(messages))
-            return
-        await lane.handler(messages)
-        ack = self.ack
-        for message in messages:
-            ack(message)
-
 
 class FastTransport(faust_aiokafka.Transport):
     Consumer = FastDrainConsumer
 
 
 class LiftStreamApp(faust.App):
-    """``faust.App`` whose consumer transport is ``FastTransport`` (for kafka:// brokers), with
-    batch lanes (see the module doc)."""
-
-    batch_lanes: dict[str, BatchLane]
-
-    def batch_lane(self, topic, handler, *, max_batch: int = 2000, within_s: float = 0.2) -> BatchLane:
-        """Subscribe ``topic`` (a ``faust.Topic`` of one topic name) and send its messages to
-        ``handler(list of Message)`` in batches; each is acknowledged once the handler returns."""
-        (name,) = topic.topics
-        if not hasattr(self, "batch_lanes"):
-            self.batch_lanes = {}
-        lane = self.batch_lanes[name] = BatchLane(name, handler, max_batch=max_batch, within_s=within_s)
-        self.topics.add(topic)  # the conductor subscribes it; no stream reads it
-        return lane
+    """``faust.App`` whose consumer transport is ``FastTransport`` (for kafka:// brokers)."""
 
     def _new_transport(self):
         url = self.conf.broker_consumer[0]
