@@ -25,7 +25,12 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     topic_partitions: int = 4
     worker_web_port: int = 6066
-    batch_max: int = Field(2000, description="Events per micro-batch inside an agent.")
+    batch_max: int = Field(
+        20_000,
+        description="Most events per micro-batch of the worker (a batch also closes batch_within_s after its "
+        "first event, so batches are small at low rates; large ones amortise the ClickHouse inserts and state "
+        "writes under load: bench_stream throughput 11.8k events/s at 5000, 13.2k at 20000).",
+    )
     batch_within_s: float = Field(0.2, description="Longest wait to fill a micro-batch.")
     broker_session_timeout_s: float = 60.0
     broker_rebalance_timeout_s: float = 60.0

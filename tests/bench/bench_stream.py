@@ -199,7 +199,8 @@ def throughput(args) -> dict:
                 (t_first, n_first, c_first), (t_last, n_last, c_last) = samples[0], samples[-1]
                 rate = (n_last - n_first) / (t_last - t_first)
                 per_cpu_s = (n_last - n_first) / max(c_last - c_first, 1e-9)
-                totals = w.stats()["totals"]
+                final = w.stats()
+                totals, stage_s = final["totals"], final.get("stage_s", {})
             finally:
                 if spy is not None:
                     spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
@@ -217,6 +218,7 @@ def throughput(args) -> dict:
         "worker_events_per_cpu_s": round(per_cpu_s), "worker_cpu_share": round((c_last - c_first) / (t_last - t_first), 2),
         "loadavg_1m_end": os.getloadavg()[0],
         "engagement_rows_in_clickhouse": in_ch, "totals": totals,
+        "batch_stage_wall_s": stage_s, "drain_wall_s": round(t_last - t_first, 2),
     }
 
 
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--events", type=int, default=300_000)
     t.add_argument("--products", type=int, default=2000)
     t.add_argument("--videos-per-day", type=int, default=1)
-    t.add_argument("--batch-max", type=int, default=5000)
+    t.add_argument("--batch-max", type=int, default=20_000)
     t.add_argument("--profile", type=Path, help="py-spy the worker while it drains: .svg flamegraph, .json speedscope, .txt collapsed stacks")
     la = sub.add_parser("latency")
     la.add_argument("--rate", type=float, default=2000)
