@@ -236,6 +236,12 @@ class _NeuralResponse:
     cfg: DeepIVConfig
     h: ResponseNet | None = None
 
+    def __init__(self, config: DeepIVConfig | None = None, **overrides):
+        self.cfg = config or DeepIVConfig()
+        if overrides:
+            self.cfg = DeepIVConfig(**{**asdict(self.cfg), **overrides})
+        self.h, self.history = None, {}
+
     def _check_fitted(self) -> None:
         if self.h is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
@@ -275,13 +281,25 @@ class _NeuralResponse:
         d = torch.cat(parts).double().numpy() if parts else np.zeros(0)
         return d * self.y_scaler.std[0] / self.t_scaler.std[0]
 
-    def _fit_scalers(self, t, x, y) -> None:
+    def _start_fit(self, treatment, covariates, outcome):
+        """Checked (t, x, y) arrays, torch seeded and threaded from the config, scalers fitted;
+        returns them with n and the split's random generator."""
+        cfg = self.cfg
+        t = _as_1d("treatment", treatment)
+        n = t.shape[0]
+        x = _as_2d("covariates", covariates, n)
+        y = _as_1d("outcome", outcome, n)
+        if n < 20:
+            raise ValueError(f"need at least 20 rows to fit with a held-out split, got {n}")
+        torch.manual_seed(cfg.seed)
+        torch.set_num_threads(cfg.threads)
         self.t_scaler, self.x_scaler, self.y_scaler = (
             _Scaler.fit(t[:, None]),
             _Scaler.fit(x),
             _Scaler.fit(y[:, None]),
         )
         self.n_covariates = x.shape[1]
+        return t, x, y, n, np.random.default_rng(cfg.seed)
 
     def response_state(self) -> dict:
         """Everything predict()/marginal_effect() need, as tensors and plain values (for saving)."""
@@ -328,26 +346,15 @@ class DeepIV(_NeuralResponse):
     """Deep IV with a mixture-density first stage and an unbiased-gradient second stage."""
 
     def __init__(self, config: DeepIVConfig | None = None, **overrides):
-        self.cfg = config or DeepIVConfig()
-        if overrides:
-            self.cfg = DeepIVConfig(**{**asdict(self.cfg), **overrides})
-        self.h, self.mdn, self.history = None, None, {}
+        super().__init__(config, **overrides)
+        self.mdn = None
 
     def fit(self, *, treatment, covariates, instruments, outcome, on_epoch=None) -> DeepIV:
         """Fit both stages. ``on_epoch(stage, epoch, val_loss)``, if given, is called after every epoch
         (diagnostics: e.g. track a truth-based error while training)."""
         cfg = self.cfg
-        t = _as_1d("treatment", treatment)
-        n = t.shape[0]
-        x = _as_2d("covariates", covariates, n)
+        t, x, y, n, rng = self._start_fit(treatment, covariates, outcome)
         z = _as_2d("instruments", instruments, n)
-        y = _as_1d("outcome", outcome, n)
-        if n < 20:
-            raise ValueError(f"need at least 20 rows to fit with a held-out split, got {n}")
-        torch.manual_seed(cfg.seed)
-        torch.set_num_threads(cfg.threads)
-        rng = np.random.default_rng(cfg.seed)
-        self._fit_scalers(t, x, y)
         self.z_scaler = _Scaler.fit(z)
         ts = torch.from_numpy(self.t_scaler(t[:, None])[:, 0])  # (N,)
         xs = torch.from_numpy(self.x_scaler(x))  # (N, P)
@@ -456,24 +463,9 @@ class DeepIV(_NeuralResponse):
 class NaiveNeuralRegression(_NeuralResponse):
     """E[y | t, x] by the same response network, ignoring the instrument (biased under confounding)."""
 
-    def __init__(self, config: DeepIVConfig | None = None, **overrides):
-        self.cfg = config or DeepIVConfig()
-        if overrides:
-            self.cfg = DeepIVConfig(**{**asdict(self.cfg), **overrides})
-        self.h, self.history = None, {}
-
     def fit(self, *, treatment, covariates, outcome, instruments=None) -> NaiveNeuralRegression:
         cfg = self.cfg
-        t = _as_1d("treatment", treatment)
-        n = t.shape[0]
-        x = _as_2d("covariates", covariates, n)
-        y = _as_1d("outcome", outcome, n)
-        if n < 20:
-            raise ValueError(f"need at least 20 rows to fit with a held-out split, got {n}")
-        torch.manual_seed(cfg.seed)
-        torch.set_num_threads(cfg.threads)
-        rng = np.random.default_rng(cfg.seed)
-        self._fit_scalers(t, x, y)
+        t, x, y, n, rng = self._start_fit(treatment, covariates, outcome)
         ts = torch.from_numpy(self.t_scaler(t[:, None])[:, 0])
         xs = torch.from_numpy(self.x_scaler(x))
         ys = torch.from_numpy(self.y_scaler(y[:, None])[:, 0])

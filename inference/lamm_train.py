@@ -252,11 +252,9 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
     )
 
 
-def cli_train(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="liftstream train", description="Train LAMM + conformal intervals.")
-    _config_args(ap)
-    a = ap.parse_args(argv)
-    tc = TrainConfig(
+def _train_config(a: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of the flags ``_config_args`` added."""
+    return TrainConfig(
         epochs=a.epochs,
         patience=a.patience,
         batch_products=a.batch_products,
@@ -264,6 +262,13 @@ def cli_train(argv: list[str]) -> int:
         threads=a.threads,
         bf16=not a.no_bf16,
     )
+
+
+def cli_train(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="liftstream train", description="Train LAMM + conformal intervals.")
+    _config_args(ap)
+    a = ap.parse_args(argv)
+    tc = _train_config(a)
     data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
     print(f"lamm: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     fc, info = train_lamm(data, LammConfig(reading=a.reading), tc)
@@ -687,14 +692,7 @@ def cli_evaluate(argv: list[str]) -> int:
         res = merge_results(a.merge.split(","), a.out)
         print(f"evaluate: merged report in {Path(a.out) / 'report.md'}")
         return 0
-    tc = TrainConfig(
-        epochs=a.epochs,
-        patience=a.patience,
-        batch_products=a.batch_products,
-        seed=a.seed,
-        threads=a.threads,
-        bf16=not a.no_bf16,
-    )
+    tc = _train_config(a)
     data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
     print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     models = tuple(m for m in a.models.split(",") if m)

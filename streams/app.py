@@ -561,8 +561,8 @@ def cli_worker(argv: list[str]) -> int:
     # The worker allocates many short-lived objects per event (messages, events, rows) while
     # holding a large, long-lived heap (states, table, Faust): with the default thresholds the
     # cyclic collector runs thousands of times a minute and rescans that heap (bench_stream
-    # throughput, measured with the since-reverted batch lane: 12.1k -> 14.3k events per
-    # CPU-second, 11.3k -> 12.1k events/s). Freeze what start-up allocated and
+    # throughput at batch_max 20000: 8.3k events/s, 9.1k per CPU-second with the default
+    # thresholds; 10.0k and 11.1k with these). Freeze what start-up allocated and
     # collect less often; the per-event garbage is acyclic and freed by reference counting.
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

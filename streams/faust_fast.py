@@ -7,7 +7,7 @@
    delivery completes without ever suspending (the stream's queue has room, flow is active), so
    ``FastDrainConsumer`` runs the callback's first step inline and only falls back to the same
    ``wait_first`` (same cancellation on a flow suspension, same stop handling) when the callback
-   actually waits. The rest of the loop is the original's, line for line.
+   actually waits. The rest of the loop is the original's (one nested ``if`` merged into one).
 2. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
    the *root* logger to DEBUG even at ``--loglevel warning``, so every ``log.debug`` in aiokafka
    and Faust builds a ``LogRecord`` (about 5% of the worker's CPU). ``QuietWorker`` skips it.

@@ -372,6 +372,23 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
+def clickhouse_client(
+    host: str, port: int, user: str, password: str, connect_timeout_s: float, send_receive_timeout_s: float
+):
+    """The clickhouse-driver client of a sink or a store (a ping reply is bounded like a connect)."""
+    from clickhouse_driver import Client
+
+    return Client(
+        host,
+        port=port,
+        user=user,
+        password=password,
+        connect_timeout=connect_timeout_s,
+        send_receive_timeout=send_receive_timeout_s,
+        sync_request_timeout=connect_timeout_s,
+    )
+
+
 class ClickHouseSink:
     """Buffered, retrying sink into a ClickHouse server; see the module docstring for the contract.
 
@@ -398,7 +415,6 @@ class ClickHouseSink:
         password: str = "",
         types_check: bool = False,
     ):
-        from clickhouse_driver import Client
 
         if not 1 <= batch_rows <= max_buffer_rows:
             raise ValueError("need 1 <= batch_rows <= max_buffer_rows")
@@ -411,15 +427,7 @@ class ClickHouseSink:
         self.retry_max_s = retry_max_s
         self.types_check = types_check
         self.stats = SinkStats()
-        self._client = Client(
-            host,
-            port=port,
-            user=user,
-            password=password,
-            connect_timeout=connect_timeout_s,
-            send_receive_timeout=send_receive_timeout_s,
-            sync_request_timeout=connect_timeout_s,
-        )
+        self._client = clickhouse_client(host, port, user, password, connect_timeout_s, send_receive_timeout_s)
         self._cond = threading.Condition()
         self._buf: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self._buffered = 0  # rows in _buf
@@ -729,17 +737,9 @@ class ClickHouseStore(_StoreBase):
         connect_timeout_s: float = 5.0,
         send_receive_timeout_s: float = 60.0,
     ):
-        from clickhouse_driver import Client
 
         self.database = check_identifier(database)
-        self._client = Client(
-            host,
-            port=port,
-            user=user,
-            password=password,
-            connect_timeout=connect_timeout_s,
-            send_receive_timeout=send_receive_timeout_s,
-        )
+        self._client = clickhouse_client(host, port, user, password, connect_timeout_s, send_receive_timeout_s)
         self._lock = threading.Lock()
 
     def query_with_columns(

@@ -9,32 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events import SalesDaily
-from schemas.outputs import ForecastAlert, InfluencerAdvice, SalesLiftForecast
+from schemas.outputs import ForecastAlert, InfluencerAdvice
 from streams.api import create_app, store_url
 from streams.sinks import ChdbSink, ClickHouseSink, StoreError, StoreURLError, open_store
+from tests.factories import forecast as _forecast
 
 DB = "liftstream"
-
-
-def _forecast(
-    pid, target, kind, rev, point, lo, hi, base, active, emitted, version="lamm-1"
-) -> SalesLiftForecast:
-    t = date.fromisoformat(target)
-    return SalesLiftForecast(
-        product_id=pid,
-        issued_day=date.fromordinal(t.toordinal() - 1),
-        target_day=t,
-        kind=kind,
-        revision=rev,
-        point=point,
-        lower=lo,
-        upper=hi,
-        level=0.8,
-        baseline=base,
-        active_videos=active,
-        model_version=version,
-        emitted_at=datetime.fromisoformat(emitted),
-    )
 
 
 def _alert(pid, target, rule, severity, current, emitted) -> ForecastAlert:

@@ -18,6 +18,7 @@ from dashboards import build
 from schemas.ddl import COLUMNS, create_all, row_of
 from schemas.outputs import DeadLetter, ForecastAlert, InfluencerAdvice, SalesLiftForecast
 from streams.sinks import chdb_session
+from tests.factories import forecast
 
 DB = build.DATABASE
 FROM, TO = "2026-11-01 00:00:00", "2026-11-21 00:20:00"
@@ -91,23 +92,8 @@ def _dt(s: str) -> datetime:
     return datetime.fromisoformat(s)
 
 
-def _forecast(pid, target, kind, rev, point, lo, hi, base, active, emitted) -> SalesLiftForecast:
-    t = date.fromisoformat(target)
-    return SalesLiftForecast(
-        product_id=pid,
-        issued_day=date.fromordinal(t.toordinal() - 1),
-        target_day=t,
-        kind=kind,
-        revision=rev,
-        point=point,
-        lower=lo,
-        upper=hi,
-        level=0.8,
-        baseline=base,
-        active_videos=active,
-        model_version="lamm-test",
-        emitted_at=_dt(emitted),
-    )
+def _forecast(*args) -> SalesLiftForecast:
+    return forecast(*args, version="lamm-test")
 
 
 def _advice(vid, pid, tier, opt_tier, actual, optimal) -> InfluencerAdvice:
