@@ -14,8 +14,11 @@ For day t and product p with active videos v = 1..k (published on or before t, l
 ``product`` is documented in ``PRODUCT_FEATURES``; the LAMM paper uses video information only,
 we add the product's own sales and metadata as side input (said in the model card), plus
 log1p SUMS over the active videos of today's engagement counts (the mean above hides the
-scale: lift is a sum over videos) and today's weekday one-hot (Monday = 0, ``date.weekday()``).
-Everything here is computable from the input events alone (streams/state.py ``build_x``).
+scale: lift is a sum over videos), the product's trailing units (log1p units of the previous
+one and two days, mean log1p units over the last 3 and 7 days, today included: its sales level,
+see ``trailing_units``) and today's weekday one-hot (Monday = 0, ``date.weekday()``).
+Everything here is computable from the input events alone (streams/state.py ``build_x``; the
+stream keeps the last ``TRAILING_DAYS`` closed days' units in ``ProductState.recent_units``).
 """
 
 from __future__ import annotations
@@ -30,10 +33,14 @@ SIDE_FEATURES = ("likes", "shares", "comments", "collects", "impressions", "age_
 PRODUCT_FEATURES = (
     ("units", "price", "rating", "n_active", "n_new", "has_videos")
     + ("sum_likes", "sum_shares", "sum_comments", "sum_collects", "sum_impressions")  # log1p sums, today
+    + ("units_lag1", "units_lag2", "units_mean3", "units_mean7")  # trailing log1p units (trailing_units)
     + tuple(f"weekday_{i}" for i in range(7))  # one-hot of date.weekday() of the day
 )
 SIDE_DIM = len(SIDE_FEATURES)
 PRODUCT_DIM = len(PRODUCT_FEATURES)
+TRAILING_WINDOWS = (3, 7)  # rolling means of log1p units, today included
+TRAILING_DAYS = max(TRAILING_WINDOWS) - 1  # earlier days' units the stream must remember (6)
+N_TRAILING = 2 + len(TRAILING_WINDOWS)
 
 
 COUNT_COLUMNS = ("likes", "shares", "comments", "collects", "impressions")
@@ -64,11 +71,51 @@ def side_features(likes, shares, comments, collects, impressions, age_days, foll
     return side_matrix(np.stack(flat[:5], axis=1), flat[5], flat[6]).reshape(*shape, SIDE_DIM)
 
 
-def product_features(units, price, rating, n_active, n_new, *, sums=None, weekday=None) -> np.ndarray:
+def trailing_units(units: np.ndarray) -> np.ndarray:
+    """(..., D) daily units of days 0..D-1 -> (..., D, N_TRAILING) float64 trailing-units columns.
+
+    Column order: log1p units of day t-1, of day t-2 (0 before day 0), mean log1p units over days
+    max(0, t-2)..t and over max(0, t-6)..t (divided by the number of days that exist, so a
+    product's first days average what it has). ``units`` are the values x's ``units`` column saw
+    (the stream's imputed units on a gap day, 0 where training has no sales row).
+    """
+    y = np.log1p(np.asarray(units, dtype=np.float64))
+    d = y.shape[-1]
+    out = np.zeros((*y.shape, N_TRAILING))
+    out[..., 1:, 0] = y[..., :-1]
+    out[..., 2:, 1] = y[..., :-2]
+    c = np.concatenate([np.zeros((*y.shape[:-1], 1)), np.cumsum(y, axis=-1)], axis=-1)  # (..., D+1)
+    t = np.arange(1, d + 1)
+    for i, w in enumerate(TRAILING_WINDOWS):
+        lo = np.maximum(t - w, 0)
+        out[..., 2 + i] = (c[..., t] - c[..., lo]) / (t - lo)
+    return out
+
+
+def trailing_vector(units: float, previous: list[float]) -> np.ndarray:
+    """``trailing_units`` for one day from today's units and the previous days' (oldest first, at
+    most ``TRAILING_DAYS`` used): the stream's scalar path. (N_TRAILING,) float64."""
+    prev = [math.log1p(u) for u in previous[-TRAILING_DAYS:]]
+    y = math.log1p(units)
+    out = np.zeros(N_TRAILING)
+    if prev:
+        out[0] = prev[-1]
+    if len(prev) > 1:
+        out[1] = prev[-2]
+    for i, w in enumerate(TRAILING_WINDOWS):
+        win = prev[-(w - 1) :]  # the w - 1 days before today (fewer at the product's start)
+        out[2 + i] = (y + sum(win)) / (1 + len(win))
+    return out
+
+
+def product_features(
+    units, price, rating, n_active, n_new, *, sums=None, weekday=None, trailing=None
+) -> np.ndarray:
     """(..., PRODUCT_DIM) float32 product side input for a closed (or provisional) day.
 
     sums: (..., 5) today's engagement counts summed over the active videos, COUNT_COLUMNS order
-    (None = zeros); weekday: (...) int, ``date.weekday()`` of the day (None = all-zero one-hot).
+    (None = zeros); trailing: (..., N_TRAILING) ``trailing_units`` of the day (None = zeros);
+    weekday: (...) int, ``date.weekday()`` of the day (None = all-zero one-hot).
     """
     n_active = np.asarray(n_active, dtype=np.float64)
     cols = [
@@ -85,6 +132,12 @@ def product_features(units, price, rating, n_active, n_new, *, sums=None, weekda
         sums = np.log1p(np.asarray(sums, dtype=np.float64))
         assert sums.shape[-1] == len(COUNT_COLUMNS), f"expected sums (..., 5), got {sums.shape}"
         cols += [sums[..., i] for i in range(len(COUNT_COLUMNS))]
+    if trailing is None:
+        cols += [np.zeros(())] * N_TRAILING
+    else:
+        trailing = np.asarray(trailing, dtype=np.float64)
+        assert trailing.shape[-1] == N_TRAILING, f"expected trailing (..., {N_TRAILING}), got {trailing.shape}"
+        cols += [trailing[..., i] for i in range(N_TRAILING)]
     if weekday is None:
         cols += [np.zeros(())] * 7
     else:
@@ -94,16 +147,23 @@ def product_features(units, price, rating, n_active, n_new, *, sums=None, weekda
 
 
 def product_vector(
-    units: float, price: float, rating: float, n_active: int, n_new: int, *, sums=None, weekday: int | None = None
+    units: float, price: float, rating: float, n_active: int, n_new: int, *, sums=None,
+    weekday: int | None = None, previous: list[float] | None = None,
 ) -> np.ndarray:
-    """``product_features`` for one product-day from Python scalars (the stream's hot path)."""
+    """``product_features`` for one product-day from Python scalars (the stream's hot path).
+
+    previous: the units of the days before this one, oldest first (None = no trailing columns,
+    zeros like ``product_features(trailing=None)``; [] = the product's first day).
+    """
     out = np.zeros(PRODUCT_DIM, dtype=np.float64)
     out[:6] = (math.log1p(units), math.log1p(price), rating / 100.0, math.log1p(n_active), math.log1p(n_new),
                1.0 if n_active > 0 else 0.0)
     if sums is not None:
         out[6:11] = np.log1p(np.asarray(sums, dtype=np.float64))
+    if previous is not None:
+        out[11 : 11 + N_TRAILING] = trailing_vector(units, previous)
     if weekday is not None:
-        out[11 + int(weekday)] = 1.0
+        out[11 + N_TRAILING + int(weekday)] = 1.0
     return out.astype(np.float32)
 
 

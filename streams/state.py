@@ -20,6 +20,8 @@ Rules (the contract the tests pin down):
 - A product's day closes with its ``SalesDaily``; a gap (sales for d when d-1 never closed) closes
   the missing days first with imputed units (the forecast made for that day). Sales for an
   already closed day are stored (corrections) but do not rewind the model: status "stale".
+- The day input's trailing units (inference.daily ``trailing_units``) are the units the last
+  ``TRAILING_DAYS`` closed days put in x (imputed ones on gap days), kept in ``recent_units``.
 - Engagement for a video the product never saw is rejected (dead letter); for a video that has
   left the window it is stored and otherwise ignored ("stale").
 - A forecast-drop alert compares the new day-close forecast with the trailing ones (see
@@ -37,12 +39,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from inference.daily import SIDE_DIM, day_input, product_vector, side_matrix
+from inference.daily import SIDE_DIM, TRAILING_DAYS, day_input, product_vector, side_matrix
 from schemas import limits as L
 from schemas.events import EngagementDaily, SalesDaily, VideoPublished
 from schemas.outputs import ForecastAlert, SalesLiftForecast
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: recent_units; version 1 records still load (see ProductState.from_bytes)
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class ProductState:
     closed_day: int | None = None  # last closed day (ordinal)
     recurrent: np.ndarray | None = None  # (R,) forecaster state after closed_day; None = initial
     units: float = 0.0  # units of closed_day
+    # units x saw on the last closed days, oldest first, at most TRAILING_DAYS (the last is closed_day's)
+    recent_units: list[float] = field(default_factory=list)
     price: float | None = None
     rating: float = 90.0
     trailing: list[TrailingForecast] = field(default_factory=list)
@@ -181,6 +186,7 @@ class ProductState:
             "closed_day": self.closed_day,
             "recurrent": arr(self.recurrent),
             "units": self.units,
+            "recent_units": self.recent_units,
             "price": self.price,
             "rating": self.rating,
             "trailing": [[t.issued_day, t.target_day, t.point, t.lower, t.upper] for t in self.trailing],
@@ -192,8 +198,13 @@ class ProductState:
     @classmethod
     def from_bytes(cls, raw: bytes) -> ProductState:
         doc = json.loads(raw)
-        if doc.get("v") != STATE_VERSION:
-            raise ValueError(f"product state version {doc.get('v')!r}, this code reads {STATE_VERSION}")
+        if doc.get("v") not in READABLE_VERSIONS:
+            raise ValueError(f"product state version {doc.get('v')!r}, this code reads {READABLE_VERSIONS}")
+        recent = doc.get("recent_units")
+        if recent is None:
+            # a version 1 record kept only the last closed day's units: take them as the product's
+            # level on the days before too (a constant-level guess for the first TRAILING_DAYS days)
+            recent = [] if doc["closed_day"] is None else [float(doc["units"])] * TRAILING_DAYS
 
         def arr(s, dtype=np.float32):
             return None if s is None else np.frombuffer(base64.b64decode(s), dtype=dtype).copy()
@@ -211,6 +222,7 @@ class ProductState:
             closed_day=doc["closed_day"],
             recurrent=arr(doc["recurrent"]),
             units=doc["units"],
+            recent_units=[float(u) for u in recent],
             price=doc["price"],
             rating=doc["rating"],
             trailing=[TrailingForecast(*t) for t in doc["trailing"]],
@@ -292,8 +304,15 @@ def ordinal_day(n: int) -> date:
 _COUNT_COLS = [LIKES, SHARES, COMMENTS, COLLECTS, IMPRESSIONS]  # inference.daily.COUNT_COLUMNS order
 
 
-def build_x(state: ProductState, day: int, units: float, price: float, rating: float, h_dim: int) -> tuple[np.ndarray, int]:
-    """The forecaster input for ``day`` (inference.daily.day_input) and the active video count."""
+def build_x(
+    state: ProductState, day: int, units: float, price: float, rating: float, h_dim: int,
+    previous: list[float] | None = None,
+) -> tuple[np.ndarray, int]:
+    """The forecaster input for ``day`` (inference.daily.day_input) and the active video count.
+
+    ``previous``: the units of the days before ``day``, oldest first (default ``state.recent_units``,
+    right when ``day`` follows the last closed day).
+    """
     m = state.active_mask(day)
     k = int(m.sum())
     if k:
@@ -309,7 +328,8 @@ def build_x(state: ProductState, day: int, units: float, price: float, rating: f
         n_new = 0
         sums = None  # log1p(0) = 0: the same zeros
     wd = ordinal_day(day).weekday()
-    prod = product_vector(float(units), float(price), float(rating), k, n_new, sums=sums, weekday=wd)
+    prev = state.recent_units if previous is None else previous
+    prod = product_vector(float(units), float(price), float(rating), k, n_new, sums=sums, weekday=wd, previous=prev)
     return day_input(h, side, prod), k
 
 
@@ -415,17 +435,21 @@ def _on_sales(state: ProductState, ev: SalesDaily, day: int, h_dim: int) -> Step
     if state.closed_day is not None and day <= state.closed_day:
         return StepResult("stale", rows=[ev])  # a correction of a closed day: stored, the model does not rewind
     xs: list[np.ndarray] = []
+    recent = list(state.recent_units)  # grows by each day closed here, so lags see the imputed days
     # close the gap days (no sales came) with imputed units, then the day itself
     first = day if state.closed_day is None else state.closed_day + 1
     for d in range(first, day):
         units = _forecast_for(state, d)
         units = state.units if units is None else units
-        x, _ = build_x(state, d, units, state.price or ev.price, state.rating, h_dim)
+        x, _ = build_x(state, d, units, state.price or ev.price, state.rating, h_dim, previous=recent)
         xs.append(x)
-    x, k = build_x(state, day, ev.units, ev.price, ev.rating, h_dim)
+        recent.append(float(units))
+    x, k = build_x(state, day, ev.units, ev.price, ev.rating, h_dim, previous=recent)
     xs.append(x)
+    recent.append(float(ev.units))
     req = ForecastRequest(state.product_id, "day_close", day, state.revision, state.recurrent, xs, k)
     state.closed_day, state.units, state.price, state.rating = day, float(ev.units), ev.price, ev.rating
+    state.recent_units = recent[-TRAILING_DAYS:]
     state.expire(day + 1)
     return StepResult("applied", rows=[ev], forecasts=[req])
 

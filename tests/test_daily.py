@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.daily import PRODUCT_DIM, SIDE_DIM, day_input, product_features, product_vector, side_features
+from inference.daily import (
+    N_TRAILING,
+    PRODUCT_DIM,
+    PRODUCT_FEATURES,
+    SIDE_DIM,
+    TRAILING_DAYS,
+    day_input,
+    product_features,
+    product_vector,
+    side_features,
+    trailing_units,
+    trailing_vector,
+)
 
 
 def test_product_vector_equals_product_features():
@@ -27,8 +39,35 @@ def test_product_features_vectorised_sums_and_weekday():
                          weekday=np.array([[6], [0]]))
     assert x.shape == (2, 1, PRODUCT_DIM)
     np.testing.assert_allclose(x[0, 0, 6:11], np.log1p([0, 1, 2, 3, np.e - 1]), rtol=1e-6)
-    np.testing.assert_array_equal(x[0, 0, 11:], [0, 0, 0, 0, 0, 0, 1])
-    np.testing.assert_array_equal(x[1, 0, 11:], [1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(x[0, 0, -7:], [0, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(x[1, 0, -7:], [1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(x[..., 11 : 11 + N_TRAILING], 0)  # trailing=None: zeros
+
+
+def test_trailing_units_by_hand():
+    u = np.array([3.0, 0.0, 8.0, 1.0, 5.0, 2.0, 7.0, 4.0, 9.0])
+    y = np.log1p(u)
+    tr = trailing_units(u[None])[0]  # (D, 4): lag 1, lag 2, mean 3, mean 7
+    assert tr.shape == (len(u), N_TRAILING)
+    np.testing.assert_allclose(tr[0], [0, 0, y[0], y[0]])  # day 0: no earlier days, means over what exists
+    np.testing.assert_allclose(tr[1], [y[0], 0, y[:2].mean(), y[:2].mean()])
+    np.testing.assert_allclose(tr[4], [y[3], y[2], y[2:5].mean(), y[:5].mean()])
+    np.testing.assert_allclose(tr[8], [y[7], y[6], y[6:9].mean(), y[2:9].mean()])
+
+
+def test_trailing_vector_equals_trailing_units():
+    """The stream's one-day path (units of earlier days as a list) == training's whole-sequence path."""
+    rng = np.random.default_rng(1)
+    u = rng.integers(0, 3000, size=12).astype(np.float64)
+    ref = trailing_units(u)
+    for t in range(len(u)):
+        prev = list(u[:t])
+        np.testing.assert_allclose(trailing_vector(u[t], prev), ref[t], rtol=1e-10)
+        # the stream keeps only the last TRAILING_DAYS days: enough for every column
+        np.testing.assert_allclose(trailing_vector(u[t], prev[-TRAILING_DAYS:]), ref[t], rtol=1e-10)
+        v = product_vector(u[t], 10.0, 90.0, 1, 0, previous=prev)
+        lag = PRODUCT_FEATURES.index("units_lag1")
+        np.testing.assert_allclose(v[lag : lag + N_TRAILING], ref[t].astype(np.float32), rtol=1e-6)
 
 
 def test_side_features_broadcast_and_values():

@@ -247,6 +247,7 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
     checked = 0
     for pi, pid in enumerate(data.product_ids):
         pv = videos[videos["product_id"] == pid]
+        seen: list[float] = []  # units of the days before t (0 on a missing day, like x's units column)
         for t in range(data.n_days):
             act = pv[(pv["publish_day"] <= t) & (t - pv["publish_day"] < L.WINDOW_DAYS)]
             side, counts = [], []
@@ -279,7 +280,10 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
             n_new = int((act["publish_day"] == t).sum())
             sums = np.array([sum(c[k] for c in counts) for k in ("likes", "shares", "comments", "collects", "impressions")])
             wd = (start + timedelta(days=t)).weekday()
-            prod = product_features(units, price, rating, len(act), n_new, sums=sums, weekday=wd)
+            y = np.log1p(np.array([*seen, units], dtype=np.float64))  # log1p units, days 0..t
+            trailing = [y[-2] if t >= 1 else 0.0, y[-3] if t >= 2 else 0.0, y[-3:].mean(), y[-7:].mean()]
+            prod = product_features(units, price, rating, len(act), n_new, sums=sums, weekday=wd, trailing=trailing)
+            seen.append(float(units))
             ref = day_input(hk, sk, prod)
             np.testing.assert_allclose(x[pi, t], ref, rtol=1e-5, atol=1e-5)
             checked += 1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from inference.client import AsyncInProcessClient, InProcessClient
-from inference.daily import PRODUCT_DIM, PRODUCT_FEATURES, SIDE_DIM
+from inference.daily import PRODUCT_DIM, PRODUCT_FEATURES, SIDE_DIM, TRAILING_DAYS
 from inference.standin import ConstantElasticityAdvisor, SeasonalNaiveForecaster
 from schemas import limits as L
 from schemas.events import EngagementDaily, SalesDaily, SegmentFeatures, VideoPublished
@@ -127,11 +127,59 @@ def test_sales_gap_closes_missing_days_and_late_sales_do_not_rewind():
     assert res.status == "stale" and res.forecasts == [] and len(res.rows) == 1
 
 
+def _trailing(x: np.ndarray) -> np.ndarray:
+    """The trailing-units columns of a day input with h_dim 8 (lag 1, lag 2, mean 3, mean 7)."""
+    i = 8 + SIDE_DIM + PRODUCT_FEATURES.index("units_lag1")
+    return x[i : i + 4]
+
+
+def test_trailing_units_follow_closed_days_and_imputed_gap_days():
+    st, _ = apply_event(None, sales(D0, 10), h_dim=8)
+    st, res = apply_event(st, sales(D0 + timedelta(days=1), 20), h_dim=8)
+    y10, y20 = np.log1p(10), np.log1p(20)
+    np.testing.assert_allclose(_trailing(res.forecasts[0].xs[0]), [y10, 0, (y10 + y20) / 2, (y10 + y20) / 2], rtol=1e-6)
+    assert st.recent_units == [10.0, 20.0]
+    # a forecast of 30 units for day 2, then sales for day 4: day 2 and 3 close with imputed units
+    req = ForecastRequest("p1", "day_close", day_ordinal(D0) + 1, st.revision, None, [np.zeros(3)], 0)
+    st, _ = apply_forecast(st, req, ForecastResult(np.zeros(2), 30.0, 20.0, 40.0, 0.8), model_version="t",
+                           now=datetime(2026, 3, 2))
+    st, res = apply_event(st, sales(D0 + timedelta(days=4), 50), h_dim=8)
+    xs = res.forecasts[0].xs  # day 2 (imputed 30), day 3 (imputed: last actual 20), day 4 (50)
+    y = np.log1p([10, 20, 30, 20, 50])
+    np.testing.assert_allclose(_trailing(xs[0]), [y[1], y[0], y[:3].mean(), y[:3].mean()], rtol=1e-6)
+    np.testing.assert_allclose(_trailing(xs[2]), [y[3], y[2], y[2:].mean(), y.mean()], rtol=1e-6)
+    assert st.recent_units == [10.0, 20.0, 30.0, 20.0, 50.0]
+    for d in range(5, 10):  # only the last TRAILING_DAYS days are kept
+        st, _ = apply_event(st, sales(D0 + timedelta(days=d), d), h_dim=8)
+    assert st.recent_units == [20.0, 50.0, 5.0, 6.0, 7.0, 8.0, 9.0][-TRAILING_DAYS:]
+
+
+def test_version1_state_record_still_loads():
+    """A record written before recent_units existed (STATE_VERSION 1) loads, with the last closed
+    day's units standing in for the days before it."""
+    import json
+
+    st, _ = apply_event(None, video("v1", D0), h=H, h_dim=8)
+    st, _ = apply_event(st, sales(D0, 40), h_dim=8)
+    doc = json.loads(st.to_bytes())
+    del doc["recent_units"]
+    doc["v"] = 1
+    old = ProductState.from_bytes(json.dumps(doc).encode())
+    assert old.closed_day == st.closed_day and old.units == 40
+    assert old.recent_units == [40.0] * TRAILING_DAYS
+    np.testing.assert_array_equal(old.video("v1").h, H)
+    doc["v"] = 99
+    with pytest.raises(ValueError, match="version 99"):
+        ProductState.from_bytes(json.dumps(doc).encode())
+
+
 def test_state_round_trips_through_bytes():
     st, _ = apply_event(None, video("v1", D0), h=H, h_dim=8)
     st, _ = apply_event(st, eng("v1", D0), h_dim=8)
+    st, _ = apply_event(st, sales(D0, 7), h_dim=8)
     st.recurrent = np.arange(3, dtype=np.float32)
     back = ProductState.from_bytes(st.to_bytes())
+    assert back.recent_units == [7.0]
     assert back.to_bytes() == st.to_bytes()
     np.testing.assert_array_equal(back.video("v1").h, H)
     assert back.video("v1").likes == 10 and back.seen == st.seen
