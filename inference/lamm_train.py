@@ -36,7 +36,9 @@ class TrainConfig:
     epochs: int = 12  # upper bound; early stopping on the held-out products picks the best
     patience: int = 3
     batch_products: int = 0  # 0 = auto: n_fit // 20 clipped to [8, 32] (>= ~20 updates per epoch)
-    lr: float = 1e-3  # section 4.4
+    lr: float = 1e-3  # section 4.4 (the peak lr with lr_decay="cosine")
+    lr_decay: str = "none"  # "none" | "cosine": per-update cosine decay from lr to 0 over `epochs`
+    loss: str = "mse"  # "mse" (Eq. 7) | "l1": the evaluation's MAE; | "huber" (delta 1 on z)
     weight_decay: float = 1e-3  # section 4.4: Eq. 7's L2 term, as Adam weight decay
     grad_clip: float = 1.0
     calib_frac: float = 0.2  # share of training products held out for early stopping + conformal
@@ -45,6 +47,10 @@ class TrainConfig:
     threads: int = 1  # 1 by default: on a shared 2-core machine 2 OpenMP threads ran 5-8x slower (spinning)
     bf16: bool = True  # bf16 autocast for the video encoder while training (AVX-512 BF16 CPUs: ~2x)
     max_minutes: float = 0.0  # wall-clock cap per fit (0 = none); stops after the current epoch
+
+    def __post_init__(self) -> None:
+        assert self.lr_decay in ("none", "cosine"), f"unknown lr_decay {self.lr_decay!r}"
+        assert self.loss in ("mse", "l1", "huber"), f"unknown loss {self.loss!r}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,6 +107,25 @@ def masked_mse(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean((pred[ok] - target[ok]) ** 2))
 
 
+def masked_loss(pred: np.ndarray, target: np.ndarray, loss: str) -> float:
+    """The training loss on held-out products (what early stopping compares), numpy."""
+    ok = ~np.isnan(target)
+    e = np.abs(pred[ok] - target[ok])
+    if loss == "mse":
+        return float(np.mean(e**2))
+    if loss == "l1":
+        return float(np.mean(e))
+    return float(np.mean(np.where(e < 1.0, 0.5 * e**2, e - 0.5)))  # huber, delta 1
+
+
+def _loss(err: torch.Tensor, loss: str) -> torch.Tensor:
+    if loss == "mse":
+        return (err**2).mean()
+    if loss == "l1":
+        return err.abs().mean()
+    return torch.nn.functional.huber_loss(err, torch.zeros_like(err), delta=1.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # fitting
 
@@ -108,15 +133,20 @@ def masked_mse(pred: np.ndarray, target: np.ndarray) -> float:
 def fit(
     model, data: LammData, fit_p: np.ndarray, val_p: np.ndarray, norm: dict, tc: TrainConfig, log=print
 ) -> dict:
-    """Adam on next-day MSE (Eq. 7) over batches of products; keeps the best epoch on ``val_p``."""
+    """Adam on the next-day loss (Eq. 7: MSE; ``tc.loss``) over batches of products; keeps the
+    epoch with the lowest loss on ``val_p`` (the same loss), logging its MSE too."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
     apply_norm(model, norm)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    bs = tc.batch_products or int(np.clip(len(fit_p) // 20, 8, 32))
+    n_updates = tc.epochs * math.ceil(len(fit_p) / bs)
+    sched = None
+    if tc.lr_decay == "cosine":  # per update, to 0 at the end of the epoch budget
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i / n_updates, 1.0))))
     val_t = targets_z(data, val_p, norm)
     best, best_state, bad, hist = math.inf, copy.deepcopy(model.state_dict()), 0, []
     t0 = time.time()
-    bs = tc.batch_products or int(np.clip(len(fit_p) // 20, 8, 32))
     for epoch in range(tc.epochs):
         model.train()
         losses = []
@@ -126,17 +156,27 @@ def fit(
             z, _ = model.forward_days(x)  # (B, D)
             tgt = (b.units[:, 1:] - norm["y_mean"]) / norm["y_std"]  # (B, D-1)
             ok = ~torch.isnan(tgt)
-            loss = ((z[:, :-1] - torch.nan_to_num(tgt)) ** 2)[ok].mean()
+            loss = _loss((z[:, :-1] - torch.nan_to_num(tgt))[ok], tc.loss)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
+            if sched is not None:
+                sched.step()
             losses.append(loss.item())
-        val = masked_mse(predict_z(model, data, val_p), val_t) if len(val_p) else float(np.mean(losses))
+        if len(val_p):
+            pv = predict_z(model, data, val_p)
+            val, val_mse = masked_loss(pv, val_t, tc.loss), masked_mse(pv, val_t)
+        else:
+            val = val_mse = float(np.mean(losses))
         hist.append(
-            {"epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": val, "s": time.time() - t0}
+            {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val, "val_mse": val_mse,
+             "lr": opt.param_groups[0]["lr"], "s": time.time() - t0}
         )
-        log(f"  epoch {epoch}: train mse {np.mean(losses):.4f}  val mse {val:.4f}  ({time.time() - t0:.0f}s)")
+        log(
+            f"  epoch {epoch}: train {tc.loss} {np.mean(losses):.4f}  val {tc.loss} {val:.4f}  val mse {val_mse:.4f}"
+            f"  ({time.time() - t0:.0f}s)"
+        )
         if val < best - 1e-4:
             best, best_state, bad = val, copy.deepcopy(model.state_dict()), 0
         else:
@@ -145,7 +185,7 @@ def fit(
             break
     model.load_state_dict(best_state)
     model.eval()
-    return {"best_val_mse": best, "history": hist, "seconds": time.time() - t0}
+    return {"best_val_loss": best, "loss": tc.loss, "history": hist, "seconds": time.time() - t0}
 
 
 def split_calib(products: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +279,9 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     ap.add_argument("--patience", type=int, default=TrainConfig.patience)
     ap.add_argument("--batch-products", type=int, default=TrainConfig.batch_products)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--lr-decay", choices=("none", "cosine"), default=TrainConfig.lr_decay)
+    ap.add_argument("--loss", choices=("mse", "l1", "huber"), default=TrainConfig.loss)
     ap.add_argument("--max-day", type=int, default=None, help="train on days 0..MAX_DAY only")
     ap.add_argument("--reading", choices=("target_query", "aux_query"), default="target_query")
     ap.add_argument("--seed", type=int, default=0)
@@ -258,6 +301,9 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         epochs=a.epochs,
         patience=a.patience,
         batch_products=a.batch_products,
+        lr=a.lr,
+        lr_decay=a.lr_decay,
+        loss=a.loss,
         seed=a.seed,
         threads=a.threads,
         bf16=not a.no_bf16,
@@ -274,7 +320,7 @@ def cli_train(argv: list[str]) -> int:
     fc, info = train_lamm(data, LammConfig(reading=a.reading), tc)
     path = fc.save(a.out)
     print(
-        f"lamm: saved {fc.model_version} to {path} (best held-out mse {info['best_val_mse']:.4f}, "
+        f"lamm: saved {fc.model_version} to {path} (best held-out {info['loss']} {info['best_val_loss']:.4f}, "
         f"80% interval z + [{fc.conformal.q_lo:.3f}, {fc.conformal.q_hi:.3f}])"
     )
     return 0

@@ -333,6 +333,28 @@ def test_train_save_load_and_protocol(dataset, tmp_path):
     np.testing.assert_allclose(zs, np.clip(ref, 0, None), rtol=1e-4, atol=1e-4)
 
 
+def test_fit_l1_loss_and_cosine_decay(dataset):
+    """loss="l1" early-stops on held-out MAE (the kept epoch's), lr_decay="cosine" ends the budget at lr 0."""
+    from inference.lamm_train import fit, masked_loss, norm_constants, split_calib, targets_z
+
+    data = load_lamm_data(dataset)
+    fit_p, cal_p = split_calib(np.arange(data.n_products), 0.34, 0)
+    norm = norm_constants(data, fit_p)
+    torch.manual_seed(0)
+    m = Lamm(LammConfig())
+    tc = TrainConfig(epochs=3, patience=3, batch_products=2, bf16=False, loss="l1", lr_decay="cosine")
+    info = fit(m, data, fit_p, cal_p, norm, tc, log=lambda *_: None)
+    hist = info["history"]
+    assert len(hist) == 3 and hist[-1]["lr"] == pytest.approx(0.0, abs=1e-12) and hist[0]["lr"] > 0
+    best = min(h["val_loss"] for h in hist)
+    assert info["best_val_loss"] == pytest.approx(best)
+    pred = predict_z(m, data, cal_p)  # the kept weights reproduce the kept epoch's held-out MAE
+    tgt = targets_z(data, cal_p, norm)
+    assert masked_loss(pred, tgt, "l1") == pytest.approx(best, rel=1e-5)
+    ok = ~np.isnan(tgt)
+    assert best == pytest.approx(float(np.mean(np.abs(pred[ok] - tgt[ok]))), rel=1e-5)
+
+
 def test_train_or_load_caches(dataset, tmp_path):
     tc = TrainConfig(epochs=1, batch_products=4, bf16=False)
     a = train_or_load(dataset, tmp_path, train=tc, log=lambda *_: None)
