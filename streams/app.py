@@ -167,6 +167,35 @@ class ProductTable(faust.Table):
     def partition_for_key(self, key: str) -> int:
         return partition_of(product_of(key), self.partitions)
 
+    def send_changelog(self, *args, **kwargs):
+        # Remember every changelog record until the broker has it (``changelog_delivered``).
+        fut = super().send_changelog(*args, **kwargs)
+        self.in_flight.append(fut)
+        return fut
+
+    @property
+    def in_flight(self) -> list:
+        try:
+            return self._in_flight
+        except AttributeError:
+            self._in_flight = []
+            return self._in_flight
+
+    async def changelog_delivered(self) -> int:
+        """Wait until the broker has acknowledged every changelog record written so far.
+
+        Faust's own ``producer.flush()``, which it calls before committing offsets, gives up on
+        its send buffer after 0.1 s without progress, and a record that its sender task has
+        taken off the buffer but not handed to aiokafka yet is not flushed at all. Offsets could
+        then be committed past events whose state never reached the changelog, and a worker
+        killed at that moment came back with older states (the crash-recovery defect of
+        docs/streaming.md). The worker awaits this before a batch's events are acknowledged.
+        """
+        futs, self._in_flight = self.in_flight, []
+        if futs:
+            await asyncio.gather(*futs)
+        return len(futs)
+
 
 @dataclass
 class Worker:
@@ -260,6 +289,8 @@ class Worker:
             raise
         t3 = time.perf_counter()
         committed = self.states.commit()
+        # the batch's events are acknowledged when this returns: their states must be durable
+        await self.table.changelog_delivered()
         t4 = time.perf_counter()
         for stage, dt in (("process", t1 - t0), ("clickhouse", t2 - t1), ("publish", t3 - t2), ("state", t4 - t3)):
             self.stage_s[stage] += dt
@@ -427,6 +458,20 @@ def _rss_bytes() -> int:
         return 0
 
 
+def withhold_acks(batch: Sequence[Any]) -> None:
+    """Keep a failed batch's offsets uncommitted, so that its events are processed again.
+
+    ``Stream.take_events`` acknowledges a batch in a ``finally`` block, also when the agent's
+    body raised (a shutdown cancelling a batch that waits on ClickHouse, an unexpected error),
+    and the next commit would then pass events whose rows and states were never saved. Marking
+    the messages acknowledged on the message alone makes that ``finally`` skip them (``Message.ack``
+    returns early), and the consumer never records them, so the committed offset stays before the
+    batch. They also leave the consumer's unacked set, so a shutdown does not wait for them.
+    """
+    for event in batch:
+        event.message.acked = True
+
+
 def create_app(
     settings: Settings,
     *,
@@ -484,8 +529,12 @@ def create_app(
     @app.agent(events, name=f"{settings.app_id}.score")
     async def score(stream):
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            # a tombstone (null value) is bad input like any other: it becomes a dead letter
-            await worker.handle([b"" if ev.value is None else ev.value for ev in batch])
+            try:
+                # a tombstone (null value) is bad input like any other: it becomes a dead letter
+                await worker.handle([b"" if ev.value is None else ev.value for ev in batch])
+            except BaseException:
+                withhold_acks(batch)
+                raise
 
     if settings.day_close_timeout_s > 0:
         tick = min(max(settings.day_close_timeout_s / 4, 0.25), 60.0)
