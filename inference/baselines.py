@@ -5,7 +5,9 @@ Neural (LAMM paper section 4.2), one class with two switches, trained by the sam
   pooled vectors concatenated and projected to h_v.
 - ``Gate_*``: the same, plus a self-attention layer over the four pooled modality vectors before
   the concatenation ("a self-attention layer on top of the concatenated representations").
-- ``*_LSTM``: LAMM's day LSTM (+ the same linear skip); ``*_MLP``: an MLP on the day's x alone.
+- ``*_LSTM``: LAMM's day LSTM with the same skip path and input dropout (``skip_hidden``,
+  ``tab_dropout``; ``evaluate`` copies LAMM's), so the comparison isolates the video encoder;
+  ``*_MLP``: an MLP on the day's x alone (+ the same skip).
 The day input x is built exactly as for LAMM (``inference.lamm_data.build_day_inputs``).
 
 Classical (``fit_predict_*(data, fit_p, cal_p, test_p, norm) -> (B_test, D-1) predicted z``):
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from inference.daily import PRODUCT_DIM, SIDE_DIM
-from inference.lamm import encode_packed, masked_pool
+from inference.lamm import LammConfig, Skip, encode_packed, masked_pool
 from inference.lamm_data import LammData, make_side_only
 from schemas import limits as L
 
@@ -42,6 +44,8 @@ class BaselineConfig:
     hidden: int = 128
     dropout: float = 0.2
     gate_heads: int = 4  # self-attention heads of the Gate fusion (128 / 4 = 32 per head)
+    tab_dropout: bool = LammConfig.tab_dropout  # as LAMM's day model (inference.lamm.LammConfig)
+    skip_hidden: int = LammConfig.skip_hidden
 
     def __post_init__(self) -> None:
         assert self.fusion in ("concat", "gate") and self.head in ("lstm", "mlp"), f"bad baseline {self}"
@@ -84,7 +88,7 @@ class NeuralBaseline(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(cfg.x_dim, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
         self.out_drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.hidden, 1)
-        self.skip = nn.Linear(tab, 1)
+        self.skip = Skip(tab, cfg.skip_hidden)
 
     def encode(self, frame, motion, audio, seg_mask, title, title_mask) -> torch.Tensor:
         n, s, f = frame.shape
@@ -114,7 +118,10 @@ class NeuralBaseline(nn.Module):
         )
         d = self.cfg.d_model
         tab = (x[..., d:] - self.x_mean) / self.x_std  # (B, T, SIDE+PRODUCT)
-        xn = self.in_drop(torch.cat([x[..., :d], tab], dim=-1))
+        if self.cfg.tab_dropout:
+            xn = self.in_drop(torch.cat([x[..., :d], tab], dim=-1))
+        else:  # as Lamm.forward_days: only the video part is dropped
+            xn = torch.cat([self.in_drop(x[..., :d]), tab], dim=-1)
         if self.cfg.head == "lstm":
             o, state = self.lstm(xn, state)  # (B, T, hidden)
         else:

@@ -10,7 +10,8 @@ Three parts, as in the LAMM paper (sections 3.3-3.4):
    side input, built by ``inference.daily`` (numpy, streaming) and ``inference.lamm_data``
    (torch, training) so both agree.
 3. Day model (Eq. 6): an LSTM over days predicting the next day's standardized log1p units, plus
-   a linear skip from the tabular part of x (today's units dominate tomorrow's).
+   a skip from the tabular part of x (today's and the trailing days' units dominate tomorrow's):
+   linear + a small MLP (``skip_hidden``); input dropout only on the video part (``tab_dropout``).
 
 Eq. (2) as printed takes Q from the auxiliary modality B and K, V from the target A; the
 result then has B's length, not the frame's. ``reading="target_query"`` (default) resolves it so
@@ -74,6 +75,10 @@ class LammConfig:
     reading: str = (
         "target_query"  # Eq. (2) reading: "target_query" (aligned to frames) | "aux_query" (literal)
     )
+    # day model, not in the paper (docs/lamm.md): the level columns (units, trailing units) reach the LSTM
+    # without input dropout, and the skip from the side + product part is linear + a small MLP
+    tab_dropout: bool = False  # True: input dropout on the side + product part too (the v2 model)
+    skip_hidden: int = 64  # 0: linear skip only (the v2 model); > 0: plus a 1-hidden-layer MLP of that width
 
     def __post_init__(self) -> None:
         self.ladder = tuple(self.ladder)
@@ -143,7 +148,7 @@ class Lamm(nn.Module):
         self.lstm = nn.LSTM(cfg.x_dim, cfg.hidden, batch_first=True)
         self.out_drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.hidden, 1)
-        self.skip = nn.Linear(tab, 1)
+        self.skip = Skip(tab, cfg.skip_hidden)
 
     # ---- video encoder (Eq. 2-3)
     def encode(self, frame, motion, audio, seg_mask, title, title_mask) -> torch.Tensor:
@@ -213,7 +218,12 @@ class Lamm(nn.Module):
         """x (B, T, F) day inputs -> (z (B, T) next-day standardized log1p units, (h, c))."""
         assert x.ndim == 3, f"expected x (B, T, {self.cfg.x_dim}), got {tuple(x.shape)}"
         xn, tab = self._tab(x)  # (B, T, F), (B, T, SIDE+PRODUCT)
-        o, hc = self.lstm(self.in_drop(xn), state)  # (B, T, hidden)
+        if self.cfg.tab_dropout:
+            xn = self.in_drop(xn)
+        else:  # the level columns (units, lags) reach the LSTM intact; the video part is still dropped
+            d = self.cfg.d_model
+            xn = torch.cat([self.in_drop(xn[..., :d]), xn[..., d:]], dim=-1)
+        o, hc = self.lstm(xn, state)  # (B, T, hidden)
         z = self.out(self.out_drop(o)).squeeze(-1) + self.skip(tab).squeeze(-1)  # (B, T)
         return z, hc
 
@@ -251,6 +261,20 @@ class Lamm(nn.Module):
     _no_video_cols = [
         SIDE_DIM + i for i, k in enumerate(PRODUCT_FEATURES) if k in ("n_active", "n_new", "has_videos") or k.startswith("sum_")
     ]
+
+
+class Skip(nn.Module):
+    """Skip path from the standardised side + product part of x to the output: linear, plus a
+    small MLP when ``hidden`` > 0 (non-linear use of the level columns without the recurrence)."""
+
+    def __init__(self, tab: int, hidden: int):
+        super().__init__()
+        self.linear = nn.Linear(tab, 1)
+        self.mlp = nn.Sequential(nn.Linear(tab, hidden), nn.GELU(), nn.Linear(hidden, 1)) if hidden else None
+
+    def forward(self, tab: torch.Tensor) -> torch.Tensor:  # (..., SIDE+PRODUCT) -> (..., 1)
+        out = self.linear(tab)
+        return out if self.mlp is None else out + self.mlp(tab)
 
 
 def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

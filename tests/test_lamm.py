@@ -191,10 +191,14 @@ def test_ablations_change_the_encoder():
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])
 
 
-def test_step_parity_with_full_sequence():
+SKIP_VARIANTS = [{"skip_hidden": 0, "tab_dropout": True}, {"skip_hidden": 64, "tab_dropout": False}]
+
+
+@pytest.mark.parametrize("variant", SKIP_VARIANTS)
+def test_step_parity_with_full_sequence(variant):
     """Stepwise streaming form == the training forward over the whole day sequence."""
     torch.manual_seed(0)
-    cfg = LammConfig()
+    cfg = LammConfig(**variant)
     m = Lamm(cfg).eval()
     x = torch.randn(5, 9, cfg.x_dim)  # (B, T, F)
     with torch.inference_mode():
@@ -207,9 +211,24 @@ def test_step_parity_with_full_sequence():
     torch.testing.assert_close(torch.stack(zs, 1), z_full, rtol=1e-5, atol=1e-5)
 
 
-def test_baseline_is_the_step_with_no_videos():
+def test_tab_dropout_off_drops_only_the_video_part():
     torch.manual_seed(0)
-    cfg = LammConfig()
+    cfg = LammConfig(tab_dropout=False)
+    m = Lamm(cfg).train()
+    seen = []
+    m.lstm.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    x = torch.randn(4, 6, cfg.x_dim)
+    m.forward_days(x)
+    xn, _ = m._tab(x)
+    d = cfg.d_model
+    torch.testing.assert_close(seen[0][..., d:], xn[..., d:])  # side + product part intact
+    assert (seen[0][..., :d] == 0).any() and not (xn[..., :d] == 0).any()  # the video part dropped
+
+
+@pytest.mark.parametrize("variant", SKIP_VARIANTS)
+def test_baseline_is_the_step_with_no_videos(variant):
+    torch.manual_seed(0)
+    cfg = LammConfig(**variant)
     m = Lamm(cfg).eval()
     x = torch.randn(6, cfg.x_dim)
     s = torch.randn(6, 2 * cfg.hidden)
