@@ -45,8 +45,11 @@ def world() -> tuple[list[bytes], dict[str, set], dict]:
     return items, rows, totals
 
 
-def _workers(n, tmp_path, argv):
-    return [WorkerProc(argv, tmp_path / f"worker{i}.log", tmp_path / f"worker{i}.json") for i in range(n)]
+def _workers(n, tmp_path, argv, env=None):
+    return [
+        WorkerProc(argv, tmp_path / f"worker{i}.log", tmp_path / f"worker{i}.json", dict(env or {}))
+        for i in range(n)
+    ]
 
 
 def _assert_same(store, db, expected, workers):
@@ -119,26 +122,26 @@ def test_two_workers_split_products(world, kafka_broker, clickhouse_server, uniq
 
 
 SESSION_TIMEOUT_S = 6  # worker_argv's --session-timeout
-
-_CRASH_RECOVERY_BUG = (
-    "known bug (docs/streaming.md, 'Known issue: crash recovery'): in about 1 run in 4 the restarted "
-    "worker's rows come out apart from an uninterrupted run's (day-close forecasts with other "
-    "revisions, now and then a missing row) or it stalls; seen with both restart timings"
-)
+FAULTS = REPO / "tests" / "faults"  # sitecustomize.py: fault injection in worker subprocesses
 
 
-@pytest.mark.xfail(reason=_CRASH_RECOVERY_BUG, strict=False)
-@pytest.mark.parametrize("restart", ["after_session_timeout", "at_once"])
+@pytest.mark.parametrize("restart", ["after_session_timeout", "at_once", "slow_changelog"])
 def test_crash_recovery_restores_state_from_changelog(
     world, kafka_broker, clickhouse_server, unique_name, tmp_path, restart
 ):
     """SIGKILL mid-stream, restart: the states come back from the changelog and the rows equal an
     uninterrupted run's. ``after_session_timeout`` restarts once the broker has expired the killed
-    member (one rebalance); ``at_once`` restarts while it is still in the group (two)."""
+    member (one rebalance); ``at_once`` restarts while it is still in the group (two);
+    ``slow_changelog`` is ``at_once`` with every 25th changelog record held 0.3 s in Faust's
+    producer buffer, whose flush before a commit gives up after 0.1 s: offsets must still never
+    be committed ahead of the states (tests/faults/sitecustomize.py)."""
     items, expected, _ = world
     db = f"db_{unique_name}"
     argv = worker_argv(kafka_broker.bootstrap, clickhouse_server.url + db, unique_name, batch_max=200)
-    first, second = _workers(2, tmp_path, argv)
+    env = {}
+    if restart == "slow_changelog":
+        env = {"PYTHONPATH": str(FAULTS), "LIFTSTREAM_FAULT_SLOW_CHANGELOG": "25:0.3"}
+    first, second = _workers(2, tmp_path, argv, env)
     topic = topic_names(f"{unique_name}.")["events"]
     group = f"app_{unique_name}"
     first.start()
