@@ -51,6 +51,7 @@ from urllib.parse import unquote, urlsplit
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
 from pydantic import BaseModel
 
 from schemas.events import SalesDaily
@@ -157,44 +158,59 @@ def partition_of(pid: str, partitions: int) -> int:
 
 
 class ProductTable(faust.Table):
-    """The product-state table: a changelog record goes to its product's input partition.
+    """The product-state table, whose changelog records the worker sends and waits for itself.
 
-    Faust's default puts a record on the partition of the event being processed, which in a
-    micro-batch that mixes partitions is not the product's; ``use_partitioner=True`` asks the
-    producer for metadata of the changelog topic that it may not have loaded yet.
+    Partition: a record goes to its product's input partition. Faust's default puts it on the
+    partition of the event being processed, which in a micro-batch that mixes partitions is not
+    the product's; ``use_partitioner=True`` asks the producer for metadata of the changelog topic
+    that it may not have loaded yet.
+
+    Delivery: Faust sends a table's changelog records through its producer buffer, and its
+    ``producer.flush()`` before an offset commit gives up on that buffer after 0.1 s without
+    progress (and misses a record its sender task has dequeued but not handed to aiokafka), so
+    offsets could be committed past events whose states never reached the changelog; a worker
+    killed then came back with older states (tests/test_stream_e2e.py, ``slow_changelog``). Here
+    a write only queues its record (``on_key_set``/``on_key_del``) and ``changelog_delivered``
+    sends the queue straight to the producer, in order, and returns once the broker has
+    acknowledged every record. The worker awaits it before a batch's events are acknowledged.
     """
 
     def partition_for_key(self, key: str) -> int:
         return partition_of(product_of(key), self.partitions)
 
-    def send_changelog(self, *args, **kwargs):
-        # Remember every changelog record until the broker has it (``changelog_delivered``).
-        fut = super().send_changelog(*args, **kwargs)
-        self.in_flight.append(fut)
-        return fut
-
     @property
-    def in_flight(self) -> list:
+    def unsent(self) -> list[tuple[str, bytes | None]]:
         try:
-            return self._in_flight
+            return self._unsent
         except AttributeError:
-            self._in_flight = []
-            return self._in_flight
+            self._unsent: list[tuple[str, bytes | None]] = []
+            return self._unsent
+
+    def on_key_set(self, key: str, value: bytes) -> None:
+        self.unsent.append((key, value))
+        self._sensor_on_set(self, key, value)
+
+    def on_key_del(self, key: str) -> None:
+        self.unsent.append((key, None))  # a tombstone
+        self._sensor_on_del(self, key)
 
     async def changelog_delivered(self) -> int:
-        """Wait until the broker has acknowledged every changelog record written so far.
-
-        Faust's own ``producer.flush()``, which it calls before committing offsets, gives up on
-        its send buffer after 0.1 s without progress, and a record that its sender task has
-        taken off the buffer but not handed to aiokafka yet is not flushed at all. Offsets could
-        then be committed past events whose state never reached the changelog, and a worker
-        killed at that moment came back with older states (the crash-recovery defect of
-        docs/streaming.md). The worker awaits this before a batch's events are acknowledged.
-        """
-        futs, self._in_flight = self.in_flight, []
-        if futs:
-            await asyncio.gather(*futs)
-        return len(futs)
+        """Send the queued changelog records; return once the broker has all of them."""
+        records, self._unsent = self.unsent, []
+        if not records:
+            return 0
+        producer, topic = self.app.producer, self.changelog_topic
+        name = topic.get_topic_name()
+        pending = []
+        for key, value in records:
+            raw_key, _ = topic.prepare_key(key, self.key_serializer)
+            raw_value = None if value is None else topic.prepare_value(value, self.value_serializer)[0]
+            pending.append(await producer.send(
+                name, raw_key, raw_value, partition=self.partition_for_key(key), timestamp=None, headers=None,
+            ))
+        for meta in await asyncio.gather(*pending):
+            self.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)  # as Faust's callback does
+        return len(records)
 
 
 @dataclass
@@ -374,8 +390,6 @@ class Worker:
 
     def owns(self, pid: str) -> bool:
         """Whether this worker is assigned the input partition of ``pid`` right now."""
-        from faust.types import TP
-
         part = partition_of(pid, self.settings.topic_partitions)
         return TP(self.topics["events"], part) in self.app.consumer.assignment()
 
