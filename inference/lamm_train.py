@@ -173,8 +173,9 @@ def fit(
             {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val, "val_mse": val_mse,
              "lr": opt.param_groups[0]["lr"], "s": time.time() - t0}
         )
+        also = "" if tc.loss == "mse" else f"  val mse {val_mse:.4f}"
         log(
-            f"  epoch {epoch}: train {tc.loss} {np.mean(losses):.4f}  val {tc.loss} {val:.4f}  val mse {val_mse:.4f}"
+            f"  epoch {epoch}: train {tc.loss} {np.mean(losses):.4f}  val {tc.loss} {val:.4f}{also}"
             f"  ({time.time() - t0:.0f}s)"
         )
         if val < best - 1e-4:
