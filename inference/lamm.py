@@ -449,9 +449,23 @@ class LammForecaster:
     @classmethod
     def load(cls, path: str | Path, with_baseline: bool = True) -> LammForecaster:
         path = Path(path)
-        cfg = LammConfig(**json.loads((path / "config.json").read_text()))
+        raw = json.loads((path / "config.json").read_text())
+        # a checkpoint from before these options had the v2 day model: input dropout everywhere, linear skip
+        raw.setdefault("tab_dropout", True)
+        raw.setdefault("skip_hidden", 0)
+        cfg = LammConfig(**raw)
+        weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        for k in ("weight", "bias"):  # the v2 skip was a bare Linear
+            if f"skip.{k}" in weights:
+                weights[f"skip.linear.{k}"] = weights.pop(f"skip.{k}")
+        trained_x = weights["lstm.weight_ih_l0"].shape[1]
+        if trained_x != cfg.x_dim:
+            raise ValueError(
+                f"checkpoint {path} was trained on a day input of {trained_x} columns, this code builds "
+                f"{cfg.x_dim} (inference.daily.PRODUCT_FEATURES changed): retrain it"
+            )
         model = Lamm(cfg)
-        model.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(weights)
         meta = json.loads((path / "meta.json").read_text())
         conf = Conformal(**json.loads((path / "conformal.json").read_text()))
         return cls(model, conf, with_baseline=with_baseline, meta=meta, model_version=meta["model_version"])

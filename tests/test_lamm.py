@@ -374,6 +374,30 @@ def test_fit_l1_loss_and_cosine_decay(dataset):
     assert best == pytest.approx(float(np.mean(np.abs(pred[ok] - tgt[ok]))), rel=1e-5)
 
 
+def test_load_reads_a_v2_day_model_and_refuses_another_x(tmp_path):
+    """A checkpoint saved before tab_dropout / skip_hidden existed loads as the v2 day model (linear
+    skip under its old name); one trained on a day input of another width fails with a clear error."""
+    torch.manual_seed(0)
+    fc = LammForecaster(Lamm(LammConfig(skip_hidden=0, tab_dropout=True)), Conformal())
+    path = fc.save(tmp_path / "v2")
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["skip_hidden"], cfg["tab_dropout"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    w = torch.load(path / "weights.pt", weights_only=True)
+    w["skip.weight"], w["skip.bias"] = w.pop("skip.linear.weight"), w.pop("skip.linear.bias")
+    torch.save(w, path / "weights.pt")
+    back = LammForecaster.load(path)
+    assert back.cfg.skip_hidden == 0 and back.cfg.tab_dropout
+    x = torch.randn(3, back.cfg.x_dim)
+    s0 = torch.zeros(3, 2 * back.cfg.hidden)
+    with torch.inference_mode():
+        torch.testing.assert_close(back.model.step(s0, x)[1], fc.model.step(s0, x)[1])
+    w["lstm.weight_ih_l0"] = w["lstm.weight_ih_l0"][:, :-4]  # as if trained on the 4-column-narrower v2 x
+    torch.save(w, path / "weights.pt")
+    with pytest.raises(ValueError, match="retrain"):
+        LammForecaster.load(path)
+
+
 def test_train_or_load_caches(dataset, tmp_path):
     tc = TrainConfig(epochs=1, batch_products=4, bf16=False)
     a = train_or_load(dataset, tmp_path, train=tc, log=lambda *_: None)
