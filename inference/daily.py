@@ -95,16 +95,17 @@ def trailing_units(units: np.ndarray) -> np.ndarray:
 def trailing_vector(units: float, previous: list[float]) -> np.ndarray:
     """``trailing_units`` for one day from today's units and the previous days' (oldest first, at
     most ``TRAILING_DAYS`` used): the stream's scalar path. (N_TRAILING,) float64."""
+    return np.array(_trailing(units, previous))
+
+
+def _trailing(units: float, previous: list[float]) -> list[float]:
+    # plain Python: a few microseconds less per product-day than numpy on the stream's hot path
     prev = [math.log1p(u) for u in previous[-TRAILING_DAYS:]]
     y = math.log1p(units)
-    out = np.zeros(N_TRAILING)
-    if prev:
-        out[0] = prev[-1]
-    if len(prev) > 1:
-        out[1] = prev[-2]
-    for i, w in enumerate(TRAILING_WINDOWS):
+    out = [prev[-1] if prev else 0.0, prev[-2] if len(prev) > 1 else 0.0]
+    for w in TRAILING_WINDOWS:
         win = prev[-(w - 1) :]  # the w - 1 days before today (fewer at the product's start)
-        out[2 + i] = (y + sum(win)) / (1 + len(win))
+        out.append((y + sum(win)) / (1 + len(win)))
     return out
 
 
@@ -161,7 +162,7 @@ def product_vector(
     if sums is not None:
         out[6:11] = np.log1p(np.asarray(sums, dtype=np.float64))
     if previous is not None:
-        out[11 : 11 + N_TRAILING] = trailing_vector(units, previous)
+        out[11 : 11 + N_TRAILING] = _trailing(units, previous)
     if weekday is not None:
         out[11 + N_TRAILING + int(weekday)] = 1.0
     return out.astype(np.float32)

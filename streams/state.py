@@ -311,7 +311,8 @@ def build_x(
     """The forecaster input for ``day`` (inference.daily.day_input) and the active video count.
 
     ``previous``: the units of the days before ``day``, oldest first (default ``state.recent_units``,
-    right when ``day`` follows the last closed day).
+    right when ``day`` follows the last closed day; a provisional forecast for a later open day uses
+    them as they are, since the days in between have no units yet).
     """
     m = state.active_mask(day)
     k = int(m.sum())
