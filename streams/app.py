@@ -12,8 +12,9 @@ changelog-backed table partitioned like the input topic). Per batch, in this ord
    ``ClickHouseSink``; the agent waits until the server has acknowledged them (retrying with
    backoff while the server is unreachable: backpressure, nothing lost).
 3. Forecasts, alerts, advice and dead letters go to their output topics as JSON.
-4. The touched states are written to the table (its changelog), and only then are the batch's
-   offsets acknowledged; Faust flushes the producer (changelog and outputs) before it commits.
+4. The touched states are written to the table, whose changelog records the worker sends
+   itself and waits for until the broker has acknowledged each (``ProductTable``); only then
+   are the batch's events acknowledged, and Faust commits acknowledged offsets.
 
 A crash anywhere replays the uncommitted events against the last saved states: at-least-once
 delivery, and every row's deterministic key (ReplacingMergeTree) makes the replay harmless.
@@ -359,7 +360,7 @@ class Worker:
         """Output rows to their topics as JSON, keyed by product (dead letters by their id).
 
         Straight to the producer (Faust's per-message Topic.send machinery costs more than the
-        JSON); the consumer flushes the producer before it commits the batch's offsets.
+        JSON); returns once the broker has acknowledged every record.
         """
         producer = self.app.producer
         pending = []

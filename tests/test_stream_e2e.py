@@ -132,9 +132,9 @@ def test_crash_recovery_restores_state_from_changelog(
     """SIGKILL mid-stream, restart: the states come back from the changelog and the rows equal an
     uninterrupted run's. ``after_session_timeout`` restarts once the broker has expired the killed
     member (one rebalance); ``at_once`` restarts while it is still in the group (two);
-    ``slow_changelog`` is ``at_once`` with every 25th changelog record held 0.3 s in Faust's
-    producer buffer, whose flush before a commit gives up after 0.1 s: offsets must still never
-    be committed ahead of the states (tests/faults/sitecustomize.py)."""
+    ``slow_changelog`` is ``at_once`` with every 25th changelog record delayed 0.3 s before
+    aiokafka's producer takes it (Faust's flush before a commit gives up after 0.1 s): offsets
+    must still never be committed ahead of the states (tests/faults/sitecustomize.py)."""
     items, expected, _ = world
     db = f"db_{unique_name}"
     argv = worker_argv(kafka_broker.bootstrap, clickhouse_server.url + db, unique_name, batch_max=200)
