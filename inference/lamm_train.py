@@ -557,7 +557,15 @@ def summarize(res: dict) -> dict:
         summary["ablation_order"] = sorted(drop, key=lambda m: -drop[m])
         if truth:
             summary["truth_order"] = [m for m in truth["order"] if m in drop]
-            summary["ablation_order_matches_truth"] = summary["ablation_order"] == summary["truth_order"]
+            same = summary["ablation_order"] == summary["truth_order"]
+            # the order of four deltas says nothing when removing a modality does not hurt: the
+            # match also needs every removal to raise MAE, each by a paired t-test p < 0.05
+            positive = all(d > 0 for d in drop.values())
+            significant = all(summary["ablations"][ab].get("mae_p", 1.0) < 0.05 for ab in mods)
+            summary["ablation_order_same_as_truth"] = same
+            summary["ablation_increases_positive"] = positive
+            summary["ablation_increases_significant"] = significant
+            summary["ablation_order_matches_truth"] = same and positive and significant
     return summary
 
 
@@ -677,7 +685,9 @@ def write_report(res: dict, out: Path) -> None:
         if s.get("truth_order"):
             lines += [
                 f"Simulator truth (modality_importance.json `order`): {' > '.join(s['truth_order'])}. "
-                f"Match: **{s['ablation_order_matches_truth']}**."
+                f"Same order: {s['ablation_order_same_as_truth']}; every removal raises MAE: "
+                f"{s['ablation_increases_positive']}; every increase significant (paired t-test, p < 0.05): "
+                f"{s['ablation_increases_significant']}. Match: **{s['ablation_order_matches_truth']}**."
             ]
         lines += ["", "![ablation](ablation.png)", ""]
     secs = {k: float(np.sum(v)) for k, v in res["seconds"].items()}

@@ -457,3 +457,38 @@ def test_stream_build_x_equals_training_day_input(tmp_path):
             np.testing.assert_allclose(req.xs[-1], x[p_index[ev.product_id], t], rtol=1e-5, atol=1e-5)
             checked += 1
     assert checked > data.n_products
+
+
+def _ablation_res(increase: dict[str, float], noise: float = 0.0) -> dict:
+    """Five folds of LAMM and its four ablations; ``increase[modality]`` is added to LAMM's MAE."""
+    from inference.lamm_train import ABLATION_MODALITY
+
+    rng = np.random.default_rng(0)
+    folds = []
+    for k in range(5):
+        base = 0.42 + 0.002 * k
+        metrics = lambda mae: {"mae": mae, "mse": mae * mae, "mape": mae}  # noqa: E731
+        folds.append({
+            "models": {"LAMM": metrics(base)},
+            "ablations": {
+                ab: metrics(base + increase[m] + noise * rng.standard_normal()) for ab, m in ABLATION_MODALITY.items()
+            },
+        })
+    return {"per_fold": folds, "truth_importance": {"order": ["frame", "text", "motion", "audio"]}}
+
+
+def test_ablation_match_needs_positive_significant_increases():
+    from inference.lamm_train import summarize
+
+    truth_like = {"frame": 0.02, "text": 0.01, "motion": 0.006, "audio": 0.003}
+    s = summarize(_ablation_res(truth_like, noise=0.0005))
+    assert s["ablation_order"] == ["frame", "text", "motion", "audio"]
+    assert s["ablation_increases_positive"] and s["ablation_increases_significant"]
+    assert s["ablation_order_matches_truth"] is True
+
+    # the same order of four deltas below zero (no removal hurts) is not a match
+    hurts_none = {m: -1e-4 * (5 - i) for i, m in enumerate(["audio", "motion", "text", "frame"])}
+    s = summarize(_ablation_res(hurts_none, noise=0.00001))
+    assert s["ablation_order"] == ["frame", "text", "motion", "audio"] and s["ablation_order_same_as_truth"]
+    assert not s["ablation_increases_positive"]
+    assert s["ablation_order_matches_truth"] is False
