@@ -1,7 +1,8 @@
 """The Faust worker: input events from Kafka in; forecasts, alerts, advice and dead letters out.
 
-One ``faust.App`` is built here, from one ``Settings`` (``create_app``). Its one agent reads the
-input topic (raw bytes, keyed by product id), takes micro-batches and hands each to the shared
+One ``faust.App`` is built here, from one ``Settings`` (``create_app``). The input topic (raw
+bytes, keyed by product id) is read through a batch lane (``streams.faust_fast``: whole fetches,
+no per-event Faust stream), whose micro-batches are handed to the shared
 ``streams.processor.Processor`` with the product states of a Faust Table (``TableStates``, a
 changelog-backed table partitioned like the input topic). Per batch, in this order:
 
@@ -67,6 +68,7 @@ from streams.state_table import TableStates, product_of
 log = logging.getLogger("liftstream.worker")
 
 STATE_TABLE = "product_state"
+END_MARKER = "|end"  # changelog key of ProductTable's end-of-batch markers (see changelog_delivered)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # above limits.MAX_RAW_PAYLOAD_BYTES, so oversized events reach the DLQ
 MAX_IMPUTED_DAYS = 3  # consecutive days the timer closes for a product before it waits for real sales
 RETRY_INITIAL_S = 0.1
@@ -209,8 +211,20 @@ class ProductTable(faust.Table):
             pending.append(await producer.send(
                 name, raw_key, raw_value, partition=self.partition_for_key(key), timestamp=None, headers=None,
             ))
-        for meta in await asyncio.gather(*pending):
+        metas = await asyncio.gather(*pending)
+        for meta in metas:
             self.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)  # as Faust's callback does
+        # Close each partition written to with a one-record batch: Tansu answers end_offsets with
+        # the last record batch's base offset + 1 (tests/bench/tansu_end_offsets.py), and Faust's
+        # recovery reads a changelog only up to that, so the rest of a multi-record last batch
+        # would be missing from a recovered table. The marker is a tombstone of END_MARKER, a key
+        # that is no product (it holds the separator) and is never read.
+        raw_marker, _ = topic.prepare_key(END_MARKER, self.key_serializer)
+        markers = [
+            await producer.send(name, raw_marker, None, partition=p, timestamp=None, headers=None)
+            for p in sorted({m.partition for m in metas})
+        ]
+        await asyncio.gather(*markers)
         return len(records)
 
 
@@ -473,20 +487,6 @@ def _rss_bytes() -> int:
         return 0
 
 
-def withhold_acks(batch: Sequence[Any]) -> None:
-    """Keep a failed batch's offsets uncommitted, so that its events are processed again.
-
-    ``Stream.take_events`` acknowledges a batch in a ``finally`` block, also when the agent's
-    body raised (a shutdown cancelling a batch that waits on ClickHouse, an unexpected error),
-    and the next commit would then pass events whose rows and states were never saved. Marking
-    the messages acknowledged on the message alone makes that ``finally`` skip them (``Message.ack``
-    returns early), and the consumer never records them, so the committed offset stays before the
-    batch. They also leave the consumer's unacked set, so a shutdown does not wait for them.
-    """
-    for event in batch:
-        event.message.acked = True
-
-
 def create_app(
     settings: Settings,
     *,
@@ -514,6 +514,7 @@ def create_app(
         consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         producer_max_request_size=MAX_MESSAGE_BYTES,
         stream_buffer_maxsize=max(4 * settings.batch_max, 4096),
+        broker_max_poll_records=settings.batch_max,  # one fetch is at most one batch
         web_enabled=web,
         web_port=settings.worker_web_port if web else 6066,
         web_bind="127.0.0.1",
@@ -541,15 +542,15 @@ def create_app(
     worker = Worker(settings, app, table, topics, out_topics, client_factory, sink_factory, stats_file)
     app.liftstream = worker
 
-    @app.agent(events, name=f"{settings.app_id}.score")
-    async def score(stream):
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            try:
-                # a tombstone (null value) is bad input like any other: it becomes a dead letter
-                await worker.handle([b"" if ev.value is None else ev.value for ev in batch])
-            except BaseException:
-                withhold_acks(batch)
-                raise
+    # the agent: the input topic's messages reach Worker.handle in micro-batches through a batch
+    # lane (streams/faust_fast.py) and are acknowledged once it returns (rows in ClickHouse,
+    # outputs and changelog records acknowledged by the broker); Faust commits their offsets.
+    # A batch that raises is never acknowledged: its events are processed again.
+    async def score(messages):
+        # a tombstone (null value) is bad input like any other: it becomes a dead letter
+        await worker.handle([b"" if m.value is None else m.value for m in messages])
+
+    app.batch_lane(events, score, max_batch=settings.batch_max, within_s=settings.batch_within_s)
 
     if settings.day_close_timeout_s > 0:
         tick = min(max(settings.day_close_timeout_s / 4, 0.25), 60.0)

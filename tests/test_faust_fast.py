@@ -103,32 +103,3 @@ def test_quiet_worker_keeps_the_root_logger_level():
     finally:
         root.setLevel(level)
 
-
-def test_withheld_batch_is_never_acknowledged_to_the_consumer():
-    """``streams.app.withhold_acks``: take_events' ``finally`` acks a failed batch anyway; after
-    withholding, Faust's own ack path must not reach ``Consumer.ack`` (so no offset moves past it)."""
-    from types import SimpleNamespace
-
-    from faust.types.tuples import ConsumerMessage
-
-    from streams.app import withhold_acks
-
-    class Recorder:
-        def __init__(self):
-            self.acked = []
-
-        def ack(self, message):
-            self.acked.append(message.offset)
-            return True
-
-    def message(offset):
-        return ConsumerMessage("events", 0, offset, 0.0, 0, None, b"k", b"v", None)
-
-    consumer = Recorder()
-    ok, failed = [message(0), message(1)], [message(2), message(3)]
-    for m in ok:  # the path Stream.ack takes: Event.ack -> Message.ack(consumer)
-        m.ack(consumer)
-    withhold_acks([SimpleNamespace(message=m) for m in failed])
-    for m in failed:
-        assert m.ack(consumer) is False
-    assert consumer.acked == [0, 1]
