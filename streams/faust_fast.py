@@ -117,7 +117,7 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         sleep = asyncio.sleep
 
         # LiftStream: batch lanes (topic -> BatchLane) and the batch being collected for each
-        lanes: dict[str, BatchLane] = getattr(self.app, "batch_lanes", {})
+        lanes: dict[str, BatchLane] = self.app.batch_lanes
         pending: dict[str, list] = {name: [] for name in lanes}
         deadline: float | None = None  # when the oldest collected message must be handed over
         collected_in = 0  # app.rebalancing_count when the oldest collected message was fetched
@@ -256,14 +256,14 @@ class LiftStreamApp(faust.App):
     """``faust.App`` whose consumer transport is ``FastTransport`` (for kafka:// brokers), with
     batch lanes (see the module doc)."""
 
-    batch_lanes: dict[str, BatchLane]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.batch_lanes: dict[str, BatchLane] = {}  # topic name -> lane
+        super().__init__(*args, **kwargs)
 
     def batch_lane(self, topic, handler, *, max_batch: int = 2000, within_s: float = 0.2) -> BatchLane:
         """Subscribe ``topic`` (a ``faust.Topic`` of one topic name) and send its messages to
         ``handler(list of Message)`` in batches; each is acknowledged once the handler returns."""
         (name,) = topic.topics
-        if not hasattr(self, "batch_lanes"):
-            self.batch_lanes = {}
         lane = self.batch_lanes[name] = BatchLane(name, handler, max_batch=max_batch, within_s=within_s)
         self.topics.add(topic)  # the conductor subscribes it; no stream reads it
         return lane

@@ -103,3 +103,67 @@ def test_quiet_worker_keeps_the_root_logger_level():
     finally:
         root.setLevel(level)
 
+
+
+def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=True):
+    """What FastDrainConsumer._run_lane reads of its consumer, recording tracks and acks."""
+    from types import SimpleNamespace
+
+    seen = {"tracked": [], "acked": []}
+    consumer = SimpleNamespace(
+        app=SimpleNamespace(
+            rebalancing_count=rebalancing_count,
+            flow_control=SimpleNamespace(is_active=lambda: flow_control_active),
+        ),
+        flow_active=flow_active,
+        should_stop=False,
+        log=logging.getLogger("test.lane"),
+        track_message=seen["tracked"].append,
+        ack=seen["acked"].append,
+    )
+    return consumer, seen
+
+
+def _run_lane(consumer, handler, messages, collected_in=3):
+    from streams.faust_fast import BatchLane, FastDrainConsumer
+
+    lane = BatchLane("events", handler)
+    asyncio.run(FastDrainConsumer._run_lane(consumer, lane, messages, collected_in))
+
+
+def test_lane_batch_is_tracked_handled_then_acked():
+    consumer, seen = _lane_consumer()
+    handled = []
+
+    async def handler(messages):
+        assert seen["tracked"] == [1, 2, 3] and seen["acked"] == []  # tracked first, acked after
+        handled.append(list(messages))
+
+    _run_lane(consumer, handler, [1, 2, 3])
+    assert handled == [[1, 2, 3]] and seen["acked"] == [1, 2, 3]
+
+
+def test_lane_batch_that_raises_is_never_acked():
+    consumer, seen = _lane_consumer()
+
+    async def handler(messages):
+        raise RuntimeError("model down")
+
+    with pytest.raises(RuntimeError):
+        _run_lane(consumer, handler, [1, 2])
+    assert seen["acked"] == []  # its offsets stay uncommitted: the batch is processed again
+
+
+@pytest.mark.parametrize(
+    "state", [{"rebalancing_count": 4}, {"flow_control_active": False}, {"flow_active": False}]
+)
+def test_lane_batch_from_before_a_rebalance_is_dropped_untracked(state):
+    """Collected before the current rebalance, or while streams/flow are suspended: dropped, never
+    tracked (a rebalance would wait for it) nor acked (the seek to committed fetches it again)."""
+    consumer, seen = _lane_consumer(**state)
+
+    async def handler(messages):
+        raise AssertionError("a dropped batch must not be handled")
+
+    _run_lane(consumer, handler, [1, 2])
+    assert seen == {"tracked": [], "acked": []}
