@@ -12,6 +12,10 @@ The public API is scikit-learn-like, numpy in and numpy out, and is what externa
 speak the same API (their ``fit`` accepts and ignores / uses ``instruments``), and
 ``instrument_validity`` returns gamma = 1 - loss / loss_zero on the residuals.
 
+``ControlFunctionIV`` (Newey, Powell & Vella 1999; Imbens & Newey 2009) shares Deep IV's first
+stage and response network and replaces Deep IV's second stage by a regression with the first
+stage's control variable; it is the FEI advisor's default (docs/fei.md has the comparison).
+
 Model (paper Eq. 1-5): y = g(t, x) + e with E[e | x, z] = E[e | x].  Stage 1 is a mixture density
 network F(t | x, z) (10 Gaussians, 128-64-32); stage 2 a response network h(t, x) (128-64-32-1,
 dropout 0.2) trained on  (y - E_{t~F}[h(t, x)])^2  with the unbiased gradient: two independent
@@ -63,6 +67,10 @@ class DeepIVConfig:
     n_samples: int = 4  # treatment samples per group; two independent groups per row
     val_samples: int = 32  # treatment samples per held-out row for the stage-2 held-out loss
     max_rows_per_epoch: int | None = None  # subsample each epoch (large n): None = all rows
+    # ControlFunctionIV only: covariate columns left out of stage 1, for covariates the treatment
+    # itself causes (h holds them fixed; see ControlFunctionIV)
+    first_stage_exclude: tuple[int, ...] = ()
+    control_hidden: tuple[int, ...] = ()  # ControlFunctionIV's k(V): () linear, else an MLP of V
     seed: int = 0
     threads: int = 2
     progress: bool = False
@@ -171,6 +179,14 @@ class MixtureDensityNet(nn.Module):
         z = (t[:, None] - mu) / log_sigma.exp()  # (B, K)
         log_p = log_pi - 0.5 * z**2 - log_sigma - 0.5 * math.log(2 * math.pi)
         return -torch.logsumexp(log_p, 1).mean()
+
+    @torch.no_grad()
+    def normal_score(self, xz: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B,) Phi^-1(F(t | x, z)): the mixture CDF at the observed t as a standard-normal score
+        (the control variable of ControlFunctionIV)."""
+        log_pi, mu, log_sigma = self(xz)
+        cdf = (log_pi.exp() * torch.special.ndtr((t[:, None] - mu) / log_sigma.exp())).sum(1)
+        return torch.special.ndtri(cdf.clamp(1e-6, 1 - 1e-6))
 
     @torch.no_grad()
     def sample(self, xz: torch.Tensor, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -339,52 +355,112 @@ def _batches(idx: np.ndarray, bs: int, rng: np.random.Generator, cap: int | None
         yield idx[i : i + bs]
 
 
+def _fit_mdn(xz, ts, tr, va, cfg: DeepIVConfig, rng, on_epoch=None) -> tuple[MixtureDensityNet, list[float]]:
+    """Stage 1 of both IV estimators: F(t | x, z) by maximum likelihood, early stop on held-out NLL."""
+    mdn = MixtureDensityNet(xz.shape[1], cfg)
+    opt = torch.optim.Adam(mdn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stop = _EarlyStop(cfg.patience, cfg.min_delta)
+    hist: list[float] = []
+    for _ in tqdm(range(cfg.max_epochs), desc="iv stage 1", disable=not cfg.progress):
+        mdn.train()
+        for b in _batches(tr, cfg.batch_size, rng, cfg.max_rows_per_epoch):
+            bt = torch.from_numpy(b)
+            loss = mdn.nll(xz[bt], ts[bt])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        mdn.eval()
+        with torch.no_grad():
+            val = float(mdn.nll(xz[va], ts[va]))
+        hist.append(val)
+        if on_epoch is not None:
+            on_epoch(1, len(hist), val)
+        if stop.update(val, mdn):
+            break
+    mdn.load_state_dict(stop.state)
+    mdn.eval()
+    return mdn, hist
+
+
 # --------------------------------------------------------------------------------------------- Deep IV
 
 
-class DeepIV(_NeuralResponse):
-    """Deep IV with a mixture-density first stage and an unbiased-gradient second stage."""
+class _InstrumentedResponse(_NeuralResponse):
+    """What the two IV estimators share: the stage-1 mixture density network F(t | x, z), its
+    inputs, the relevance diagnostic and (de)serialisation."""
 
     def __init__(self, config: DeepIVConfig | None = None, **overrides):
         super().__init__(config, **overrides)
         self.mdn = None
 
+    def _fit_stage1(self, treatment, covariates, instruments, outcome, on_epoch):
+        """Checked, standardized tensors, the train / held-out split and a fitted self.mdn."""
+        cfg = self.cfg
+        t, x, y, n, rng = self._start_fit(treatment, covariates, outcome)
+        z = _as_2d("instruments", instruments, n)
+        bad = [j for j in cfg.first_stage_exclude if not 0 <= j < x.shape[1]]
+        if bad:
+            raise ValueError(
+                f"first_stage_exclude: columns {bad} are not covariate columns 0..{x.shape[1] - 1}"
+            )
+        self.z_scaler = _Scaler.fit(z)
+        ts = torch.from_numpy(self.t_scaler(t[:, None])[:, 0])  # (N,)
+        xs = torch.from_numpy(self.x_scaler(x))  # (N, P)
+        xz = self._stage1_inputs(xs, torch.from_numpy(self.z_scaler(z)))  # (N, P'+Q)
+        ys = torch.from_numpy(self.y_scaler(y[:, None])[:, 0])  # (N,)
+        tr, va = _split(n, cfg.val_fraction, rng)
+        self.mdn, hist1 = _fit_mdn(xz, ts, tr, va, cfg, rng, on_epoch)
+        return ts, xs, xz, ys, tr, va, rng, hist1
+
+    def _stage1_inputs(self, xs: torch.Tensor, zs: torch.Tensor) -> torch.Tensor:
+        """[x without cfg.first_stage_exclude, z], standardized: the inputs of F(t | x, z)."""
+        keep = [j for j in range(xs.shape[1]) if j not in set(self.cfg.first_stage_exclude)]
+        return torch.cat([xs[:, keep], zs], 1)
+
+    def first_stage_r2(self, *, treatment, covariates, instruments) -> float:
+        """Held-in R^2 of the mixture mean for t: a relevance diagnostic of the instrument."""
+        t = _as_1d("treatment", treatment)
+        x = _as_2d("covariates", covariates, t.shape[0], self.n_covariates)
+        z = _as_2d("instruments", instruments, t.shape[0])
+        xz = self._stage1_inputs(torch.from_numpy(self.x_scaler(x)), torch.from_numpy(self.z_scaler(z)))
+        with torch.no_grad():
+            log_pi, mu, _ = self.mdn(xz)
+            m = (log_pi.exp() * mu).sum(1).double().numpy() * self.t_scaler.std[0] + self.t_scaler.mean[0]
+        return float(1 - np.mean((t - m) ** 2) / np.var(t))
+
+    def state(self) -> dict:
+        s = self.response_state()
+        s["mdn"] = self.mdn.state_dict()
+        s["z_scaler"] = (self.z_scaler.mean.tolist(), self.z_scaler.std.tolist())
+        return s
+
+    @classmethod
+    def from_state(cls, state: dict):
+        est = cls.from_response_state(state)
+        m, s = state["z_scaler"]
+        est.z_scaler = _Scaler(np.asarray(m), np.asarray(s))
+        n_x = est.n_covariates - len(set(est.cfg.first_stage_exclude))
+        est.mdn = MixtureDensityNet(n_x + len(m), est.cfg)
+        est.mdn.load_state_dict(state["mdn"])
+        est.mdn.eval()
+        return est
+
+
+class DeepIV(_InstrumentedResponse):
+    """Deep IV with a mixture-density first stage and an unbiased-gradient second stage."""
+
     def fit(self, *, treatment, covariates, instruments, outcome, on_epoch=None) -> DeepIV:
         """Fit both stages. ``on_epoch(stage, epoch, val_loss)``, if given, is called after every epoch
         (diagnostics: e.g. track a truth-based error while training)."""
         cfg = self.cfg
-        t, x, y, n, rng = self._start_fit(treatment, covariates, outcome)
-        z = _as_2d("instruments", instruments, n)
-        self.z_scaler = _Scaler.fit(z)
-        ts = torch.from_numpy(self.t_scaler(t[:, None])[:, 0])  # (N,)
-        xs = torch.from_numpy(self.x_scaler(x))  # (N, P)
-        xz = torch.cat([xs, torch.from_numpy(self.z_scaler(z))], 1)  # (N, P+Q)
-        ys = torch.from_numpy(self.y_scaler(y[:, None])[:, 0])  # (N,)
-        tr, va = _split(n, cfg.val_fraction, rng)
-
-        # stage 1: F(t | x, z), maximum likelihood, early stop on held-out NLL
-        self.mdn = MixtureDensityNet(xz.shape[1], cfg)
-        opt = torch.optim.Adam(self.mdn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        stop = _EarlyStop(cfg.patience, cfg.min_delta)
-        hist1 = []
-        for _ in tqdm(range(cfg.max_epochs), desc="deep iv stage 1", disable=not cfg.progress):
-            self.mdn.train()
-            for b in _batches(tr, cfg.batch_size, rng, cfg.max_rows_per_epoch):
-                bt = torch.from_numpy(b)
-                loss = self.mdn.nll(xz[bt], ts[bt])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            self.mdn.eval()
-            with torch.no_grad():
-                val = float(self.mdn.nll(xz[va], ts[va]))
-            hist1.append(val)
-            if on_epoch is not None:
-                on_epoch(1, len(hist1), val)
-            if stop.update(val, self.mdn):
-                break
-        self.mdn.load_state_dict(stop.state)
-        self.mdn.eval()
+        if cfg.first_stage_exclude:
+            raise ValueError(
+                "first_stage_exclude is for ControlFunctionIV: Deep IV integrates h(t, x) over F(t | x, z), "
+                "so its first stage must see every covariate of h"
+            )
+        ts, xs, xz, ys, tr, va, rng, hist1 = self._fit_stage1(
+            treatment, covariates, instruments, outcome, on_epoch
+        )
 
         # stage 2: h(t, x) on the sampled-treatment objective, unbiased gradient
         gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -429,32 +505,107 @@ class DeepIV(_NeuralResponse):
         hb = self.h.multi(samples, x)  # (V, S)
         return float(((y - hb.mean(1)) ** 2).mean())
 
-    def first_stage_r2(self, *, treatment, covariates, instruments) -> float:
-        """Held-in R^2 of the mixture mean for t: a relevance diagnostic of the instrument."""
-        t = _as_1d("treatment", treatment)
-        x = _as_2d("covariates", covariates, t.shape[0], self.n_covariates)
-        z = _as_2d("instruments", instruments, t.shape[0])
-        xz = torch.cat([torch.from_numpy(self.x_scaler(x)), torch.from_numpy(self.z_scaler(z))], 1)
+
+class ControlFunctionIV(_InstrumentedResponse):
+    """Control-function IV (Newey, Powell & Vella 1999; Imbens & Newey 2009) on Deep IV's networks.
+
+    Stage 1 is Deep IV's mixture density network F(t | x, z). Its CDF at the observed treatment,
+    as a normal score V = Phi^-1(F(t | x, z)), is the part of t the instrument does not explain.
+    If t is monotone in one unobserved disturbance and (e, that disturbance) is independent of
+    (x, z), then E[y | t, x, V] = h(t, x) + k(V): conditioning on V removes the confounding.
+    Stage 2 fits h (the same ResponseNet as Deep IV) and k (a small MLP of V) by least squares on
+    y, early stopped on held-out MSE. That is a regression, not Deep IV's integral equation: the
+    counterfactual h is not obtained by inverting E[h(t, x) | x, z], which is what makes Deep IV's
+    curve noisy where the instrument moves t little (the ends of the follower range).
+
+    ``cfg.first_stage_exclude`` names covariate columns that the treatment itself causes (on the
+    FEI data: ``verified``, which follows follower count). They stay in h, which holds them fixed,
+    but are left out of F(t | x, z): conditioning the first stage on them would make V depend on
+    them and k(V) could no longer absorb the confounding (measured in docs/fei.md). That is right
+    when, given t, such a column says nothing more about the disturbance.
+
+    The price is the stronger assumption (a scalar, monotone first-stage disturbance independent
+    of the instrument); Deep IV needs only E[e | x, z] = 0. ``predict`` returns h(t, x) + E[k(V)],
+    the mean outcome had t been set (the constant is folded into h's intercept after the fit, so
+    the saved h alone serves predict, marginal_effect and the Triton export).
+    """
+
+    def fit(self, *, treatment, covariates, instruments, outcome, on_epoch=None) -> ControlFunctionIV:
+        """Fit both stages. ``on_epoch(stage, epoch, val_loss)`` as in DeepIV.fit."""
+        cfg = self.cfg
+        ts, xs, xz, ys, tr, va, rng, hist1 = self._fit_stage1(
+            treatment, covariates, instruments, outcome, on_epoch
+        )
+        v = torch.cat(
+            [self.mdn.normal_score(xz[i : i + 65536], ts[i : i + 65536]) for i in range(0, len(ts), 65536)]
+        )
+        self.h = ResponseNet(xs.shape[1], cfg)
+        # k(V): linear by default, profiled out of every batch's loss (least squares of the
+        # residual on V; optimising the slope jointly with h by gradient steps converges slowly,
+        # as t and V are correlated); cfg.control_hidden makes it an MLP trained with h
+        control = _mlp(1, cfg.control_hidden, 1, cfg.activation, 0.0) if cfg.control_hidden else None
+
+        def residual(bt: torch.Tensor) -> torch.Tensor:
+            """(B,) y - h(t, x) - k(V) for rows bt."""
+            r, vb = ys[bt] - self.h(ts[bt], xs[bt]), v[bt]
+            if control is None:
+                return r - (r * vb).sum() / (vb * vb).sum() * vb
+            return r - control(vb[:, None])[:, 0]
+
+        modules = nn.ModuleDict({"h": self.h, **({"k": control} if control is not None else {})})
+        opt = torch.optim.Adam(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        stop, hist2 = _EarlyStop(cfg.patience, cfg.min_delta), []
+        va_t = torch.from_numpy(va)
+        for _ in tqdm(range(cfg.max_epochs), desc="control function stage 2", disable=not cfg.progress):
+            modules.train()
+            for b in _batches(tr, cfg.batch_size, rng, cfg.max_rows_per_epoch):
+                loss = (residual(torch.from_numpy(b)) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            modules.eval()
+            with torch.no_grad():
+                val = float((residual(va_t) ** 2).mean())
+            hist2.append(val)
+            if on_epoch is not None:
+                on_epoch(2, len(hist2), val)
+            if stop.update(val, modules):
+                break
+        modules.load_state_dict(stop.state)
+        modules.eval()
         with torch.no_grad():
-            log_pi, mu, _ = self.mdn(xz)
-            m = (log_pi.exp() * mu).sum(1).double().numpy() * self.t_scaler.std[0] + self.t_scaler.mean[0]
-        return float(1 - np.mean((t - m) ** 2) / np.var(t))
+            tr_t = torch.from_numpy(tr)
+            if control is None:
+                r, vt = ys[tr_t] - self.h(ts[tr_t], xs[tr_t]), v[tr_t]
+                k = (r * vt).sum() / (vt * vt).sum() * v  # (N,)
+            else:
+                k = control(v[:, None])[:, 0]
+            k_mean = float(k.mean())
+            self.h.body[-1].bias[0] += k_mean  # h's constant term: basis column 0, or the MLP's output
+        self.history = {
+            "stage1_val_nll": hist1,
+            "stage2_val_mse": hist2,
+            "control_mean": k_mean,
+            "control_slope": float(np.polyfit(v.numpy(), k.numpy(), 1)[0]),  # standardized y per unit V
+            "n_train": int(len(tr)),
+            "n_val": int(len(va)),
+        }
+        return self
 
-    def state(self) -> dict:
-        s = self.response_state()
-        s["mdn"] = self.mdn.state_dict()
-        s["z_scaler"] = (self.z_scaler.mean.tolist(), self.z_scaler.std.tolist())
-        return s
 
-    @classmethod
-    def from_state(cls, state: dict) -> DeepIV:
-        est = cls.from_response_state(state)
-        m, s = state["z_scaler"]
-        est.z_scaler = _Scaler(np.asarray(m), np.asarray(s))
-        est.mdn = MixtureDensityNet(est.n_covariates + len(m), est.cfg)
-        est.mdn.load_state_dict(state["mdn"])
-        est.mdn.eval()
-        return est
+IV_ESTIMATORS = {"deepiv": DeepIV, "control_function": ControlFunctionIV}
+
+
+def load_iv_estimator(state: dict) -> _InstrumentedResponse:
+    """An IV estimator from its ``state()``, of the class that saved it (states without a kind,
+    saved before the control function existed, are Deep IV)."""
+    kind = state.get("kind", "DeepIV")
+    for cls in IV_ESTIMATORS.values():
+        if cls.__name__ == kind:
+            return cls.from_state(state)
+    raise ValueError(
+        f"unknown IV estimator kind {kind!r}; expected one of {[c.__name__ for c in IV_ESTIMATORS.values()]}"
+    )
 
 
 # ------------------------------------------------------------------------------------------ baselines

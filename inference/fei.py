@@ -31,7 +31,7 @@ import torch
 
 from inference import vsvae as V
 from inference.client import AdviceBatch, VideoBatch, VideoMeta
-from inference.deepiv import DeepIV
+from inference.deepiv import ControlFunctionIV, DeepIV, load_iv_estimator
 from schemas import limits as L
 
 SHAPES = ("s_shaped", "linear", "concave")
@@ -290,14 +290,15 @@ def plot_heatmap(
 
 @dataclass
 class FeiAdvisor:
-    """Content encoder + Deep IV behind ``advise()`` (inference.client's advisor interface).
+    """Content encoder + IV estimator (control function or Deep IV) behind ``advise()``
+    (inference.client's advisor interface).
 
     The content vector is the pooled-statistics PCA (``pooled``, the default fit) when set, else the
     VS-VAE posterior mean (the paper's encoder)."""
 
     vsvae: V.VSVAE | None
     vsvae_scale: dict | None
-    estimator: DeepIV
+    estimator: DeepIV | ControlFunctionIV
     smearing: float  # Duan's factor: E[impressions] = exp(h) * smearing
     log_f_support: tuple[float, float]  # training quantiles of ln followers; the grid lives inside
     config: FeiConfig = field(default_factory=FeiConfig)
@@ -398,7 +399,7 @@ class FeiAdvisor:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        weights: dict = {"deepiv": self.estimator.state()}
+        weights: dict = {"iv": self.estimator.state()}
         if self.vsvae is not None:
             weights["vsvae"] = V.save_state(self.vsvae, self.vsvae_scale)
         if self.pooled is not None:
@@ -437,7 +438,7 @@ class FeiAdvisor:
         return cls(
             model,
             scale,
-            DeepIV.from_state(weights["deepiv"]),
+            load_iv_estimator(weights["iv"] if "iv" in weights else weights["deepiv"]),
             float(cfg["smearing"]),
             tuple(cfg["log_f_support"]),
             fc,

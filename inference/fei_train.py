@@ -17,7 +17,7 @@ import csv
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 from inference import fei as F
 from inference import vsvae as V
 from inference.client import VideoBatch, VideoMeta
-from inference.deepiv import DeepIV, DeepIVConfig, instrument_validity
+from inference.deepiv import IV_ESTIMATORS, DeepIVConfig, instrument_validity
 from schemas import dataset as DS
 from schemas import limits as L
 
-FIT_VERSION = "fei-fit-2"  # bump when fitting changes so cached fits are not reused
+FIT_VERSION = "fei-fit-3"  # bump when fitting changes so cached fits are not reused
 
 
 CONTENT_KINDS = ("pooled", "vsvae")
@@ -45,7 +45,15 @@ class FitConfig:
     content: str = "pooled"
     pooled_dim: int = 16  # principal components kept
     vsvae: V.VSVAEConfig = field(default_factory=V.VSVAEConfig)
+    # the IV estimator behind the FEI: "control_function" (default; measured better on the paper
+    # world, docs/fei.md) or "deepiv" (the paper's Deep IV); each has its own network settings
+    estimator: str = "control_function"
     deepiv: DeepIVConfig = field(default_factory=lambda: DeepIVConfig(progress=True))
+    control: DeepIVConfig = field(
+        default_factory=lambda: DeepIVConfig(
+            dropout=0.0, weight_decay=1e-3, patience=10, max_epochs=80, batch_size=1024, progress=True
+        )
+    )
     fei: F.FeiConfig = field(default_factory=F.FeiConfig)
     validity_rows: int = 100_000  # rows for the instrument validity check (gamma)
 
@@ -155,6 +163,8 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
     cfg = cfg or FitConfig()
     if cfg.content not in CONTENT_KINDS:
         raise ValueError(f"cfg.content: {cfg.content!r}, expected one of {CONTENT_KINDS}")
+    if cfg.estimator not in IV_ESTIMATORS:
+        raise ValueError(f"cfg.estimator: {cfg.estimator!r}, expected one of {tuple(IV_ESTIMATORS)}")
     t0 = time.time()
     vfit, pooled, vs_report = None, None, {}
     if cfg.content == "vsvae":
@@ -177,19 +187,22 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
     z = F.instrument(meta.past_avg_hearts)
     y = F.outcome(videos.column("impressions_14d").to_numpy())
     t1 = time.time()
-    est = DeepIV(cfg.deepiv).fit(treatment=t, covariates=x, instruments=z, outcome=y)
+    est = IV_ESTIMATORS[cfg.estimator](iv_config(cfg, r.shape[1])).fit(
+        treatment=t, covariates=x, instruments=z, outcome=y
+    )
     t_iv = time.time() - t1
     resid = y - est.predict(treatment=t, covariates=x)
     report = {
         "n_videos": int(len(t)),
         "content": cfg.content,
         **vs_report,
-        "deepiv": {
+        "estimator": cfg.estimator,
+        "iv": {
             **est.history,
             "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
         },
         "instrument_validity_gamma": instrument_validity(resid, x, z, max_rows=cfg.validity_rows),
-        "seconds": {"content": round(t_vae, 1), "deepiv": round(t_iv, 1)},
+        "seconds": {"content": round(t_vae, 1), "iv": round(t_iv, 1)},
     }
     lo, hi = np.quantile(t, cfg.fei.support_quantiles)
     adv = F.FeiAdvisor(
@@ -203,6 +216,17 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
         pooled=pooled,
     )
     return FeiAdvisorFit(adv, x, t, z, y, r)
+
+
+def iv_config(cfg: FitConfig, content_dim: int) -> DeepIVConfig:
+    """The network settings of cfg.estimator for covariates F.covariates(r) with r of content_dim
+    columns. The control function leaves ``verified`` out of its first stage: verification follows
+    follower count (the treatment), so it carries the confounder; given t it says nothing more about
+    it, and h keeps it as a covariate (docs/fei.md, "Control function")."""
+    if cfg.estimator == "deepiv":
+        return cfg.deepiv
+    verified = content_dim + F.COVARIATE_POST_STATS.index("verified")
+    return replace(cfg.control, first_stage_exclude=(verified,))
 
 
 @dataclass
@@ -247,7 +271,7 @@ def fit_or_load_advisor(
 
 def cli_fit(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
-        prog="liftstream fit-fei", description="Fit VS-VAE + Deep IV (FEI) on a dataset folder."
+        prog="liftstream fit-fei", description="Fit the FEI advisor (content encoder + IV estimator) on a dataset folder."
     )
     p.add_argument("--dataset", required=True, help="dataset folder (schemas.dataset format)")
     p.add_argument("--out", required=True, help="model directory to write (config.json + weights.pt)")
@@ -258,7 +282,15 @@ def cli_fit(argv: list[str]) -> int:
         help="VS-VAE training subsample",
     )
     p.add_argument("--vae-epochs", type=int, default=V.VSVAEConfig.max_epochs)
-    p.add_argument("--iv-epochs", type=int, default=DeepIVConfig.max_epochs)
+    p.add_argument(
+        "--estimator",
+        choices=tuple(IV_ESTIMATORS),
+        default=FitConfig.estimator,
+        help="IV estimator: control function (default) or the paper's Deep IV",
+    )
+    p.add_argument(
+        "--iv-epochs", type=int, default=None, help="maximum epochs per stage (default: the estimator's)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--content",
@@ -267,10 +299,14 @@ def cli_fit(argv: list[str]) -> int:
         help="content representation: pooled statistics + PCA (default) or the paper's VS-VAE",
     )
     a = p.parse_args(argv)
+    base = FitConfig()
+    epochs = {} if a.iv_epochs is None else {"max_epochs": a.iv_epochs}
     cfg = FitConfig(
         content=a.content,
         vsvae=V.VSVAEConfig(max_train_videos=a.vae_train_videos, max_epochs=a.vae_epochs, seed=a.seed),
-        deepiv=DeepIVConfig(max_epochs=a.iv_epochs, seed=a.seed, progress=True),
+        estimator=a.estimator,
+        deepiv=replace(base.deepiv, seed=a.seed, **epochs),
+        control=replace(base.control, seed=a.seed, **epochs),
     )
     try:
         fit = fit_advisor(a.dataset, cfg)
@@ -281,7 +317,7 @@ def cli_fit(argv: list[str]) -> int:
     rep = fit.advisor.report
     print(f"wrote {a.out} model_version={fit.advisor.model_version}")
     print(
-        f"videos={rep['n_videos']} first-stage R2={rep['deepiv']['first_stage_r2']:.3f} gamma={rep['instrument_validity_gamma']:.5f} "
+        f"videos={rep['n_videos']} {rep['estimator']} first-stage R2={rep['iv']['first_stage_r2']:.3f} gamma={rep['instrument_validity_gamma']:.5f} "
         f"smearing={fit.advisor.smearing:.3f} seconds={rep['seconds']}"
     )
     for k, v in rep.get("vsvae", {}).get("reconstruction_test", {}).items():

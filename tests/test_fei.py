@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from inference import fei as F
 from inference import fei_train as FT
@@ -83,7 +84,9 @@ def test_group_mean_band_brackets_the_mean():
 
 TINY = FT.FitConfig(
     vsvae=V.VSVAEConfig(max_epochs=2, max_train_videos=400, progress=False, latent_dim=4),
-    deepiv=DeepIVConfig(first_hidden=(32, 16), second_hidden=(32, 16), max_epochs=5, n_components=3),
+    control=DeepIVConfig(
+        first_hidden=(32, 16), second_hidden=(32, 16), max_epochs=5, n_components=3, dropout=0.0
+    ),
     validity_rows=2000,
 )
 
@@ -190,11 +193,13 @@ def test_vsvae_content_option_still_fits_saves_and_advises(world, tmp_path):
     cfg = FT.FitConfig(
         content="vsvae",
         vsvae=V.VSVAEConfig(max_epochs=1, max_train_videos=300, progress=False, latent_dim=4),
+        estimator="deepiv",
         deepiv=DeepIVConfig(first_hidden=(16,), second_hidden=(16,), max_epochs=2, n_components=2),
         validity_rows=1000,
     )
     adv = FT.fit_advisor(world, cfg, progress=False).advisor
     assert adv.pooled is None and adv.vsvae is not None and adv.report["content"] == "vsvae"
+    assert type(adv.estimator).__name__ == "DeepIV" and adv.report["estimator"] == "deepiv"
     adv.save(tmp_path / "v")
     again = F.FeiAdvisor.load(tmp_path / "v")
     vb, meta = _batch(world, 10)
@@ -245,4 +250,23 @@ def test_cli_fit_and_advise(world, tmp_path, capsys):
             ["--model", str(out), "--dataset", str(tmp_path / "nope"), "--value", "0.02", "--cost", "10"]
         )
         == 2
+    )
+
+
+def test_default_advisor_uses_the_control_function_without_verified_in_its_first_stage(advisor, tmp_path):
+    assert type(advisor.estimator).__name__ == "ControlFunctionIV"
+    assert advisor.report["estimator"] == "control_function"
+    r_dim = advisor.estimator.n_covariates - len(F.COVARIATE_POST_STATS)
+    assert advisor.estimator.cfg.first_stage_exclude == (r_dim + F.COVARIATE_POST_STATS.index("verified"),)
+    # advisors saved before the control function kept the estimator under "deepiv"
+    advisor.save(tmp_path / "a")
+    w = torch.load(tmp_path / "a" / "weights.pt", weights_only=False)
+    w["deepiv"] = w.pop("iv")
+    torch.save(w, tmp_path / "a" / "weights.pt")
+    again = F.FeiAdvisor.load(tmp_path / "a")
+    x = np.random.default_rng(0).normal(size=(5, advisor.estimator.n_covariates))
+    t = np.full(5, 9.0)
+    assert np.array_equal(
+        again.estimator.marginal_effect(treatment=t, covariates=x),
+        advisor.estimator.marginal_effect(treatment=t, covariates=x),
     )

@@ -1,4 +1,4 @@
-"""FEI benchmark: VS-VAE + Deep IV on the simulator against its true FEI curves.
+"""FEI benchmark: content representation + IV estimator on the simulator against its true FEI curves.
 
     .venv/bin/python -m tests.bench.bench_fei --dataset data/fei_paper            # all parts
     .venv/bin/python -m tests.bench.bench_fei --dataset data/fei_paper --parts scale --ns 10000,500000
@@ -8,8 +8,10 @@ generated on first use when missing). Writes runs/bench/fei/*.json and *.png and
 
 Parts
 - ``fit``: content representation (``--content``: pooled statistics + PCA by default, or the
-  paper's VS-VAE) + Deep IV on the world's videos (fit_advisor), cached in runs/bench/fei/advisor.
-- ``eval``: on every video, FEI error of Deep IV / naive neural regression / 2SLS against the true
+  paper's VS-VAE) + the IV estimator (``--estimator``: the control function by default, or Deep
+  IV) on the world's videos (fit_advisor), cached in runs/bench/fei/advisor.
+- ``eval``: on every video, FEI error of the advisor's estimator / Deep IV (fitted here when the
+  advisor's is the control function; ``--skip-deepiv`` skips it) / naive neural regression / 2SLS against the true
   FEI (inference.sim.truth.true_fei) over the truth grid (ln F from 100 to 10M, 64 points) kept
   inside the observed support of followers (0.5%-99.5% quantiles), and also over the central 95%;
   shape accuracy; profit of the chosen follower size under the true response (value 0.02, cost 10
@@ -47,7 +49,7 @@ from inference import fei as F
 from inference import fei_train as FT
 from inference import vsvae as V
 from inference.deepiv import (
-    DeepIV,
+    IV_ESTIMATORS,
     DeepIVConfig,
     NaiveNeuralRegression,
     TwoStageLeastSquares,
@@ -60,7 +62,25 @@ OUT = Path("runs/bench/fei")
 VALUE, COST = 0.02, 10.0  # the paper's Walmart case: $0.02 per impression, $10 per 1k followers
 HEAT_VALUES = np.array([0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.14, 0.16, 0.18, 0.20])
 HEAT_COSTS = np.array([5.0, 10.0, 15.0, 20.0, 25.0, 50.0, 75.0, 100.0])
-IV_CFG = DeepIVConfig(batch_size=1024, n_samples=4, max_epochs=40, patience=5, progress=True)
+IV_CFG = DeepIVConfig(batch_size=1024, n_samples=4, max_epochs=40, patience=5, progress=True)  # Deep IV's
+
+
+def fit_config(args) -> FT.FitConfig:
+    """The advisor's FitConfig for --content / --estimator (Deep IV with the benchmark's IV_CFG)."""
+    return FT.FitConfig(
+        content=args.content,
+        estimator=args.estimator,
+        vsvae=V.VSVAEConfig(max_train_videos=args.vae_train_videos, max_epochs=args.vae_epochs),
+        deepiv=IV_CFG,
+    )
+
+
+def fit_estimator(kind: str, t, x, z, y, args, progress: bool = True):
+    """An IV estimator of ``kind`` fitted with the advisor's settings for covariates x, whose first
+    x.shape[1] - len(F.COVARIATE_POST_STATS) columns are the content vector."""
+    cfg = replace(fit_config(args), estimator=kind)
+    icfg = replace(FT.iv_config(cfg, x.shape[1] - len(F.COVARIATE_POST_STATS)), progress=progress)
+    return IV_ESTIMATORS[kind](icfg).fit(treatment=t, covariates=x, instruments=z, outcome=y)
 
 
 def _json(path: Path, obj) -> None:
@@ -102,35 +122,31 @@ def part_fit(dataset: Path, args) -> dict:
     cache = OUT / "advisor"
     npz = OUT / "paper_xtzy.npz"
     if (cache / "config.json").exists() and npz.exists() and args.refit_iv:
-        # keep the VS-VAE and its r; refit Deep IV only (e.g. another response head)
+        # keep the content encoder and its x; fit the IV estimator again (e.g. another estimator)
         adv, d = F.FeiAdvisor.load(cache), np.load(npz)
         x, t, z, y = d["x"], d["t"], d["z"], d["y"]
         t0 = time.time()
-        est = DeepIV(IV_CFG).fit(treatment=t, covariates=x, instruments=z, outcome=y)
+        est = fit_estimator(args.estimator, t, x, z, y, args)
         secs = time.time() - t0
         adv.estimator, adv.smearing, adv.model_version = est, F.smearing_factor(est, t, x, y), ""
-        adv.report["deepiv"] = {
+        adv.report["estimator"] = args.estimator
+        adv.report["iv"] = {
             **est.history,
             "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
         }
         adv.report["instrument_validity_gamma"] = instrument_validity(
             y - est.predict(treatment=t, covariates=x), x, z
         )
-        adv.report.setdefault("seconds", {})["deepiv"] = round(secs, 1)
+        adv.report.setdefault("seconds", {})["iv"] = round(secs, 1)
         adv.save(cache)
         _json(OUT / "fit.json", {**adv.report, "model_version": adv.model_version})
-        print(f"refit Deep IV: {secs:.0f} s, model {adv.model_version}")
+        print(f"refit {args.estimator}: {secs:.0f} s, model {adv.model_version}")
         return adv.report
     if (cache / "config.json").exists() and npz.exists() and not args.refit:
         print(f"using the cached fit in {cache}")
         return {"cached": True}
-    cfg = FT.FitConfig(
-        content=args.content,
-        vsvae=V.VSVAEConfig(max_train_videos=args.vae_train_videos, max_epochs=args.vae_epochs),
-        deepiv=IV_CFG,
-    )
     t0 = time.time()
-    fit = FT.fit_advisor(dataset, cfg)
+    fit = FT.fit_advisor(dataset, fit_config(args))
     secs = time.time() - t0
     fit.advisor.save(cache)
     np.savez(npz, x=fit.x, t=fit.t, z=fit.z, y=fit.y, r=fit.r)
@@ -181,24 +197,32 @@ def part_eval(dataset: Path, args) -> dict:
         "central_95": [float(grid_c95[0]), float(grid_c95[-1]), len(grid_c95)],
     }
 
-    # estimators: Deep IV (the advisor's), naive, 2SLS
+    # estimators: the advisor's, Deep IV (the paper's), naive, 2SLS
+    kind = adv.report.get("estimator", "deepiv")
+    res["estimator"] = kind
+    ests = {kind: adv.estimator}
+    if kind != "deepiv" and not args.skip_deepiv:
+        print("fitting Deep IV for comparison ...")
+        t0 = time.time()
+        ests["deepiv"] = fit_estimator("deepiv", t, x, z, y, args)
+        res["seconds_deepiv_fit"] = time.time() - t0
     print("fitting the baselines ...")
     naive_cfg = replace(
         IV_CFG, progress=False, max_epochs=args.baseline_epochs
     )  # the same network as Deep IV
-    naive = NaiveNeuralRegression(naive_cfg).fit(treatment=t, covariates=x, outcome=y)
-    tsls = TwoStageLeastSquares().fit(treatment=t, covariates=x, instruments=z, outcome=y)
+    ests["naive"] = NaiveNeuralRegression(naive_cfg).fit(treatment=t, covariates=x, outcome=y)
+    ests["2sls"] = TwoStageLeastSquares().fit(treatment=t, covariates=x, instruments=z, outcome=y)
     errs = {}
-    for name, est in (("deep_iv", adv.estimator), ("naive", naive), ("2sls", tsls)):
+    for name, est in ests.items():
         e_sup = fei_errors(est, x, params, grid_sup, args.n_eval)
         e_c95 = fei_errors(est, x, params, grid_c95, args.n_eval)
         errs[name] = e_sup
         res[f"fei_mae_{name}"] = {"support": e_sup["mae"], "central_95": e_c95["mae"]}
         print(f"FEI MAE {name:8s} support grid {e_sup['mae']:.4f}   central 95% {e_c95['mae']:.4f}")
-    res["deep_iv_over_naive"] = res["fei_mae_deep_iv"]["support"] / res["fei_mae_naive"]["support"]
+    res["advisor_over_naive"] = res[f"fei_mae_{kind}"]["support"] / res["fei_mae_naive"]["support"]
 
-    # shapes (Deep IV curves on the advisor's rule, over the advisor's grid)
-    e = errs["deep_iv"]
+    # shapes (the advisor's curves on the advisor's rule, over the advisor's grid)
+    e = errs[kind]
     idx = e["idx"]
     est_adv = F.fei_curves(adv.estimator, x[idx], adv.log_grid)
     shapes = F.classify_shape(est_adv, adv.config.flat_range, adv.config.rise_fraction)
@@ -249,9 +273,7 @@ def part_eval(dataset: Path, args) -> dict:
     if not args.skip_invalid:
         zs = (z[:, 0] - z[:, 0].mean()) / z[:, 0].std()
         y_bad = y + 0.5 * np.sin(3 * zs)
-        bad = DeepIV(replace(IV_CFG, progress=False)).fit(
-            treatment=t, covariates=x, instruments=z, outcome=y_bad
-        )
+        bad = fit_estimator(kind, t, x, z, y_bad, args, progress=False)
         res["gamma"]["invalid_sin_direct_effect"] = instrument_validity(
             y_bad - bad.predict(treatment=t, covariates=x), x, z
         )
@@ -265,21 +287,21 @@ def part_eval(dataset: Path, args) -> dict:
     tiers_true = F.tier_means(e["true"] if len(grid_sup) == len(T.GRID) else T.true_fei(T.GRID, sub), T.GRID)
     res["tier_table"] = {
         ts: {
-            "deep_iv": {k: float(np.nanmean(v[true_shape == ts])) for k, v in tiers.items()},
+            "fitted": {k: float(np.nanmean(v[true_shape == ts])) for k, v in tiers.items()},
             "true": {k: float(np.nanmean(v[true_shape == ts])) for k, v in tiers_true.items()},
         }
         for ts in F.SHAPES
     }
     band = F.group_mean_band(est_adv, n_boot=200)
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-    ax[0].plot(adv.log_grid, band["mean"], label="Deep IV mean FEI")
+    ax[0].plot(adv.log_grid, band["mean"], label=f"{kind} mean FEI")
     ax[0].fill_between(adv.log_grid, band["lower"], band["upper"], alpha=0.3, label="95% bootstrap band")
     ax[0].plot(adv.log_grid, T.true_fei(adv.log_grid, sub).mean(0), "k--", label="true mean FEI")
     ax[0].set_xlabel("ln followers")
     ax[0].legend()
     for ts in F.SHAPES:
         m = true_shape == ts
-        ax[1].plot(adv.log_grid, est_adv[m].mean(0), label=f"Deep IV {ts}")
+        ax[1].plot(adv.log_grid, est_adv[m].mean(0), label=f"{kind} {ts}")
         ax[1].plot(
             adv.log_grid,
             T.true_fei(adv.log_grid, {k: v[m] for k, v in sub.items()}).mean(0),
@@ -288,7 +310,7 @@ def part_eval(dataset: Path, args) -> dict:
         )
     ax[1].set_xlabel("ln followers")
     ax[1].legend(fontsize=7)
-    for name in ("deep_iv", "naive", "2sls"):
+    for name in errs:
         ax[2].plot(grid_sup, errs[name]["by_grid"], label=name)
     ax[2].set_xlabel("ln followers")
     ax[2].set_ylabel("mean |FEI error|")
@@ -302,7 +324,7 @@ def part_eval(dataset: Path, args) -> dict:
         HEAT_VALUES,
         HEAT_COSTS,
         OUT / "optimum_heatmap.png",
-        "optimal followers of the average video (Deep IV)",
+        f"optimal followers of the average video ({kind})",
     )
     res["heatmap_optimal_followers"] = heat
 
@@ -384,7 +406,7 @@ def part_scale(dataset: Path, args) -> dict:
         t, x, z, y, params = scaled_data(n, d["x"], params_src, sim, seed=n)
         grid = eval_grid(t, (0.005, 0.995))
         t0 = time.time()
-        est = DeepIV(IV_CFG).fit(treatment=t, covariates=x, instruments=z, outcome=y)
+        est = fit_estimator(args.estimator, t, x, z, y, args)
         secs = time.time() - t0
         e = fei_errors(est, x, params, grid, args.n_eval)
         e95 = fei_errors(est, x, params, eval_grid(t, (0.025, 0.975)), args.n_eval)
@@ -393,7 +415,8 @@ def part_scale(dataset: Path, args) -> dict:
             "fit_seconds": secs,
             "fei_mae_support": e["mae"],
             "fei_mae_central_95": e95["mae"],
-            "epochs": [len(est.history["stage1_val_nll"]), len(est.history["stage2_val_loss"])],
+            "estimator": args.estimator,
+            "epochs": [len(v) for k, v in est.history.items() if isinstance(v, list)],
         }
         if args.scale_naive:
             nv = NaiveNeuralRegression(replace(IV_CFG, progress=False)).fit(
@@ -402,7 +425,7 @@ def part_scale(dataset: Path, args) -> dict:
             row["naive_fei_mae_support"] = fei_errors(nv, x, params, grid, args.n_eval)["mae"]
         res[str(n)] = row
         print(
-            f"n={n:>7}: Deep IV fit {secs:.0f} s, FEI MAE support {e['mae']:.4f}, central 95% {e95['mae']:.4f}, epochs {row['epochs']}",
+            f"n={n:>7}: {args.estimator} fit {secs:.0f} s, FEI MAE support {e['mae']:.4f}, central 95% {e95['mae']:.4f}, epochs {row['epochs']}",
             flush=True,
         )
         _json(path, res)
@@ -418,7 +441,7 @@ def part_scale(dataset: Path, args) -> dict:
     ax[1].plot([r["n"] for r in rows], [r["fit_seconds"] / 60 for r in rows], "o-")
     ax[1].set_xscale("log")
     ax[1].set_xlabel("videos")
-    ax[1].set_ylabel("Deep IV fit minutes (2 cores)")
+    ax[1].set_ylabel(f"{args.estimator} fit minutes (2 cores)")
     fig.tight_layout()
     fig.savefig(OUT / "fei_error_vs_n.png", dpi=100)
     plt.close(fig)
@@ -440,15 +463,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--vae-train-videos", type=int, default=30_000)
     p.add_argument("--vae-epochs", type=int, default=8)
-    p.add_argument("--refit", action="store_true", help="fit VS-VAE and Deep IV again even if cached")
-    p.add_argument("--refit-iv", action="store_true", help="keep the cached VS-VAE, fit Deep IV again")
+    p.add_argument(
+        "--estimator",
+        choices=tuple(IV_ESTIMATORS),
+        default=FT.FitConfig.estimator,
+        help="the advisor's IV estimator (fit, scale): control function (default) or Deep IV",
+    )
+    p.add_argument("--refit", action="store_true", help="fit the content encoder and the IV estimator again")
+    p.add_argument(
+        "--refit-iv", action="store_true", help="keep the cached content encoder, fit the IV estimator again"
+    )
+    p.add_argument("--skip-deepiv", action="store_true", help="eval: no Deep IV comparison fit")
     p.add_argument(
         "--response", default=None, help="Deep IV response head: basis | mlp (default: DeepIVConfig's)"
     )
     p.add_argument("--scale-naive", action="store_true")
-    p.add_argument(
-        "--skip-invalid", action="store_true", help="skip the Deep IV refit with an invalid instrument"
-    )
+    p.add_argument("--skip-invalid", action="store_true", help="skip the refit with an invalid instrument")
     p.add_argument(
         "--baseline-epochs", type=int, default=IV_CFG.max_epochs, help="max epochs of the naive regression"
     )
