@@ -271,7 +271,8 @@ def fit_or_load_advisor(
 
 def cli_fit(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
-        prog="liftstream fit-fei", description="Fit the FEI advisor (content encoder + IV estimator) on a dataset folder."
+        prog="liftstream fit-fei",
+        description="Fit the FEI advisor (content encoder + IV estimator) on a dataset folder.",
     )
     p.add_argument("--dataset", required=True, help="dataset folder (schemas.dataset format)")
     p.add_argument("--out", required=True, help="model directory to write (config.json + weights.pt)")
