@@ -201,7 +201,7 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
             **est.history,
             "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
         },
-        "instrument_validity_gamma": instrument_validity(resid, x, z, max_rows=cfg.validity_rows),
+        "instrument_validity_gamma": validity_gamma(est, resid, x, z, max_rows=cfg.validity_rows),
         "seconds": {"content": round(t_vae, 1), "iv": round(t_iv, 1)},
     }
     lo, hi = np.quantile(t, cfg.fei.support_quantiles)
@@ -216,6 +216,15 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
         pooled=pooled,
     )
     return FeiAdvisorFit(adv, x, t, z, y, r)
+
+
+def validity_gamma(est, residual: np.ndarray, x: np.ndarray, z: np.ndarray, **kw) -> float:
+    """gamma = 1 - loss / loss_zero (deepiv.instrument_validity) of the residual y - h(t, x) given
+    the exogenous covariates and z. Columns the estimator left out of its first stage are caused by
+    the treatment; E[e | x, z] = 0 is not claimed for them (``verified`` carries the confounder),
+    so they are left out of the check too."""
+    drop = list(est.cfg.first_stage_exclude) if hasattr(est, "cfg") else []  # 2SLS has no cfg
+    return instrument_validity(residual, np.delete(x, drop, axis=1), z, **kw)
 
 
 def iv_config(cfg: FitConfig, content_dim: int) -> DeepIVConfig:

@@ -270,3 +270,19 @@ def test_default_advisor_uses_the_control_function_without_verified_in_its_first
         again.estimator.marginal_effect(treatment=t, covariates=x),
         advisor.estimator.marginal_effect(treatment=t, covariates=x),
     )
+
+
+def test_validity_gamma_leaves_out_the_columns_the_first_stage_left_out():
+    """A covariate the treatment causes may predict the residual (verified carries the confounder);
+    the instrument check is about z given the exogenous covariates."""
+    r = np.random.default_rng(0)
+    n = 4000
+    x = r.normal(size=(n, 2))
+    z = r.normal(size=n)
+    resid = 0.8 * x[:, 1] + 0.3 * r.normal(size=n)
+
+    class Est:
+        cfg = DeepIVConfig(first_stage_exclude=(1,))
+
+    assert FT.validity_gamma(Est(), resid, x, z) < 0.02
+    assert FT.instrument_validity(resid, x, z) > 0.5

@@ -134,8 +134,8 @@ def part_fit(dataset: Path, args) -> dict:
             **est.history,
             "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
         }
-        adv.report["instrument_validity_gamma"] = instrument_validity(
-            y - est.predict(treatment=t, covariates=x), x, z
+        adv.report["instrument_validity_gamma"] = FT.validity_gamma(
+            est, y - est.predict(treatment=t, covariates=x), x, z
         )
         adv.report.setdefault("seconds", {})["iv"] = round(secs, 1)
         adv.save(cache)
@@ -268,14 +268,17 @@ def part_eval(dataset: Path, args) -> dict:
     )
 
     # instrument validity: valid z and an invalid one (direct effect sin(3 z_std) on the outcome)
-    g_valid = instrument_validity(y - adv.estimator.predict(treatment=t, covariates=x), x, z)
-    res["gamma"] = {"valid": g_valid}
+    resid = y - adv.estimator.predict(treatment=t, covariates=x)
+    res["gamma"] = {
+        "valid": FT.validity_gamma(adv.estimator, resid, x, z),
+        "valid_all_covariates": instrument_validity(resid, x, z),  # verified included
+    }
     if not args.skip_invalid:
         zs = (z[:, 0] - z[:, 0].mean()) / z[:, 0].std()
         y_bad = y + 0.5 * np.sin(3 * zs)
         bad = fit_estimator(kind, t, x, z, y_bad, args, progress=False)
-        res["gamma"]["invalid_sin_direct_effect"] = instrument_validity(
-            y_bad - bad.predict(treatment=t, covariates=x), x, z
+        res["gamma"]["invalid_sin_direct_effect"] = FT.validity_gamma(
+            bad, y_bad - bad.predict(treatment=t, covariates=x), x, z
         )
     print(f"gamma {res['gamma']}")
 
@@ -423,25 +426,29 @@ def part_scale(dataset: Path, args) -> dict:
                 treatment=t, covariates=x, outcome=y
             )
             row["naive_fei_mae_support"] = fei_errors(nv, x, params, grid, args.n_eval)["mae"]
-        res[str(n)] = row
+        res[f"{args.estimator}:{n}"] = row
         print(
             f"n={n:>7}: {args.estimator} fit {secs:.0f} s, FEI MAE support {e['mae']:.4f}, central 95% {e95['mae']:.4f}, epochs {row['epochs']}",
             flush=True,
         )
         _json(path, res)
-    rows = sorted(res.values(), key=lambda r: r["n"])
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].plot([r["n"] for r in rows], [r["fei_mae_support"] for r in rows], "o-", label="support grid")
-    ax[0].plot([r["n"] for r in rows], [r["fei_mae_central_95"] for r in rows], "s-", label="central 95%")
+    for kind in sorted({r.get("estimator", "deepiv") for r in res.values()}):
+        rows = sorted((r for r in res.values() if r.get("estimator", "deepiv") == kind), key=lambda r: r["n"])
+        n = [r["n"] for r in rows]
+        ax[0].plot(n, [r["fei_mae_support"] for r in rows], "o-", label=f"{kind}, support grid")
+        ax[0].plot(n, [r["fei_mae_central_95"] for r in rows], "s--", label=f"{kind}, central 95%")
+        ax[1].plot(n, [r["fit_seconds"] / 60 for r in rows], "o-", label=kind)
     ax[0].axhline(0.05, color="k", ls=":")
     ax[0].set_xscale("log")
     ax[0].set_xlabel("videos")
     ax[0].set_ylabel("mean |FEI error|")
-    ax[0].legend()
-    ax[1].plot([r["n"] for r in rows], [r["fit_seconds"] / 60 for r in rows], "o-")
+    ax[0].legend(fontsize=7)
+    ax[1].axhline(15, color="k", ls=":")
     ax[1].set_xscale("log")
     ax[1].set_xlabel("videos")
-    ax[1].set_ylabel(f"{args.estimator} fit minutes (2 cores)")
+    ax[1].set_ylabel("fit minutes (2-core machine)")
+    ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(OUT / "fei_error_vs_n.png", dpi=100)
     plt.close(fig)
