@@ -36,12 +36,20 @@ class VideoBatch:
 
     def __post_init__(self) -> None:
         n, s, d = self.frame.shape
-        assert s == L.MAX_SEGMENTS and d == L.FEATURE_DIM, f"expected frame (N, {L.MAX_SEGMENTS}, {L.FEATURE_DIM}), got {self.frame.shape}"
+        assert s == L.MAX_SEGMENTS and d == L.FEATURE_DIM, (
+            f"expected frame (N, {L.MAX_SEGMENTS}, {L.FEATURE_DIM}), got {self.frame.shape}"
+        )
         for name in ("motion", "audio"):
-            assert getattr(self, name).shape == (n, s, d), f"expected {name} {(n, s, d)}, got {getattr(self, name).shape}"
+            assert getattr(self, name).shape == (n, s, d), (
+                f"expected {name} {(n, s, d)}, got {getattr(self, name).shape}"
+            )
         assert self.seg_mask.shape == (n, s), f"expected seg_mask {(n, s)}, got {self.seg_mask.shape}"
-        assert self.title.shape == (n, L.MAX_TITLE_TOKENS, d), f"expected title (N, {L.MAX_TITLE_TOKENS}, {d}), got {self.title.shape}"
-        assert self.title_mask.shape == (n, L.MAX_TITLE_TOKENS), f"expected title_mask {(n, L.MAX_TITLE_TOKENS)}, got {self.title_mask.shape}"
+        assert self.title.shape == (n, L.MAX_TITLE_TOKENS, d), (
+            f"expected title (N, {L.MAX_TITLE_TOKENS}, {d}), got {self.title.shape}"
+        )
+        assert self.title_mask.shape == (n, L.MAX_TITLE_TOKENS), (
+            f"expected title_mask {(n, L.MAX_TITLE_TOKENS)}, got {self.title_mask.shape}"
+        )
 
     def __len__(self) -> int:
         return self.frame.shape[0]
@@ -68,7 +76,12 @@ class VideoBatch:
         return b
 
     def take(self, idx) -> VideoBatch:
-        return VideoBatch(*(np.asarray(getattr(self, f))[idx] for f in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")))
+        return VideoBatch(
+            *(
+                np.asarray(getattr(self, f))[idx]
+                for f in ("frame", "motion", "audio", "seg_mask", "title", "title_mask")
+            )
+        )
 
 
 @dataclass
@@ -115,7 +128,9 @@ class ModelClient(Protocol):
     def encode(self, videos: VideoBatch) -> np.ndarray: ...
     def init_state(self, n: int) -> np.ndarray: ...
     def step(self, state: np.ndarray, x: np.ndarray) -> StepOutput: ...
-    def advise(self, videos: VideoBatch, meta: VideoMeta, value_per_impression: float, cost_per_1k_followers: float) -> AdviceBatch: ...
+    def advise(
+        self, videos: VideoBatch, meta: VideoMeta, value_per_impression: float, cost_per_1k_followers: float
+    ) -> AdviceBatch: ...
 
 
 class AsyncModelClient(Protocol):
@@ -127,7 +142,9 @@ class AsyncModelClient(Protocol):
     async def encode(self, videos: VideoBatch) -> np.ndarray: ...
     async def init_state(self, n: int) -> np.ndarray: ...
     async def step(self, state: np.ndarray, x: np.ndarray) -> StepOutput: ...
-    async def advise(self, videos: VideoBatch, meta: VideoMeta, value_per_impression: float, cost_per_1k_followers: float) -> AdviceBatch: ...
+    async def advise(
+        self, videos: VideoBatch, meta: VideoMeta, value_per_impression: float, cost_per_1k_followers: float
+    ) -> AdviceBatch: ...
 
 
 @dataclass
@@ -152,14 +169,19 @@ class InProcessClient:
         n = len(videos)
         if n <= self.max_batch:
             return self.forecaster.encode(videos)
-        parts = [self.forecaster.encode(videos.take(slice(i, i + self.max_batch))) for i in range(0, n, self.max_batch)]
+        parts = [
+            self.forecaster.encode(videos.take(slice(i, i + self.max_batch)))
+            for i in range(0, n, self.max_batch)
+        ]
         return np.concatenate(parts)
 
     def init_state(self, n: int) -> np.ndarray:
         return self.forecaster.init_state(n)
 
     def step(self, state: np.ndarray, x: np.ndarray) -> StepOutput:
-        assert state.shape[0] == x.shape[0], f"expected state and x with the same batch, got {state.shape} and {x.shape}"
+        assert state.shape[0] == x.shape[0], (
+            f"expected state and x with the same batch, got {state.shape} and {x.shape}"
+        )
         return self.forecaster.step(state, x)
 
     def advise(self, videos, meta, value_per_impression, cost_per_1k_followers) -> AdviceBatch:

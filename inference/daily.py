@@ -64,8 +64,12 @@ def side_matrix(counts: np.ndarray, age_days: np.ndarray, followers: np.ndarray)
 
 def side_features(likes, shares, comments, collects, impressions, age_days, followers) -> np.ndarray:
     """(..., SIDE_DIM) float32 side information of videos from raw counts (numpy broadcasting)."""
-    cols = np.broadcast_arrays(*(np.asarray(c, dtype=np.float64) for c in
-                                 (likes, shares, comments, collects, impressions, age_days, followers)))
+    cols = np.broadcast_arrays(
+        *(
+            np.asarray(c, dtype=np.float64)
+            for c in (likes, shares, comments, collects, impressions, age_days, followers)
+        )
+    )
     shape = cols[0].shape
     flat = [c.reshape(-1) for c in cols]
     return side_matrix(np.stack(flat[:5], axis=1), flat[5], flat[6]).reshape(*shape, SIDE_DIM)
@@ -137,7 +141,9 @@ def product_features(
         cols += [np.zeros(())] * N_TRAILING
     else:
         trailing = np.asarray(trailing, dtype=np.float64)
-        assert trailing.shape[-1] == N_TRAILING, f"expected trailing (..., {N_TRAILING}), got {trailing.shape}"
+        assert trailing.shape[-1] == N_TRAILING, (
+            f"expected trailing (..., {N_TRAILING}), got {trailing.shape}"
+        )
         cols += [trailing[..., i] for i in range(N_TRAILING)]
     if weekday is None:
         cols += [np.zeros(())] * 7
@@ -148,8 +154,15 @@ def product_features(
 
 
 def product_vector(
-    units: float, price: float, rating: float, n_active: int, n_new: int, *, sums=None,
-    weekday: int | None = None, previous: list[float] | None = None,
+    units: float,
+    price: float,
+    rating: float,
+    n_active: int,
+    n_new: int,
+    *,
+    sums=None,
+    weekday: int | None = None,
+    previous: list[float] | None = None,
 ) -> np.ndarray:
     """``product_features`` for one product-day from Python scalars (the stream's hot path).
 
@@ -157,8 +170,14 @@ def product_vector(
     zeros like ``product_features(trailing=None)``; [] = the product's first day).
     """
     out = np.zeros(PRODUCT_DIM, dtype=np.float64)
-    out[:6] = (math.log1p(units), math.log1p(price), rating / 100.0, math.log1p(n_active), math.log1p(n_new),
-               1.0 if n_active > 0 else 0.0)
+    out[:6] = (
+        math.log1p(units),
+        math.log1p(price),
+        rating / 100.0,
+        math.log1p(n_active),
+        math.log1p(n_new),
+        1.0 if n_active > 0 else 0.0,
+    )
     if sums is not None:
         out[6:11] = np.log1p(np.asarray(sums, dtype=np.float64))
     if previous is not None:

@@ -259,7 +259,9 @@ class Lamm(nn.Module):
 
     # columns of x's side + product part that say "there are videos" (zeroed for the counterfactual)
     _no_video_cols = [
-        SIDE_DIM + i for i, k in enumerate(PRODUCT_FEATURES) if k in ("n_active", "n_new", "has_videos") or k.startswith("sum_")
+        SIDE_DIM + i
+        for i, k in enumerate(PRODUCT_FEATURES)
+        if k in ("n_active", "n_new", "has_videos") or k.startswith("sum_")
     ]
 
 

@@ -140,11 +140,19 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
     np.add.at(n_new, (vp[ok], pub[ok]), 1.0)
     eng_sums = np.zeros((len(pid), d, len(ENGAGEMENT_COLS)))
     np.add.at(eng_sums, (pair_p, pt), raw)  # today's counts summed over the active videos
-    start = date.fromisoformat(str(meta.get("start_date", "1970-01-01")))  # day t = start + t (the stream's date)
+    start = date.fromisoformat(
+        str(meta.get("start_date", "1970-01-01"))
+    )  # day t = start + t (the stream's date)
     weekday = (start.weekday() + np.arange(d)) % 7
     units0 = np.nan_to_num(units, nan=0.0)  # what x's units column holds on a day without a sales row
     product_x = product_features(
-        units0, price, rating, n_active, n_new, sums=eng_sums, weekday=weekday[None, :],
+        units0,
+        price,
+        rating,
+        n_active,
+        n_new,
+        sums=eng_sums,
+        weekday=weekday[None, :],
         trailing=trailing_units(units0),  # the lags / rolling means of that same column
     )
 

@@ -143,7 +143,9 @@ def fit(
     n_updates = tc.epochs * math.ceil(len(fit_p) / bs)
     sched = None
     if tc.lr_decay == "cosine":  # per update, to 0 at the end of the epoch budget
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i / n_updates, 1.0))))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i / n_updates, 1.0)))
+        )
     val_t = targets_z(data, val_p, norm)
     best, best_state, bad, hist = math.inf, copy.deepcopy(model.state_dict()), 0, []
     t0 = time.time()
@@ -170,8 +172,14 @@ def fit(
         else:
             val = val_mse = float(np.mean(losses))
         hist.append(
-            {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val, "val_mse": val_mse,
-             "lr": opt.param_groups[0]["lr"], "s": time.time() - t0}
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "val_loss": val,
+                "val_mse": val_mse,
+                "lr": opt.param_groups[0]["lr"],
+                "s": time.time() - t0,
+            }
         )
         also = "" if tc.loss == "mse" else f"  val mse {val_mse:.4f}"
         log(
@@ -253,8 +261,14 @@ def train_or_load(
         max_day = int(meta["history_days"]) - 1 if meta.get("history_days") else None
     key = hashlib.sha256(
         json.dumps(
-            [dataset_fingerprint(dataset_path), asdict(config), asdict(train), max_day, list(D.SIDE_FEATURES),
-             list(D.PRODUCT_FEATURES)],  # the day-input definition: a checkpoint of another x never loads
+            [
+                dataset_fingerprint(dataset_path),
+                asdict(config),
+                asdict(train),
+                max_day,
+                list(D.SIDE_FEATURES),
+                list(D.PRODUCT_FEATURES),
+            ],  # the day-input definition: a checkpoint of another x never loads
             sort_keys=True,
         ).encode()
     ).hexdigest()[:12]
@@ -285,10 +299,21 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--loss", choices=("mse", "l1", "huber"), default=TrainConfig.loss)
     ap.add_argument("--max-day", type=int, default=None, help="train on days 0..MAX_DAY only")
     ap.add_argument("--reading", choices=("target_query", "aux_query"), default="target_query")
-    ap.add_argument("--dropout", type=float, default=LammConfig.dropout, help="LAMM's dropout (section 4.4: 0.2)")
-    ap.add_argument("--skip-hidden", type=int, default=LammConfig.skip_hidden, help="MLP width beside the linear skip (0: none)")
-    ap.add_argument("--tab-dropout", choices=("on", "off"), default="on" if LammConfig.tab_dropout else "off",
-                    help="input dropout on the side + product part of x too")
+    ap.add_argument(
+        "--dropout", type=float, default=LammConfig.dropout, help="LAMM's dropout (section 4.4: 0.2)"
+    )
+    ap.add_argument(
+        "--skip-hidden",
+        type=int,
+        default=LammConfig.skip_hidden,
+        help="MLP width beside the linear skip (0: none)",
+    )
+    ap.add_argument(
+        "--tab-dropout",
+        choices=("on", "off"),
+        default="on" if LammConfig.tab_dropout else "off",
+        help="input dropout on the side + product part of x too",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--no-bf16", action="store_true", help="train the encoder in fp32")
@@ -419,7 +444,9 @@ def _predict(name: str, f: _Fold, cfg: LammConfig, pooled) -> np.ndarray:
     if name in B.NEURAL:
         torch.manual_seed(f.tc.seed)
         # LAMM's day-model options, so a neural baseline differs from LAMM only in its video encoder
-        bcfg = replace(B.NEURAL[name], dropout=cfg.dropout, tab_dropout=cfg.tab_dropout, skip_hidden=cfg.skip_hidden)
+        bcfg = replace(
+            B.NEURAL[name], dropout=cfg.dropout, tab_dropout=cfg.tab_dropout, skip_hidden=cfg.skip_hidden
+        )
         model = B.NeuralBaseline(bcfg)
         fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=f.log)
         return predict_z(model, f.data, f.test_p)

@@ -38,7 +38,9 @@ class SeasonalNaiveForecaster:
         return np.zeros((n, self.state_dim), dtype=np.float32)
 
     def step(self, state: np.ndarray, x: np.ndarray) -> StepOutput:
-        assert state.ndim == 2 and state.shape[1] == self.state_dim, f"expected state (N, {self.state_dim}), got {state.shape}"
+        assert state.ndim == 2 and state.shape[1] == self.state_dim, (
+            f"expected state (N, {self.state_dim}), got {state.shape}"
+        )
         units = np.expm1(x[:, -PRODUCT_DIM].astype(np.float64))  # today's units (see inference.daily)
         has, err, last = state[:, 0] > 0, state[:, 1].astype(np.float64), state[:, 2].astype(np.float64)
         abs_err = np.abs(units - last)
@@ -52,20 +54,29 @@ class SeasonalNaiveForecaster:
 class ConstantElasticityAdvisor:
     model_version = "constant-elasticity-v1"
 
-    def __init__(self, elasticity: float = 0.6, impressions_per_follower: float = 0.5,
-                 grid=np.logspace(2, 7, 101)):
-        self.elasticity, self.scale, self.grid = elasticity, impressions_per_follower, np.asarray(grid, dtype=np.float64)
+    def __init__(
+        self, elasticity: float = 0.6, impressions_per_follower: float = 0.5, grid=np.logspace(2, 7, 101)
+    ):
+        self.elasticity, self.scale, self.grid = (
+            elasticity,
+            impressions_per_follower,
+            np.asarray(grid, dtype=np.float64),
+        )
 
     def _impressions(self, f: np.ndarray) -> np.ndarray:
         # anchored at 10k followers: E[impr] = scale * 1e4 * (F / 1e4) ** elasticity
         return self.scale * 1e4 * (np.asarray(f, dtype=np.float64) / 1e4) ** self.elasticity
 
-    def advise(self, videos: VideoBatch, meta: VideoMeta, value_per_impression: float, cost_per_1k_followers: float) -> AdviceBatch:
+    def advise(
+        self, videos: VideoBatch, meta: VideoMeta, value_per_impression: float, cost_per_1k_followers: float
+    ) -> AdviceBatch:
         f = np.asarray(meta.followers, dtype=np.float64).clip(1)
         n = f.shape[0]
         imp = self._impressions(f)
         profit = value_per_impression * imp - cost_per_1k_followers * f / 1000.0
-        grid_profit = value_per_impression * self._impressions(self.grid) - cost_per_1k_followers * self.grid / 1000.0
+        grid_profit = (
+            value_per_impression * self._impressions(self.grid) - cost_per_1k_followers * self.grid / 1000.0
+        )
         best = int(np.argmax(grid_profit))
         return AdviceBatch(
             fei=np.full(n, self.elasticity),

@@ -129,7 +129,9 @@ def read_meta(root: str | Path) -> dict:
         raise DatasetError(f"{path}: missing (not a {FORMAT} folder)")
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise DatasetError(f"{path}: expected format={FORMAT!r} version={VERSION}, got {meta.get('format')!r} {meta.get('version')!r}")
+        raise DatasetError(
+            f"{path}: expected format={FORMAT!r} version={VERSION}, got {meta.get('format')!r} {meta.get('version')!r}"
+        )
     return meta
 
 
@@ -157,11 +159,15 @@ def load_features(root: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
             raise DatasetError(f"{path}: missing")
         arr = np.load(path, mmap_mode="r" if mmap else None)
         if arr.dtype != dtype or arr.shape[1:] != shape:
-            raise DatasetError(f"{path}: expected {np.dtype(dtype).name} (N, {', '.join(map(str, shape))}), got {arr.dtype} {arr.shape}")
+            raise DatasetError(
+                f"{path}: expected {np.dtype(dtype).name} (N, {', '.join(map(str, shape))}), got {arr.dtype} {arr.shape}"
+            )
         out[name] = arr
     n = {a.shape[0] for a in out.values()}
     if len(n) != 1:
-        raise DatasetError(f"{root}/features: arrays disagree on the number of videos: { {k: v.shape[0] for k, v in out.items()} }")
+        raise DatasetError(
+            f"{root}/features: arrays disagree on the number of videos: { {k: v.shape[0] for k, v in out.items()} }"
+        )
     return out
 
 

@@ -229,7 +229,9 @@ def row_of(model: BaseModel) -> tuple[str, tuple[Any, ...]]:
     return table, tuple(row)
 
 
-_DATETIME_COLUMNS = {name: [i for i, (_, t) in enumerate(cols) if t == "DateTime"] for name, (cols, _, _) in TABLES.items()}
+_DATETIME_COLUMNS = {
+    name: [i for i, (_, t) in enumerate(cols) if t == "DateTime"] for name, (cols, _, _) in TABLES.items()
+}
 
 
 __all__ = ["TABLES", "COLUMNS", "TABLE_OF", "create_all", "create_table", "create_database", "row_of", "date"]

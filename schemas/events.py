@@ -28,7 +28,9 @@ from pydantic import (
 
 from schemas import limits as L
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
 Count = Annotated[int, Field(ge=0, le=L.MAX_COUNT)]
 VideoType = Literal[L.VIDEO_TYPES]  # type: ignore[valid-type]
 ProductCategory = Literal[L.PRODUCT_CATEGORIES]  # type: ignore[valid-type]
@@ -131,7 +133,9 @@ class InfluencerSnapshot(BaseModel):
     influencer_id: Id
     followers: int = Field(ge=0, le=L.MAX_FOLLOWERS, description="Follower count at publish time.")
     past_avg_hearts: float = Field(
-        ge=0, le=1e10, description="Creator's average hearts (likes) per video before this one: the FEI instrument."
+        ge=0,
+        le=1e10,
+        description="Creator's average hearts (likes) per video before this one: the FEI instrument.",
     )
     verified: bool = False
     city_tier: CityTier = "other"
@@ -168,7 +172,9 @@ class VideoPublished(_Event):
     @model_validator(mode="after")
     def _one_content_source(self) -> VideoPublished:
         if (self.media_uri is None) == (self.features is None):
-            raise ValueError("exactly one of media_uri (to extract) or features (pre-extracted) must be given")
+            raise ValueError(
+                "exactly one of media_uri (to extract) or features (pre-extracted) must be given"
+            )
         return self
 
 

@@ -53,7 +53,9 @@ class ForecastAlert(_Row):
     target_day: date
     rule: Literal["below_band", "pct_drop"]
     severity: Literal["warning", "critical"]
-    reference: float = Field(description="What the forecast was compared with (band lower bound or trailing mean).")
+    reference: float = Field(
+        description="What the forecast was compared with (band lower bound or trailing mean)."
+    )
     current: float
     drop_pct: float
     message: str
@@ -92,12 +94,16 @@ class DeadLetter(_Row):
     received_at: datetime
     error_type: str
     error: str
-    raw: str = Field(description=f"Raw payload (first {L.DEAD_LETTER_RAW_KEEP_BYTES} bytes, undecodable bytes replaced).")
+    raw: str = Field(
+        description=f"Raw payload (first {L.DEAD_LETTER_RAW_KEEP_BYTES} bytes, undecodable bytes replaced)."
+    )
     raw_size: int = Field(ge=0)
     raw_sha256: str
 
     @classmethod
-    def from_raw(cls, raw: bytes | str, *, source: str, error_type: str, error: str, received_at: datetime) -> DeadLetter:
+    def from_raw(
+        cls, raw: bytes | str, *, source: str, error_type: str, error: str, received_at: datetime
+    ) -> DeadLetter:
         data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
         digest = hashlib.sha256(data).hexdigest()
         return cls(

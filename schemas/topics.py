@@ -19,7 +19,13 @@ DEFAULT_PARTITIONS = 4
 
 def topic_names(prefix: str = "") -> dict[str, str]:
     """Topic names with an optional prefix (tests give each run its own)."""
-    names = {"events": EVENTS, "forecasts": FORECASTS, "alerts": ALERTS, "advice": ADVICE, "dead_letters": DEAD_LETTERS}
+    names = {
+        "events": EVENTS,
+        "forecasts": FORECASTS,
+        "alerts": ALERTS,
+        "advice": ADVICE,
+        "dead_letters": DEAD_LETTERS,
+    }
     return {k: f"{prefix}{v}" for k, v in names.items()}
 
 

@@ -147,7 +147,9 @@ def build_sink(settings: Settings):
     if parts.scheme == "chdb":
         from streams.sinks import ChdbSink
 
-        return ChdbSink(unquote(parts.netloc + parts.path), settings.database, batch_rows=settings.sink_batch_rows)
+        return ChdbSink(
+            unquote(parts.netloc + parts.path), settings.database, batch_rows=settings.sink_batch_rows
+        )
     raise ValueError(f"store must be clickhouse://host:port/db or chdb:///dir, got {settings.store!r}")
 
 
@@ -204,12 +206,21 @@ class ProductTable(faust.Table):
         for key, value in records:
             raw_key, _ = topic.prepare_key(key, self.key_serializer)
             raw_value = None if value is None else topic.prepare_value(value, self.value_serializer)[0]
-            pending.append(await producer.send(
-                name, raw_key, raw_value, partition=self.partition_for_key(key), timestamp=None, headers=None,
-            ))
+            pending.append(
+                await producer.send(
+                    name,
+                    raw_key,
+                    raw_value,
+                    partition=self.partition_for_key(key),
+                    timestamp=None,
+                    headers=None,
+                )
+            )
         metas = await asyncio.gather(*pending)
         for meta in metas:
-            self.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)  # as Faust's callback does
+            self.data.set_persisted_offset(
+                TP(meta.topic, meta.partition), meta.offset
+            )  # as Faust's callback does
         # Close each partition written to with a one-record batch: Tansu answers end_offsets with
         # the last record batch's base offset + 1 (tests/bench/tansu_end_offsets.py), and Faust's
         # recovery reads a changelog only up to that, so the rest of a multi-record last batch
@@ -254,14 +265,17 @@ class Worker:
         if self.processor is not None:
             return
         client = self.client_factory(self.settings)
-        self.processor = await self._retry("model client", lambda: Processor.create(
-            client,
-            self.states,
-            source=EVENTS,  # the logical source, not the prefixed name: dead-letter ids stay stable
-            value_per_impression=self.settings.value_per_impression,
-            cost_per_1k_followers=self.settings.cost_per_1k_followers,
-            alerts=self.settings.alert_config(),
-        ))
+        self.processor = await self._retry(
+            "model client",
+            lambda: Processor.create(
+                client,
+                self.states,
+                source=EVENTS,  # the logical source, not the prefixed name: dead-letter ids stay stable
+                value_per_impression=self.settings.value_per_impression,
+                cost_per_1k_followers=self.settings.cost_per_1k_followers,
+                alerts=self.settings.alert_config(),
+            ),
+        )
         for topic in self.out_topics.values():  # created with the input's partition count
             await topic.maybe_declare()
         self.sink = self.sink_factory(self.settings)
@@ -319,7 +333,12 @@ class Worker:
         # the batch's events are acknowledged when this returns: their states must be durable
         await self.table.changelog_delivered()
         t4 = time.perf_counter()
-        for stage, dt in (("process", t1 - t0), ("clickhouse", t2 - t1), ("publish", t3 - t2), ("state", t4 - t3)):
+        for stage, dt in (
+            ("process", t1 - t0),
+            ("clickhouse", t2 - t1),
+            ("publish", t3 - t2),
+            ("state", t4 - t3),
+        ):
             self.stage_s[stage] += dt
         self.totals["batches"] += 1
         self._track_closes(committed)
@@ -379,10 +398,16 @@ class Worker:
             if name is None:
                 continue
             key = row.dlq_id if isinstance(row, DeadLetter) else row.product_id
-            pending.append(await producer.send(
-                self.topics[name], key.encode(), row.model_dump_json().encode(), partition=None,
-                timestamp=None, headers=None,
-            ))
+            pending.append(
+                await producer.send(
+                    self.topics[name],
+                    key.encode(),
+                    row.model_dump_json().encode(),
+                    partition=None,
+                    timestamp=None,
+                    headers=None,
+                )
+            )
         if pending:
             await asyncio.gather(*pending)
 
@@ -425,7 +450,8 @@ class Worker:
             return 0
         now = time.monotonic()
         due = [
-            pid for pid, (_, t, n) in self.closes.items()
+            pid
+            for pid, (_, t, n) in self.closes.items()
             if now - t >= timeout and n < MAX_IMPUTED_DAYS and self.owns(pid)
         ]
         if not due:
@@ -434,7 +460,12 @@ class Worker:
             synthetic = []
             for pid in due:
                 st = self.states.get(pid)
-                if st is None or st.closed_day is None or pid not in self.closes or st.closed_day != self.closes[pid][0]:
+                if (
+                    st is None
+                    or st.closed_day is None
+                    or pid not in self.closes
+                    or st.closed_day != self.closes[pid][0]
+                ):
                     self.closes.pop(pid, None)  # moved on (or away) since it was tracked
                     continue
                 synthetic.append(imputed_sales(st))
@@ -458,11 +489,17 @@ class Worker:
         self._stats_at = now
         cpu = os.times()
         sink = getattr(self.sink, "stats", None)
-        doc = {"pid": os.getpid(), "time": time.time(), "totals": dict(self.totals),
-               "products": len(self.states), "assigned": self.assigned(), "rss_bytes": _rss_bytes(),
-               "cpu_s": round(cpu.user + cpu.system, 3),
-               "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()},
-               "sink": None if sink is None else dataclasses.asdict(sink)}
+        doc = {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "totals": dict(self.totals),
+            "products": len(self.states),
+            "assigned": self.assigned(),
+            "rss_bytes": _rss_bytes(),
+            "cpu_s": round(cpu.user + cpu.system, 3),
+            "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()},
+            "sink": None if sink is None else dataclasses.asdict(sink),
+        }
         tmp = self.stats_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))
         tmp.replace(self.stats_file)
@@ -516,11 +553,17 @@ def create_app(
         web_bind="127.0.0.1",
     )
     events = app.topic(
-        topics["events"], key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        topics["events"],
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
         partitions=settings.topic_partitions,
     )
     out_topics = {
-        name: app.topic(topics[name], key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions)
+        name: app.topic(
+            topics[name], key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions
+        )
         for name in ("forecasts", "alerts", "advice", "dead_letters")
     }
     # keys are product ids, and each record goes to the partition of the product's events (same
@@ -591,7 +634,9 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", dest="kafka_bootstrap", help="Kafka bootstrap servers host:port[,...]")
     p.add_argument("--store", help="clickhouse://host:port/db (or chdb:///dir for a single worker)")
     p.add_argument("--database", help="database when the store URL names none")
-    p.add_argument("--app-id", dest="app_id", help="consumer group / app id (workers with one id share the work)")
+    p.add_argument(
+        "--app-id", dest="app_id", help="consumer group / app id (workers with one id share the work)"
+    )
     p.add_argument("--topic-prefix", dest="topic_prefix")
     p.add_argument("--partitions", dest="topic_partitions", type=int)
     p.add_argument("--web-port", dest="worker_web_port", type=int, help="0 disables the web server")

@@ -12,16 +12,46 @@ import sys
 
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("streams.embedded:cli", "replay a campaign in-process (embedded ClickHouse, in-process models) and write a report"),
-    "simulate": ("inference.sim.cli:cli", "generate a synthetic ISA world: dataset folder, event stream, ground truth"),
-    "train": ("inference.lamm_train:cli_train", "train LAMM (and its conformal intervals) on a dataset folder"),
-    "evaluate": ("inference.lamm_train:cli_evaluate", "5-fold CV of LAMM against its baselines, ablation, report"),
-    "fit-fei": ("inference.fei_train:cli_fit", "fit the FEI advisor (content encoder + control-function IV or Deep IV) on a dataset folder"),
-    "advise": ("inference.fei_train:cli_advise", "influencer-size advice for videos of a dataset from a fitted FEI model"),
-    "export-triton": ("inference.export:cli", "write the Triton model repository (triton_models/) from trained models"),
-    "worker": ("streams.app:cli_worker", "run a Faust worker: Kafka events in, forecasts/alerts/advice to ClickHouse"),
-    "produce": ("streams.produce:cli", "replay an event file or a simulated world into Kafka at a given rate"),
-    "stack": ("streams.stack:cli", "start/stop the local real services (Tansu broker, ClickHouse server, tritonserver)"),
+    "run": (
+        "streams.embedded:cli",
+        "replay a campaign in-process (embedded ClickHouse, in-process models) and write a report",
+    ),
+    "simulate": (
+        "inference.sim.cli:cli",
+        "generate a synthetic ISA world: dataset folder, event stream, ground truth",
+    ),
+    "train": (
+        "inference.lamm_train:cli_train",
+        "train LAMM (and its conformal intervals) on a dataset folder",
+    ),
+    "evaluate": (
+        "inference.lamm_train:cli_evaluate",
+        "5-fold CV of LAMM against its baselines, ablation, report",
+    ),
+    "fit-fei": (
+        "inference.fei_train:cli_fit",
+        "fit the FEI advisor (content encoder + control-function IV or Deep IV) on a dataset folder",
+    ),
+    "advise": (
+        "inference.fei_train:cli_advise",
+        "influencer-size advice for videos of a dataset from a fitted FEI model",
+    ),
+    "export-triton": (
+        "inference.export:cli",
+        "write the Triton model repository (triton_models/) from trained models",
+    ),
+    "worker": (
+        "streams.app:cli_worker",
+        "run a Faust worker: Kafka events in, forecasts/alerts/advice to ClickHouse",
+    ),
+    "produce": (
+        "streams.produce:cli",
+        "replay an event file or a simulated world into Kafka at a given rate",
+    ),
+    "stack": (
+        "streams.stack:cli",
+        "start/stop the local real services (Tansu broker, ClickHouse server, tritonserver)",
+    ),
     "api": ("streams.api:cli", "serve forecasts, alerts and advice over HTTP from ClickHouse"),
 }
 

@@ -91,7 +91,9 @@ def _event_source(dataset: Path | None, events: Path | None) -> tuple[Iterable, 
 
     from inference.sim.events import iter_events
 
-    total = sum(pq.ParquetFile(dataset / f"{t}.parquet").metadata.num_rows for t in ("videos", "engagement", "sales"))
+    total = sum(
+        pq.ParquetFile(dataset / f"{t}.parquet").metadata.num_rows for t in ("videos", "engagement", "sales")
+    )
     return iter_events(dataset, inline_features=False), total
 
 
@@ -169,9 +171,17 @@ def replay(
     return counts, n, time.perf_counter() - t0
 
 
-def run(settings: Settings, *, preset: str = "small", seed: int = 0, dataset: Path | None = None,
-        events: Path | None = None, out_dir: Path = Path("runs/demo"), progress: bool = True,
-        report: bool = True) -> RunResult:
+def run(
+    settings: Settings,
+    *,
+    preset: str = "small",
+    seed: int = 0,
+    dataset: Path | None = None,
+    events: Path | None = None,
+    out_dir: Path = Path("runs/demo"),
+    progress: bool = True,
+    report: bool = True,
+) -> RunResult:
     from streams.sinks import ChdbSink
 
     if dataset is None and events is None:
@@ -185,30 +195,53 @@ def run(settings: Settings, *, preset: str = "small", seed: int = 0, dataset: Pa
     try:
         sink.reset()  # a run replaces the previous run's tables
         counts, n, secs = replay(client, source, sink, settings, total=total, progress=progress)
-        result = RunResult(counts, n, secs, f"chdb://{store_dir}", settings.database, out_dir,
-                           client.model_version, client.advice_version, dataset)
+        result = RunResult(
+            counts,
+            n,
+            secs,
+            f"chdb://{store_dir}",
+            settings.database,
+            out_dir,
+            client.model_version,
+            client.advice_version,
+            dataset,
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         if report:
             from streams.report import write_report
 
             summary = write_report(sink.store(), settings.database, out_dir, result)
             print(summary)
-        (out_dir / "run.json").write_text(json.dumps({
-            "events": n, "seconds": round(secs, 3), "events_per_s": round(result.events_per_s),
-            "counts": dict(counts), "model_version": client.model_version,
-            "advice_version": client.advice_version, "store": result.store_url, "database": settings.database,
-            "dataset": str(dataset) if dataset else None,
-        }, indent=2))
+        (out_dir / "run.json").write_text(
+            json.dumps(
+                {
+                    "events": n,
+                    "seconds": round(secs, 3),
+                    "events_per_s": round(result.events_per_s),
+                    "counts": dict(counts),
+                    "model_version": client.model_version,
+                    "advice_version": client.advice_version,
+                    "store": result.store_url,
+                    "database": settings.database,
+                    "dataset": str(dataset) if dataset else None,
+                },
+                indent=2,
+            )
+        )
     finally:
         sink.close()
     return result
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="liftstream run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="liftstream run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", default="small", help="simulated world preset (tiny, small, paper)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dataset", type=Path, help="a dataset folder (schemas/dataset.py format) instead of simulating")
+    p.add_argument(
+        "--dataset", type=Path, help="a dataset folder (schemas/dataset.py format) instead of simulating"
+    )
     p.add_argument("--events", type=Path, help="a JSON-lines event file to replay (raw payloads)")
     p.add_argument("--store", help="chdb:///dir for the embedded ClickHouse (default LIFTSTREAM_STORE)")
     p.add_argument("--forecaster", help="auto | standin | checkpoint dir")
@@ -216,10 +249,21 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report folder")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    overrides = {k: v for k, v in {"store": a.store, "forecaster": a.forecaster, "advisor": a.advisor}.items() if v}
+    overrides = {
+        k: v for k, v in {"store": a.store, "forecaster": a.forecaster, "advisor": a.advisor}.items() if v
+    }
     settings = Settings(**overrides)
-    res = run(settings, preset=a.preset, seed=a.seed, dataset=a.dataset, events=a.events, out_dir=a.out,
-              progress=not a.no_progress)
-    print(f"\n{res.n_events:,} events in {res.seconds:.1f} s ({res.events_per_s:,.0f} events/s); "
-          f"report: {res.out_dir / 'report.html'}")
+    res = run(
+        settings,
+        preset=a.preset,
+        seed=a.seed,
+        dataset=a.dataset,
+        events=a.events,
+        out_dir=a.out,
+        progress=not a.no_progress,
+    )
+    print(
+        f"\n{res.n_events:,} events in {res.seconds:.1f} s ({res.events_per_s:,.0f} events/s); "
+        f"report: {res.out_dir / 'report.html'}"
+    )
     return 0

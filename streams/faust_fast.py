@@ -192,7 +192,9 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                             )
                     unset_flag(flag_consumer_fetching)
                 # LiftStream: hand over the collected batches when due (or when the flow stopped)
-                if deadline is not None and (monotonic() >= deadline or not self.flow_active or self.should_stop):
+                if deadline is not None and (
+                    monotonic() >= deadline or not self.flow_active or self.should_stop
+                ):
                     deadline = None
                     for name, batch in pending.items():
                         if batch:
@@ -236,8 +238,11 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
             or not self.flow_active
             or self.should_stop
         ):
-            self.log.info("batch lane %s: %d message(s) dropped, fetched again after the rebalance",
-                          lane.topic, len(messages))
+            self.log.info(
+                "batch lane %s: %d message(s) dropped, fetched again after the rebalance",
+                lane.topic,
+                len(messages),
+            )
             return
         track = self.track_message
         for message in messages:  # no await between the check above and this: no rebalance starts

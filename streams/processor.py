@@ -70,7 +70,12 @@ class Processor:
         resolver: FeatureResolver | None = None,
     ):
         self.client, self.states, self.h_dim, self.source = client, states, h_dim, source
-        self.value, self.cost, self.alerts, self.clock = value_per_impression, cost_per_1k_followers, alerts, clock
+        self.value, self.cost, self.alerts, self.clock = (
+            value_per_impression,
+            cost_per_1k_followers,
+            alerts,
+            clock,
+        )
         self.resolver = resolver or FeatureResolver()
         self.totals: Counter = Counter()
 
@@ -125,8 +130,12 @@ class Processor:
             results = await run_forecasts_async(self.client, pending)
             for req, res in zip(pending, results, strict=True):
                 st, rows = apply_forecast(
-                    local[req.product_id], req, res,
-                    model_version=self.client.model_version, now=self.clock(req.issued_day), alerts=self.alerts,
+                    local[req.product_id],
+                    req,
+                    res,
+                    model_version=self.client.model_version,
+                    now=self.clock(req.issued_day),
+                    alerts=self.alerts,
                 )
                 local[req.product_id] = st
                 out.rows.extend(rows)
@@ -136,12 +145,18 @@ class Processor:
                 idx = np.array([r for _, r in pending_advice])
                 whole = len(idx) == len(batch) and (idx == np.arange(len(idx))).all()
                 sub = batch if whole else batch.take(idx)  # no copy of the features in the usual case
-                adv = await self.client.advise(sub, video_meta([vids[i] for i in idx], sub), self.value, self.cost)
+                adv = await self.client.advise(
+                    sub, video_meta([vids[i] for i in idx], sub), self.value, self.cost
+                )
                 reqs = [a for a, _ in pending_advice]
                 out.rows.extend(
                     advice_rows(
-                        reqs, adv, value_per_impression=self.value, cost_per_1k_followers=self.cost,
-                        model_version=self.client.advice_version, now=self.clock(reqs[0].day),
+                        reqs,
+                        adv,
+                        value_per_impression=self.value,
+                        cost_per_1k_followers=self.cost,
+                        model_version=self.client.advice_version,
+                        now=self.clock(reqs[0].day),
                     )
                 )
                 pending_advice.clear()

@@ -51,7 +51,9 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
+        new = [
+            NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing
+        ]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):  # another producer or worker won the race
                 await admin.create_topics(new)
@@ -119,7 +121,9 @@ async def produce(
                 await asyncio.gather(*pending)
                 pending.clear()
             if progress_every and n % progress_every == 0:
-                print(f"produce: {n} events, {n / (time.monotonic() - t0):.0f}/s", file=sys.stderr, flush=True)
+                print(
+                    f"produce: {n} events, {n / (time.monotonic() - t0):.0f}/s", file=sys.stderr, flush=True
+                )
         await producer.flush()
         if pending:
             await asyncio.gather(*pending)
@@ -164,15 +168,24 @@ def cli(argv: list[str]) -> int:
 
     defaults = Settings()
     p = argparse.ArgumentParser(prog="liftstream produce", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bootstrap", default=defaults.kafka_bootstrap, help="Kafka bootstrap servers, host:port[,...]")
+    p.add_argument(
+        "--bootstrap", default=defaults.kafka_bootstrap, help="Kafka bootstrap servers, host:port[,...]"
+    )
     p.add_argument("--topic-prefix", default=defaults.topic_prefix)
-    p.add_argument("--partitions", type=int, default=defaults.topic_partitions, help="when creating the topic")
+    p.add_argument(
+        "--partitions", type=int, default=defaults.topic_partitions, help="when creating the topic"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--events", type=Path, help="a JSON-lines file of input events")
-    src.add_argument("--preset", help="simulate a world (inference.sim preset, e.g. tiny) and replay its events")
+    src.add_argument(
+        "--preset", help="simulate a world (inference.sim preset, e.g. tiny) and replay its events"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--by-reference", action="store_true",
-                   help="with --preset: video features as dataset:// references (the worker must see the dataset)")
+    p.add_argument(
+        "--by-reference",
+        action="store_true",
+        help="with --preset: video features as dataset:// references (the worker must see the dataset)",
+    )
     p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
     p.add_argument("--compression", choices=["none", "gzip"], default="none")
     args = p.parse_args(argv)
@@ -184,8 +197,13 @@ def cli(argv: list[str]) -> int:
         payloads = world_events(args.preset, args.seed, defaults.home, inline_features=not args.by_reference)
     res = asyncio.run(
         produce(
-            args.bootstrap, topic, payloads, rate=args.rate, partitions=args.partitions,
-            compression=None if args.compression == "none" else args.compression, progress_every=100_000,
+            args.bootstrap,
+            topic,
+            payloads,
+            rate=args.rate,
+            partitions=args.partitions,
+            compression=None if args.compression == "none" else args.compression,
+            progress_every=100_000,
         )
     )
     print(f"produced {res.sent} events to {topic} in {res.seconds:.1f} s ({res.rate:.0f}/s)")

@@ -33,12 +33,15 @@ def _history_days(dataset: Path | None) -> int | None:
 def accuracy(store, db: str, since: str | None = None) -> dict:
     """Day-close forecasts against the actual units of their target day."""
     where = f"AND f.target_day >= toDate('{since}')" if since else ""
-    rows = _q(store, f"""
+    rows = _q(
+        store,
+        f"""
         SELECT f.point, f.lower, f.upper, s.units
         FROM (SELECT product_id, target_day, point, lower, upper FROM {db}.forecasts FINAL WHERE kind = 'day_close') AS f
         INNER JOIN (SELECT product_id, day, units FROM {db}.sales_daily FINAL) AS s
           ON f.product_id = s.product_id AND f.target_day = s.day
-        WHERE 1 {where}""")
+        WHERE 1 {where}""",
+    )
     if not rows:
         return {"n": 0}
     a = np.array(rows, dtype=np.float64)
@@ -56,13 +59,24 @@ def accuracy(store, db: str, since: str | None = None) -> dict:
 
 
 def _plot_products(store, db: str, out: Path, n: int = 6) -> Path:
-    top = [r[0] for r in _q(store, f"""
-        SELECT product_id FROM {db}.sales_daily FINAL GROUP BY product_id ORDER BY sum(units) DESC LIMIT {n}""")]
+    top = [
+        r[0]
+        for r in _q(
+            store,
+            f"""
+        SELECT product_id FROM {db}.sales_daily FINAL GROUP BY product_id ORDER BY sum(units) DESC LIMIT {n}""",
+        )
+    ]
     fig, axes = plt.subplots(2, 3, figsize=(15, 7), squeeze=False)
     for ax, pid in zip(axes.flat, top, strict=False):
-        act = _q(store, f"SELECT day, units FROM {db}.sales_daily FINAL WHERE product_id = '{pid}' ORDER BY day")
-        fc = _q(store, f"""SELECT target_day, point, lower, upper FROM {db}.forecasts FINAL
-                           WHERE product_id = '{pid}' AND kind = 'day_close' ORDER BY target_day""")
+        act = _q(
+            store, f"SELECT day, units FROM {db}.sales_daily FINAL WHERE product_id = '{pid}' ORDER BY day"
+        )
+        fc = _q(
+            store,
+            f"""SELECT target_day, point, lower, upper FROM {db}.forecasts FINAL
+                           WHERE product_id = '{pid}' AND kind = 'day_close' ORDER BY target_day""",
+        )
         al = _q(store, f"SELECT target_day, current FROM {db}.alerts FINAL WHERE product_id = '{pid}'")
         if act:
             d, u = zip(*act, strict=True)
@@ -87,12 +101,22 @@ def _plot_products(store, db: str, out: Path, n: int = 6) -> Path:
 
 def _plot_alerts_advice(store, db: str, out: Path) -> Path:
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.5))
-    rows = _q(store, f"SELECT issued_day, severity, count() FROM {db}.alerts FINAL GROUP BY issued_day, severity ORDER BY issued_day")
+    rows = _q(
+        store,
+        f"SELECT issued_day, severity, count() FROM {db}.alerts FINAL GROUP BY issued_day, severity ORDER BY issued_day",
+    )
     days = sorted({r[0] for r in rows})
     for sev, color in (("warning", "C1"), ("critical", "C3")):
         cnt = {r[0]: r[2] for r in rows if r[1] == sev}
-        a1.bar([str(d) for d in days], [cnt.get(d, 0) for d in days], color=color, label=sev,
-               bottom=[0] * len(days) if sev == "warning" else [sum(r[2] for r in rows if r[0] == d and r[1] == "warning") for d in days])
+        a1.bar(
+            [str(d) for d in days],
+            [cnt.get(d, 0) for d in days],
+            color=color,
+            label=sev,
+            bottom=[0] * len(days)
+            if sev == "warning"
+            else [sum(r[2] for r in rows if r[0] == d and r[1] == "warning") for d in days],
+        )
     a1.set_title("forecast-drop alerts per day")
     a1.tick_params(axis="x", rotation=60, labelsize=7)
     a1.legend()
@@ -131,7 +155,10 @@ def write_report(store, db: str, out: Path, run) -> str:
     sev = dict(_q(store, f"SELECT severity, count() FROM {db}.alerts FINAL GROUP BY severity"))
     shapes = dict(_q(store, f"SELECT curve_shape, count() FROM {db}.advice FINAL GROUP BY curve_shape"))
     dlq = dict(_q(store, f"SELECT error_type, count() FROM {db}.dead_letters FINAL GROUP BY error_type"))
-    adv = _q(store, f"SELECT avg(profit_optimal >= profit_actual), median(optimal_followers), median(followers) FROM {db}.advice FINAL")[0]
+    adv = _q(
+        store,
+        f"SELECT avg(profit_optimal >= profit_actual), median(optimal_followers), median(followers) FROM {db}.advice FINAL",
+    )[0]
 
     lines = [
         "LiftStream run summary",
@@ -155,8 +182,11 @@ def write_report(store, db: str, out: Path, run) -> str:
 
     p1 = _plot_products(store, db, out)
     p2 = _plot_alerts_advice(store, db, out)
-    alerts = _q(store, f"""SELECT issued_day, product_id, severity, rule, round(drop_pct * 100, 1), message
-                           FROM {db}.alerts FINAL ORDER BY issued_day DESC, drop_pct DESC LIMIT 25""")
+    alerts = _q(
+        store,
+        f"""SELECT issued_day, product_id, severity, rule, round(drop_pct * 100, 1), message
+                           FROM {db}.alerts FINAL ORDER BY issued_day DESC, drop_pct DESC LIMIT 25""",
+    )
     rows_html = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in alerts
     )
@@ -173,7 +203,18 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;f
 <code>python -c "import chdb; ..."</code> or point Grafana at a ClickHouse server fed by the worker.</p>
 </body></html>"""
     (out / "report.html").write_text(page)
-    (out / "summary.json").write_text(json.dumps(
-        {"counts": counts, "accuracy_all": acc_all, "accuracy_live": acc_live, "alerts": sev, "advice_shapes": shapes,
-         "dead_letters": dlq}, indent=2, default=str))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "counts": counts,
+                "accuracy_all": acc_all,
+                "accuracy_live": acc_live,
+                "alerts": sev,
+                "advice_shapes": shapes,
+                "dead_letters": dlq,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return summary

@@ -37,11 +37,14 @@ class Settings(BaseSettings):
     broker_rebalance_timeout_s: float = 60.0
     broker_heartbeat_interval_s: float = 3.0
     day_close_timeout_s: float = Field(
-        0.0, description="Close a product's day without sales after this many seconds (0 = only on SalesDaily)."
+        0.0,
+        description="Close a product's day without sales after this many seconds (0 = only on SalesDaily).",
     )
 
     # ClickHouse
-    store: str = Field("chdb://.liftstream/chdb", description="chdb:///dir (embedded) or clickhouse://host:port/db")
+    store: str = Field(
+        "chdb://.liftstream/chdb", description="chdb:///dir (embedded) or clickhouse://host:port/db"
+    )
     database: str = "liftstream"
     sink_batch_rows: int = 10_000
     sink_flush_interval_s: float = 1.0

@@ -427,7 +427,9 @@ class ClickHouseSink:
         self.retry_max_s = retry_max_s
         self.types_check = types_check
         self.stats = SinkStats()
-        self._client = clickhouse_client(host, port, user, password, connect_timeout_s, send_receive_timeout_s)
+        self._client = clickhouse_client(
+            host, port, user, password, connect_timeout_s, send_receive_timeout_s
+        )
         self._cond = threading.Condition()
         self._buf: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self._buffered = 0  # rows in _buf
@@ -739,7 +741,9 @@ class ClickHouseStore(_StoreBase):
     ):
 
         self.database = check_identifier(database)
-        self._client = clickhouse_client(host, port, user, password, connect_timeout_s, send_receive_timeout_s)
+        self._client = clickhouse_client(
+            host, port, user, password, connect_timeout_s, send_receive_timeout_s
+        )
         self._lock = threading.Lock()
 
     def query_with_columns(

@@ -131,7 +131,10 @@ class ProductState:
         if i is None:
             return None
         n = self.num[i]
-        return VideoView(self.h[i], *(int(v) for v in n[[PUB, FOLLOWERS, LIKES, COMMENTS, SHARES, COLLECTS, IMPRESSIONS, ENG_DAY]]))
+        return VideoView(
+            self.h[i],
+            *(int(v) for v in n[[PUB, FOLLOWERS, LIKES, COMMENTS, SHARES, COLLECTS, IMPRESSIONS, ENG_DAY]]),
+        )
 
     def add_video(self, video_id: str, h: np.ndarray, publish_day: int, followers: int) -> None:
         row = np.zeros((1, N_NUM))
@@ -305,7 +308,12 @@ _COUNT_COLS = [LIKES, SHARES, COMMENTS, COLLECTS, IMPRESSIONS]  # inference.dail
 
 
 def build_x(
-    state: ProductState, day: int, units: float, price: float, rating: float, h_dim: int,
+    state: ProductState,
+    day: int,
+    units: float,
+    price: float,
+    rating: float,
+    h_dim: int,
     previous: list[float] | None = None,
 ) -> tuple[np.ndarray, int]:
     """The forecaster input for ``day`` (inference.daily.day_input) and the active video count.
@@ -330,7 +338,9 @@ def build_x(
         sums = None  # log1p(0) = 0: the same zeros
     wd = ordinal_day(day).weekday()
     prev = state.recent_units if previous is None else previous
-    prod = product_vector(float(units), float(price), float(rating), k, n_new, sums=sums, weekday=wd, previous=prev)
+    prod = product_vector(
+        float(units), float(price), float(rating), k, n_new, sums=sums, weekday=wd, previous=prev
+    )
     return day_input(h, side, prod), k
 
 
@@ -360,7 +370,9 @@ def apply_event(
     """
     if state is None:
         state = ProductState(product_id=event.product_id)
-    assert event.product_id == state.product_id, f"event for {event.product_id!r} applied to state of {state.product_id!r}"
+    assert event.product_id == state.product_id, (
+        f"event for {event.product_id!r} applied to state of {state.product_id!r}"
+    )
     day = day_ordinal(event.day)
     if state.is_seen(event.event_id, day):
         return state, StepResult("duplicate")
@@ -383,7 +395,9 @@ def apply_event(
     return state, res
 
 
-def _on_video(state: ProductState, ev: VideoPublished, day: int, h: np.ndarray | None, h_dim: int) -> StepResult:
+def _on_video(
+    state: ProductState, ev: VideoPublished, day: int, h: np.ndarray | None, h_dim: int
+) -> StepResult:
     if h is None:
         raise ValueError("VideoPublished needs its encoding h (the caller runs the encoder)")
     assert h.shape == (h_dim,), f"expected encoding ({h_dim},), got {h.shape}"
@@ -417,13 +431,19 @@ def _on_engagement(state: ProductState, ev: EngagementDaily, day: int) -> StepRe
             return StepResult("stale", rows=[ev])
         return StepResult(
             "rejected",
-            rejection=Rejection("UnknownVideo", f"engagement for video {ev.video_id!r} that product {ev.product_id!r} never published"),
+            rejection=Rejection(
+                "UnknownVideo",
+                f"engagement for video {ev.video_id!r} that product {ev.product_id!r} never published",
+            ),
         )
     n = state.num[i]
     if day < n[PUB]:
         return StepResult(
             "rejected",
-            rejection=Rejection("EngagementBeforePublish", f"engagement on {ev.day} for video {ev.video_id!r} published on {ordinal_day(int(n[PUB]))}"),
+            rejection=Rejection(
+                "EngagementBeforePublish",
+                f"engagement on {ev.day} for video {ev.video_id!r} published on {ordinal_day(int(n[PUB]))}",
+            ),
         )
     if day >= n[ENG_DAY]:  # latest (or a correction of the latest) wins; older days are stored only
         n[LIKES], n[COMMENTS], n[SHARES], n[COLLECTS] = ev.likes, ev.comments, ev.shares, ev.collects
@@ -434,7 +454,9 @@ def _on_engagement(state: ProductState, ev: EngagementDaily, day: int) -> StepRe
 
 def _on_sales(state: ProductState, ev: SalesDaily, day: int, h_dim: int) -> StepResult:
     if state.closed_day is not None and day <= state.closed_day:
-        return StepResult("stale", rows=[ev])  # a correction of a closed day: stored, the model does not rewind
+        return StepResult(
+            "stale", rows=[ev]
+        )  # a correction of a closed day: stored, the model does not rewind
     xs: list[np.ndarray] = []
     recent = list(state.recent_units)  # grows by each day closed here, so lags see the imputed days
     # close the gap days (no sales came) with imputed units, then the day itself
@@ -545,4 +567,6 @@ def _check_drop(state, req, point, lower, model_version, now, cfg: AlertConfig) 
 
 def emitted_at(issued_day: int) -> datetime:
     """A deterministic emission time for replays: the end of the issued day (UTC, naive)."""
-    return datetime.combine(ordinal_day(issued_day), datetime.min.time()) + timedelta(hours=23, minutes=59, seconds=59)
+    return datetime.combine(ordinal_day(issued_day), datetime.min.time()) + timedelta(
+        hours=23, minutes=59, seconds=59
+    )

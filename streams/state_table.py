@@ -61,13 +61,15 @@ def decode_product(raw: bytes, encoding_of) -> ProductState:
     """A product record back to its state; ``encoding_of(video_id)`` gives the stored encodings."""
     if not raw.startswith(COMPACT):
         return ProductState.from_bytes(raw)
-    st = ProductState.from_bytes(zlib.decompress(raw[len(COMPACT):]))
+    st = ProductState.from_bytes(zlib.decompress(raw[len(COMPACT) :]))
     if st.ids:
         rows = []
         for vid in st.ids:
             h = encoding_of(vid)
             if h is None:
-                raise KeyError(f"product {st.product_id!r} refers to video {vid!r} whose encoding is not in the table")
+                raise KeyError(
+                    f"product {st.product_id!r} refers to video {vid!r} whose encoding is not in the table"
+                )
             rows.append(np.frombuffer(h, dtype="<f4"))
         st.h = np.stack(rows)  # (K, H)
     return st
@@ -132,7 +134,9 @@ class TableStates(MutableMapping[str, ProductState]):
                 had = {k.split(SEP, 1)[1] for k in self._video_keys(pid)}
             now = set(st.ids)
             for vid in now - had:  # the encoding first: the product record refers to it
-                self.table[video_key(pid, vid)] = np.ascontiguousarray(st.h[st.row(vid)], dtype="<f4").tobytes()
+                self.table[video_key(pid, vid)] = np.ascontiguousarray(
+                    st.h[st.row(vid)], dtype="<f4"
+                ).tobytes()
             self.table[pid] = encode_product(st)
             for vid in had - now:  # expired: the product record that dropped it is written already
                 del self.table[video_key(pid, vid)]
@@ -166,4 +170,6 @@ class TableStates(MutableMapping[str, ProductState]):
         """(bytes of the product record, bytes of its video records) in the table."""
         raw = self.table.get(pid)
         vids = self._videos.get(pid, set())
-        return (0 if raw is None else len(raw)), sum(len(self.table.get(video_key(pid, v)) or b"") for v in vids)
+        return (0 if raw is None else len(raw)), sum(
+            len(self.table.get(video_key(pid, v)) or b"") for v in vids
+        )

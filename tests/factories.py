@@ -7,7 +7,9 @@ from datetime import date, datetime
 from schemas.outputs import SalesLiftForecast
 
 
-def forecast(pid, target, kind, rev, point, lo, hi, base, active, emitted, version="lamm-1") -> SalesLiftForecast:
+def forecast(
+    pid, target, kind, rev, point, lo, hi, base, active, emitted, version="lamm-1"
+) -> SalesLiftForecast:
     """A forecast for ``target`` (ISO day) issued the day before, 80% interval [lo, hi]."""
     t = date.fromisoformat(target)
     return SalesLiftForecast(

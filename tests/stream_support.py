@@ -45,7 +45,11 @@ VOLATILE = {"emitted_at", "received_at"}
 
 
 def synthetic_events(
-    n_products: int = 6, n_days: int = 8, videos_per_day: float = 0.5, seed: int = 0, start: date = date(2025, 3, 1)
+    n_products: int = 6,
+    n_days: int = 8,
+    videos_per_day: float = 0.5,
+    seed: int = 0,
+    start: date = date(2025, 3, 1),
 ) -> list[Any]:
     """A small campaign in stream order (per day: new videos, their engagement, then sales).
 
@@ -78,7 +82,9 @@ def video_event(rng: np.random.Generator, vid: str, pid: str, day: date, n_seg: 
         day=day,
         video_id=vid,
         product_id=pid,
-        influencer=InfluencerSnapshot(influencer_id=f"i{vid}", followers=followers, past_avg_hearts=followers * 0.01),
+        influencer=InfluencerSnapshot(
+            influencer_id=f"i{vid}", followers=followers, past_avg_hearts=followers * 0.01
+        ),
         product=ProductSnapshot(category="other", price=20.0),
         video_type="food",
         length_s=30.0,
@@ -91,7 +97,9 @@ def video_event(rng: np.random.Generator, vid: str, pid: str, day: date, n_seg: 
     )
 
 
-def engagement_event(rng: np.random.Generator, vid: str, pid: str, day: date, eid: str | None = None) -> EngagementDaily:
+def engagement_event(
+    rng: np.random.Generator, vid: str, pid: str, day: date, eid: str | None = None
+) -> EngagementDaily:
     imp = int(rng.integers(100, 10_000))
     return EngagementDaily(
         event_id=eid or f"en-{vid}-{day.isoformat()}",
@@ -216,7 +224,10 @@ class WorkerProc:
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [PY, "-m", "streams.app", *self.argv, "--stats-file", str(self.stats_path)],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         return self
 
@@ -260,9 +271,30 @@ class WorkerProc:
 def worker_argv(bootstrap: str, store_url: str, name: str, partitions: int = 4, **extra: Any) -> list[str]:
     """Arguments of a test worker: its own app id and topics, fast group joins, no web server."""
     argv = [
-        "--bootstrap", bootstrap, "--store", store_url, "--app-id", f"app_{name}", "--topic-prefix", f"{name}.",
-        "--partitions", str(partitions), "--web-port", "0", "--session-timeout", "6", "--rebalance-timeout", "5",
-        "--heartbeat-interval", "1", "--forecaster", "standin", "--advisor", "standin", "--batch-within", "0.1",
+        "--bootstrap",
+        bootstrap,
+        "--store",
+        store_url,
+        "--app-id",
+        f"app_{name}",
+        "--topic-prefix",
+        f"{name}.",
+        "--partitions",
+        str(partitions),
+        "--web-port",
+        "0",
+        "--session-timeout",
+        "6",
+        "--rebalance-timeout",
+        "5",
+        "--heartbeat-interval",
+        "1",
+        "--forecaster",
+        "standin",
+        "--advisor",
+        "standin",
+        "--batch-within",
+        "0.1",
     ]
     for k, v in extra.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
@@ -291,4 +323,3 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 4)
             await consumer.stop()
 
     return asyncio.run(go())
-

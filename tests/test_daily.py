@@ -24,19 +24,24 @@ def test_product_vector_equals_product_features():
     for _ in range(200):
         units, price, rating = rng.integers(0, 2000), rng.uniform(1, 3000), rng.uniform(60, 100)
         k, new = int(rng.integers(0, 50)), int(rng.integers(0, 5))
-        np.testing.assert_array_equal(product_vector(float(units), price, rating, k, new),
-                                      product_features(units, price, rating, k, new))
+        np.testing.assert_array_equal(
+            product_vector(float(units), price, rating, k, new),
+            product_features(units, price, rating, k, new),
+        )
         sums = rng.integers(0, 10**6, size=5).astype(np.float64)
         wd = int(rng.integers(0, 7))
         v = product_vector(float(units), price, rating, k, new, sums=sums, weekday=wd)
-        np.testing.assert_array_equal(v, product_features(units, price, rating, k, new, sums=sums, weekday=wd))
+        np.testing.assert_array_equal(
+            v, product_features(units, price, rating, k, new, sums=sums, weekday=wd)
+        )
         assert v.shape == (PRODUCT_DIM,) and v[-7:].sum() == 1 and v[-7 + wd] == 1
 
 
 def test_product_features_vectorised_sums_and_weekday():
     sums = np.array([[[0, 1, 2, 3, np.e - 1]], [[0, 0, 0, 0, 0]]], dtype=np.float64)  # (2, 1, 5)
-    x = product_features(np.zeros((2, 1)), 10.0, 90.0, np.array([[2], [0]]), 0, sums=sums,
-                         weekday=np.array([[6], [0]]))
+    x = product_features(
+        np.zeros((2, 1)), 10.0, 90.0, np.array([[2], [0]]), 0, sums=sums, weekday=np.array([[6], [0]])
+    )
     assert x.shape == (2, 1, PRODUCT_DIM)
     np.testing.assert_allclose(x[0, 0, 6:11], np.log1p([0, 1, 2, 3, np.e - 1]), rtol=1e-6)
     np.testing.assert_array_equal(x[0, 0, -7:], [0, 0, 0, 0, 0, 0, 1])

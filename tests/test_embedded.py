@@ -23,7 +23,9 @@ def tiny_world(tmp_path_factory) -> Path:
 
 
 def _settings(tmp: Path) -> Settings:
-    return Settings(home=tmp / "home", store=f"chdb://{tmp / 'chdb'}", forecaster="standin", advisor="standin")
+    return Settings(
+        home=tmp / "home", store=f"chdb://{tmp / 'chdb'}", forecaster="standin", advisor="standin"
+    )
 
 
 def _rows(store_dir: Path, sql: str) -> list[tuple]:
@@ -45,13 +47,18 @@ def test_embedded_run_writes_every_row_once_and_a_report(tiny_world, tmp_path):
     assert res.counts["applied"] == res.n_events and res.counts["dead_letter"] == 0
 
     store_dir = tmp_path / "chdb"
-    got = dict(_rows(store_dir, """
+    got = dict(
+        _rows(
+            store_dir,
+            """
         SELECT 'videos', count() FROM liftstream.videos FINAL UNION ALL
         SELECT 'engagement', count() FROM liftstream.engagement_daily FINAL UNION ALL
         SELECT 'sales', count() FROM liftstream.sales_daily FINAL UNION ALL
         SELECT 'day_close', count() FROM liftstream.forecasts FINAL WHERE kind = 'day_close' UNION ALL
         SELECT 'provisional', count() FROM liftstream.forecasts FINAL WHERE kind = 'provisional' UNION ALL
-        SELECT 'advice', count() FROM liftstream.advice FINAL"""))
+        SELECT 'advice', count() FROM liftstream.advice FINAL""",
+        )
+    )
     assert got == {
         "videos": videos.num_rows,
         "engagement": eng.num_rows,
@@ -61,11 +68,14 @@ def test_embedded_run_writes_every_row_once_and_a_report(tiny_world, tmp_path):
         "advice": videos.num_rows,
     }
     # the seasonal-naive stand-in forecasts tomorrow = today: check it through the store
-    pairs = _rows(store_dir, """
+    pairs = _rows(
+        store_dir,
+        """
         SELECT f.point, s.units FROM
           (SELECT product_id, issued_day, point FROM liftstream.forecasts FINAL WHERE kind = 'day_close') AS f
           INNER JOIN (SELECT product_id, day, units FROM liftstream.sales_daily FINAL) AS s
-          ON f.product_id = s.product_id AND f.issued_day = s.day""")
+          ON f.product_id = s.product_id AND f.issued_day = s.day""",
+    )
     assert len(pairs) == n_prod * n_days
     assert all(abs(p - u) <= 1e-4 * max(u, 1) for p, u in pairs)
 
@@ -92,12 +102,22 @@ def test_event_file_with_bad_lines_dead_letters_them(tiny_world, tmp_path):
     lines = events.read_bytes().splitlines()
     bad = [b"{oops", b'{"type": "sales_daily", "event_id": "z"}', lines[-1]]  # broken, incomplete, duplicate
     events.write_bytes(b"\n".join(lines + bad) + b"\n")
-    res = run(_settings(tmp_path), dataset=None, events=events, out_dir=tmp_path / "out", progress=False, report=False)
+    res = run(
+        _settings(tmp_path),
+        dataset=None,
+        events=events,
+        out_dir=tmp_path / "out",
+        progress=False,
+        report=False,
+    )
     assert res.n_events == len(lines) + 3
     assert res.counts["dead_letter"] == 2 and res.counts["duplicate"] == 1
     assert res.counts["applied"] == len(lines)
     dl = _rows(tmp_path / "chdb", "SELECT error_type, raw FROM liftstream.dead_letters FINAL ORDER BY raw")
-    assert dl == [("ValidationError", '{"type": "sales_daily", "event_id": "z"}'), ("ValidationError", "{oops")]
+    assert dl == [
+        ("ValidationError", '{"type": "sales_daily", "event_id": "z"}'),
+        ("ValidationError", "{oops"),
+    ]
 
 
 def test_dataset_references_resolve_and_unsupported_media_is_dead_lettered(tiny_world):
@@ -114,7 +134,9 @@ def test_dataset_references_resolve_and_unsupported_media_is_dead_lettered(tiny_
     from streams.scoring import FeatureResolver
 
     videos = [e for e in iter_events(tiny_world, inline_features=False) if isinstance(e, VideoPublished)][:5]
-    bad = videos[1].model_copy(update={"media_uri": "s3://bucket/video.mp4", "event_id": "v:bad", "video_id": "bad"})
+    bad = videos[1].model_copy(
+        update={"media_uri": "s3://bucket/video.mp4", "event_id": "v:bad", "video_id": "bad"}
+    )
     batch, errors = FeatureResolver().resolve([videos[0], bad, videos[2]])
     assert list(errors) == [1] and "extractors" in errors[1]
     assert not batch.seg_mask[1].any() and not batch.frame[1].any()  # the failed row is zero padding

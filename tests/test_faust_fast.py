@@ -21,7 +21,9 @@ ORIGINAL_DRAIN_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f7
 def test_pinned_faust_version():
     src = inspect.getsource(FaustConsumer._drain_messages)
     digest = hashlib.sha256(src.encode()).hexdigest()
-    assert faust.__version__ == FAUST_VERSION, f"faust-streaming {faust.__version__}: review streams/faust_fast.py"
+    assert faust.__version__ == FAUST_VERSION, (
+        f"faust-streaming {faust.__version__}: review streams/faust_fast.py"
+    )
     assert digest == ORIGINAL_DRAIN_SHA256, f"Consumer._drain_messages changed upstream ({digest})"
 
 
@@ -102,7 +104,6 @@ def test_quiet_worker_keeps_the_root_logger_level():
         assert root.level == level and root.handlers == handlers
     finally:
         root.setLevel(level)
-
 
 
 def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=True):

@@ -297,11 +297,18 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
             else:  # a missing day: units 0, price / rating of the nearest day
                 units, price, rating = 0, sales.loc[(pid, t - 1)]["price"], sales.loc[(pid, t - 1)]["rating"]
             n_new = int((act["publish_day"] == t).sum())
-            sums = np.array([sum(c[k] for c in counts) for k in ("likes", "shares", "comments", "collects", "impressions")])
+            sums = np.array(
+                [
+                    sum(c[k] for c in counts)
+                    for k in ("likes", "shares", "comments", "collects", "impressions")
+                ]
+            )
             wd = (start + timedelta(days=t)).weekday()
             y = np.log1p(np.array([*seen, units], dtype=np.float64))  # log1p units, days 0..t
             trailing = [y[-2] if t >= 1 else 0.0, y[-3] if t >= 2 else 0.0, y[-3:].mean(), y[-7:].mean()]
-            prod = product_features(units, price, rating, len(act), n_new, sums=sums, weekday=wd, trailing=trailing)
+            prod = product_features(
+                units, price, rating, len(act), n_new, sums=sums, weekday=wd, trailing=trailing
+            )
             seen.append(float(units))
             ref = day_input(hk, sk, prod)
             np.testing.assert_allclose(x[pi, t], ref, rtol=1e-5, atol=1e-5)
@@ -468,12 +475,15 @@ def _ablation_res(increase: dict[str, float], noise: float = 0.0) -> dict:
     for k in range(5):
         base = 0.42 + 0.002 * k
         metrics = lambda mae: {"mae": mae, "mse": mae * mae, "mape": mae}  # noqa: E731
-        folds.append({
-            "models": {"LAMM": metrics(base)},
-            "ablations": {
-                ab: metrics(base + increase[m] + noise * rng.standard_normal()) for ab, m in ABLATION_MODALITY.items()
-            },
-        })
+        folds.append(
+            {
+                "models": {"LAMM": metrics(base)},
+                "ablations": {
+                    ab: metrics(base + increase[m] + noise * rng.standard_normal())
+                    for ab, m in ABLATION_MODALITY.items()
+                },
+            }
+        )
     return {"per_fold": folds, "truth_importance": {"order": ["frame", "text", "motion", "audio"]}}
 
 

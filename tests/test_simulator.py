@@ -55,7 +55,8 @@ def test_same_seed_same_world_different_seed_different_world(world):
     other = simulate("tiny", seed=1)
     assert not np.array_equal(col(other, "sales", "units"), col(world, "sales", "units"))
     assert other.features["frame"].shape[0] != world.features["frame"].shape[0] or not np.array_equal(
-        other.features["frame"], world.features["frame"])
+        other.features["frame"], world.features["frame"]
+    )
 
 
 def test_features_off_keeps_tables_identical(world):
@@ -69,7 +70,9 @@ def test_features_off_keeps_tables_identical(world):
 def test_presets_and_replace_scale():
     assert {"tiny", "small", "paper"} <= set(PRESETS)
     assert PRESETS["paper"].n_products == 1809 and PRESETS["small"].n_days == 28
-    w = simulate(dataclasses.replace(PRESETS["tiny"], n_products=3, n_days=5, start_date="2025-03-02"), seed=7)
+    w = simulate(
+        dataclasses.replace(PRESETS["tiny"], n_products=3, n_days=5, start_date="2025-03-02"), seed=7
+    )
     assert w.tables["sales"].num_rows == 15
     assert set(col(w, "sales", "day")) == set(range(5))
     with pytest.raises(ValueError, match="n_products"):
@@ -110,8 +113,13 @@ def test_engagement_consistent_with_two_week_impressions(world):
     imp14 = dict(zip(v.column("video_id").to_pylist(), v.column("impressions_14d").to_pylist(), strict=True))
     pub = dict(zip(v.column("video_id").to_pylist(), v.column("publish_day").to_pylist(), strict=True))
     total: dict[str, int] = {}
-    for vid, day, imp, likes in zip(e.column("video_id").to_pylist(), e.column("day").to_pylist(),
-                                    e.column("impressions").to_pylist(), e.column("likes").to_pylist(), strict=True):
+    for vid, day, imp, likes in zip(
+        e.column("video_id").to_pylist(),
+        e.column("day").to_pylist(),
+        e.column("impressions").to_pylist(),
+        e.column("likes").to_pylist(),
+        strict=True,
+    ):
         assert 0 <= day - pub[vid] < L.WINDOW_DAYS and likes <= imp
         total[vid] = total.get(vid, 0) + imp
     # a fully observed video's daily impressions add up to its two-week impressions exactly
@@ -125,23 +133,34 @@ def test_engagement_rates_follow_content_not_only_product(big_tables):
     row = {vid: i for i, vid in enumerate(v.column("video_id").to_pylist())}
     idx = np.array([row[x] for x in e.column("video_id").to_pylist()])
     n = v.num_rows
-    tot = {k: np.bincount(idx, weights=np.asarray(e.column(k), dtype=np.float64), minlength=n)
-           for k in ("likes", "collects", "impressions")}
+    tot = {
+        k: np.bincount(idx, weights=np.asarray(e.column(k), dtype=np.float64), minlength=n)
+        for k in ("likes", "collects", "impressions")
+    }
     ok = tot["impressions"] > 2000  # enough impressions for a stable rate
-    like_rate, collect_rate = tot["likes"][ok] / tot["impressions"][ok], tot["collects"][ok] / tot["impressions"][ok]
+    like_rate, collect_rate = (
+        tot["likes"][ok] / tot["impressions"][ok],
+        tot["collects"][ok] / tot["impressions"][ok],
+    )
     e_mean, pe = np.asarray(tv.column("e_mean"))[ok], np.asarray(tv.column("pe"))[ok]
     assert np.corrcoef(np.log(like_rate + 1e-6), e_mean)[0, 1] > 0.3  # saliency drives likes
     assert np.corrcoef(np.log(collect_rate + 1e-6), pe)[0, 1] > 0.3  # product engagement drives collects
     # the daily impressions decay with age
     age = np.asarray(e.column("day")) - np.asarray(v.column("publish_day"))[idx]
-    by_age = np.bincount(age, weights=np.asarray(e.column("impressions"), dtype=np.float64)) / np.bincount(age)
+    by_age = np.bincount(age, weights=np.asarray(e.column("impressions"), dtype=np.float64)) / np.bincount(
+        age
+    )
     assert by_age[1] > by_age[5] > by_age[12]
 
 
 def test_features_follow_the_masks(world):
     f = world.features
     for name in ("frame", "motion", "audio"):
-        assert f[name].dtype == np.float16 and f[name].shape == (world.n_videos, L.MAX_SEGMENTS, L.FEATURE_DIM)
+        assert f[name].dtype == np.float16 and f[name].shape == (
+            world.n_videos,
+            L.MAX_SEGMENTS,
+            L.FEATURE_DIM,
+        )
         assert not f[name][~f["seg_mask"]].any(), f"{name}: padded segments must be zero"
         assert np.abs(f[name][f["seg_mask"]]).sum(axis=-1).min() > 0
     assert not f["title"][~f["title_mask"]].any()
@@ -169,7 +188,10 @@ def test_naive_ols_biased_upward_iv_closer(big_tables):
     m = big_tables.truth["meta"]
     assert m["naive_ols_slope"] > m["true_linear_slope"] + 0.08
     assert m["naive_ols_slope"] > m["mean_true_fei"] + 0.08
-    assert abs(m["iv_2sls_slope"] - m["true_linear_slope"]) < abs(m["naive_ols_slope"] - m["true_linear_slope"]) / 2
+    assert (
+        abs(m["iv_2sls_slope"] - m["true_linear_slope"])
+        < abs(m["naive_ols_slope"] - m["true_linear_slope"]) / 2
+    )
     assert 0.15 < m["mean_true_fei"] < 0.8
 
 
@@ -180,8 +202,11 @@ def test_instrument_recovers_the_curve_shapes_naive_does_not(big_tables):
     a cubic, so its floor is the basis error shared by both.)"""
     tv, v = big_tables.truth["videos"], big_tables.tables["videos"]
     ln_f = np.asarray(tv.column("log_followers"))
-    y = np.asarray(tv.column("g_actual")) + big_tables.config.confounder_impressions * np.asarray(
-        tv.column("confounder_u")) + np.asarray(tv.column("impression_noise"))
+    y = (
+        np.asarray(tv.column("g_actual"))
+        + big_tables.config.confounder_impressions * np.asarray(tv.column("confounder_u"))
+        + np.asarray(tv.column("impression_noise"))
+    )
     z = np.log(np.asarray(v.column("past_avg_hearts")))
     controls = np.column_stack([np.ones(ln_f.size), np.asarray(tv.column("e_mean"))])
     shape = np.asarray(tv.column("curve_shape").to_pylist())
@@ -202,8 +227,14 @@ def test_instrument_recovers_the_curve_shapes_naive_does_not(big_tables):
 
 
 def test_true_response_curves():
-    params = {"curve": np.array([0, 1, 2]), "intercept": np.array([8.0, 8.0, 8.0]), "floor": np.array([0.04, 0.4, 0.03]),
-              "amp": np.array([0.8, 0.0, 0.8]), "mu": np.log([2e4, 1e4, 3e3]), "w": np.array([1.5, 1.0, 1.3])}
+    params = {
+        "curve": np.array([0, 1, 2]),
+        "intercept": np.array([8.0, 8.0, 8.0]),
+        "floor": np.array([0.04, 0.4, 0.03]),
+        "amp": np.array([0.8, 0.0, 0.8]),
+        "mu": np.log([2e4, 1e4, 3e3]),
+        "w": np.array([1.5, 1.0, 1.3]),
+    }
     g = true_log_impressions(GRID, params)  # (3, G)
     slope = true_fei(GRID, params)
     np.testing.assert_allclose(true_log_impressions(np.log(1e4), params), 8.0)  # intercept at 10k
@@ -223,17 +254,21 @@ def test_stored_truth_matches_functions(world, dataset):
     np.testing.assert_allclose(t["fei_grid"], GRID)
     np.testing.assert_allclose(t["fei_g"], true_log_impressions(GRID, tv), rtol=1e-5)
     np.testing.assert_allclose(t["fei_slope"], true_fei(GRID, tv), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(tv.column("fei_actual")), true_fei(np.asarray(tv.column("log_followers")), tv))
+    np.testing.assert_allclose(
+        np.asarray(tv.column("fei_actual")), true_fei(np.asarray(tv.column("log_followers")), tv)
+    )
     curve = np.asarray(tv.column("curve"))
     names = tv.column("curve_shape").to_pylist()
     assert all(CURVE_CODES[n] == c for n, c in zip(names, curve, strict=True))
     assert set(names) == {"s_shaped", "linear", "concave"}
     # sales = base + sum of video lift, per product-day
     ts, lift = t["sales"], t["video_lift"]
-    np.testing.assert_allclose(np.asarray(ts.column("expected_units")),
-                               np.asarray(ts.column("base")) + np.asarray(ts.column("lift")))
-    assert abs(float(np.asarray(lift.column("lift")).sum()) - float(np.asarray(ts.column("lift")).sum())) < 1e-6 * max(
-        1.0, float(np.asarray(ts.column("lift")).sum()))
+    np.testing.assert_allclose(
+        np.asarray(ts.column("expected_units")), np.asarray(ts.column("base")) + np.asarray(ts.column("lift"))
+    )
+    assert abs(
+        float(np.asarray(lift.column("lift")).sum()) - float(np.asarray(ts.column("lift")).sum())
+    ) < 1e-6 * max(1.0, float(np.asarray(ts.column("lift")).sum()))
     imp = t["modality_importance"]
     assert set(imp["quality"]) == set(L.MODALITIES)
     assert imp["order"][0] == "frame" and imp["order"][-1] == "audio"
@@ -356,8 +391,27 @@ def test_cli_writes_dataset_and_events(tmp_path, capsys):
     from inference.sim.cli import cli
 
     out = tmp_path / "w"
-    assert cli(["--preset", "tiny", "--seed", "2", "--out", str(out), "--n-products", "4", "--n-days", "3",
-                "--events", str(out / "events.jsonl"), "--media-uri", "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "--preset",
+                "tiny",
+                "--seed",
+                "2",
+                "--out",
+                str(out),
+                "--n-products",
+                "4",
+                "--n-days",
+                "3",
+                "--events",
+                str(out / "events.jsonl"),
+                "--media-uri",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     meta = DS.validate_dataset(out)
     assert meta["n_days"] == 3 and meta["n_products"] == 4 and meta["seed"] == 2
@@ -380,11 +434,18 @@ def test_bad_dataset_is_a_clear_error(world, tmp_path):
     bad = world.write_dataset(tmp_path / "bad")
     eng = world.tables["engagement"]
     day = np.asarray(eng.column("day")).copy()
-    pub = dict(zip(world.tables["videos"].column("video_id").to_pylist(),
-                   world.tables["videos"].column("publish_day").to_pylist(), strict=True))
+    pub = dict(
+        zip(
+            world.tables["videos"].column("video_id").to_pylist(),
+            world.tables["videos"].column("publish_day").to_pylist(),
+            strict=True,
+        )
+    )
     i = next(j for j, v in enumerate(eng.column("video_id").to_pylist()) if pub[v] > 0)
     day[i] = pub[eng.column("video_id")[i].as_py()] - 1
-    pq.write_table(eng.set_column(eng.column_names.index("day"), "day", pa.array(day, pa.int32())),
-                   bad / "engagement.parquet")
+    pq.write_table(
+        eng.set_column(eng.column_names.index("day"), "day", pa.array(day, pa.int32())),
+        bad / "engagement.parquet",
+    )
     with pytest.raises(DS.DatasetError, match="before its publish day"):
         next(iter_events(bad))

@@ -29,11 +29,15 @@ D0 = date(2026, 3, 1)
 H = np.ones(8, dtype=np.float32)
 
 
-def video(vid: str, day: date, pid: str = "p1", followers: int = 12_000, eid: str | None = None) -> VideoPublished:
+def video(
+    vid: str, day: date, pid: str = "p1", followers: int = 12_000, eid: str | None = None
+) -> VideoPublished:
     rng = np.random.default_rng(abs(hash(vid)) % 2**32)
     feats = SegmentFeatures.from_arrays(
-        rng.normal(size=(3, L.FEATURE_DIM)), rng.normal(size=(3, L.FEATURE_DIM)),
-        rng.normal(size=(3, L.FEATURE_DIM)), rng.normal(size=(2, L.FEATURE_DIM)),
+        rng.normal(size=(3, L.FEATURE_DIM)),
+        rng.normal(size=(3, L.FEATURE_DIM)),
+        rng.normal(size=(3, L.FEATURE_DIM)),
+        rng.normal(size=(2, L.FEATURE_DIM)),
     )
     return VideoPublished(
         event_id=eid or f"v:{vid}",
@@ -56,19 +60,30 @@ def video(vid: str, day: date, pid: str = "p1", followers: int = 12_000, eid: st
 
 def eng(vid: str, day: date, likes: int = 10, pid: str = "p1", eid: str | None = None) -> EngagementDaily:
     return EngagementDaily(
-        event_id=eid or f"e:{vid}:{day}", day=day, video_id=vid, product_id=pid,
-        likes=likes, comments=1, shares=2, collects=3, impressions=1000,
+        event_id=eid or f"e:{vid}:{day}",
+        day=day,
+        video_id=vid,
+        product_id=pid,
+        likes=likes,
+        comments=1,
+        shares=2,
+        collects=3,
+        impressions=1000,
     )
 
 
 def sales(day: date, units: int, pid: str = "p1", eid: str | None = None) -> SalesDaily:
-    return SalesDaily(event_id=eid or f"s:{pid}:{day}", day=day, product_id=pid, units=units, price=59.0, rating=92.0)
+    return SalesDaily(
+        event_id=eid or f"s:{pid}:{day}", day=day, product_id=pid, units=units, price=59.0, rating=92.0
+    )
 
 
 def test_video_then_engagement_then_sales_close_the_day():
     st, res = apply_event(None, video("v1", D0), h=H, h_dim=8)
     assert res.status == "applied" and st.revision == 1
-    assert [r.kind for r in res.forecasts] == ["provisional"] and res.forecasts[0].issued_day == day_ordinal(D0)
+    assert [r.kind for r in res.forecasts] == ["provisional"] and res.forecasts[0].issued_day == day_ordinal(
+        D0
+    )
     assert res.advice[0].video_id == "v1" and res.advice[0].followers == 12_000
     st, res = apply_event(st, eng("v1", D0, likes=7), h_dim=8)
     assert res.status == "applied" and st.video("v1").likes == 7
@@ -76,7 +91,9 @@ def test_video_then_engagement_then_sales_close_the_day():
     (req,) = res.forecasts
     assert req.kind == "day_close" and req.issued_day == day_ordinal(D0) and req.revision == 3
     assert req.active_videos == 1 and len(req.xs) == 1 and req.xs[0].shape == (8 + SIDE_DIM + PRODUCT_DIM,)
-    prod = req.xs[0][8 + SIDE_DIM :]  # inference.daily.PRODUCT_FEATURES: sums of today's counts, weekday one-hot
+    prod = req.xs[0][
+        8 + SIDE_DIM :
+    ]  # inference.daily.PRODUCT_FEATURES: sums of today's counts, weekday one-hot
     assert prod[PRODUCT_FEATURES.index("sum_likes")] == pytest.approx(np.log1p(7))
     np.testing.assert_array_equal(prod[-7:], np.eye(7)[D0.weekday()])
     assert st.closed_day == day_ordinal(D0) and st.units == 40
@@ -137,12 +154,19 @@ def test_trailing_units_follow_closed_days_and_imputed_gap_days():
     st, _ = apply_event(None, sales(D0, 10), h_dim=8)
     st, res = apply_event(st, sales(D0 + timedelta(days=1), 20), h_dim=8)
     y10, y20 = np.log1p(10), np.log1p(20)
-    np.testing.assert_allclose(_trailing(res.forecasts[0].xs[0]), [y10, 0, (y10 + y20) / 2, (y10 + y20) / 2], rtol=1e-6)
+    np.testing.assert_allclose(
+        _trailing(res.forecasts[0].xs[0]), [y10, 0, (y10 + y20) / 2, (y10 + y20) / 2], rtol=1e-6
+    )
     assert st.recent_units == [10.0, 20.0]
     # a forecast of 30 units for day 2, then sales for day 4: day 2 and 3 close with imputed units
     req = ForecastRequest("p1", "day_close", day_ordinal(D0) + 1, st.revision, None, [np.zeros(3)], 0)
-    st, _ = apply_forecast(st, req, ForecastResult(np.zeros(2), 30.0, 20.0, 40.0, 0.8), model_version="t",
-                           now=datetime(2026, 3, 2))
+    st, _ = apply_forecast(
+        st,
+        req,
+        ForecastResult(np.zeros(2), 30.0, 20.0, 40.0, 0.8),
+        model_version="t",
+        now=datetime(2026, 3, 2),
+    )
     st, res = apply_event(st, sales(D0 + timedelta(days=4), 50), h_dim=8)
     xs = res.forecasts[0].xs  # day 2 (imputed 30), day 3 (imputed: last actual 20), day 4 (50)
     y = np.log1p([10, 20, 30, 20, 50])
@@ -234,8 +258,13 @@ def _processor():
 
 def test_processor_counts_every_input_once_and_dead_letters_bad_ones():
     proc = _processor()
-    good = [video("v1", D0), eng("v1", D0), sales(D0, 40), video("v2", D0 + timedelta(days=1)),
-            sales(D0 + timedelta(days=1), 44)]
+    good = [
+        video("v1", D0),
+        eng("v1", D0),
+        sales(D0, 40),
+        video("v2", D0 + timedelta(days=1)),
+        sales(D0 + timedelta(days=1), 44),
+    ]
     items = [
         *good,
         b"{not json",
@@ -250,7 +279,12 @@ def test_processor_counts_every_input_once_and_dead_letters_bad_ones():
     assert c["applied"] == 5 and c["duplicate"] == 1 and c["dead_letter"] == 4
     assert c["received"] == c["applied"] + c["duplicate"] + c["stale"] + c["dead_letter"]
     dead = [r for r in out.rows if isinstance(r, DeadLetter)]
-    assert sorted(d.error_type for d in dead) == ["PayloadTooLarge", "UnknownVideo", "ValidationError", "ValidationError"]
+    assert sorted(d.error_type for d in dead) == [
+        "PayloadTooLarge",
+        "UnknownVideo",
+        "ValidationError",
+        "ValidationError",
+    ]
     units_err = next(d for d in dead if "units" in d.error)
     assert "greater than or equal to 0" in units_err.error
     big = next(d for d in dead if d.error_type == "PayloadTooLarge")

@@ -76,9 +76,26 @@ def test_end_to_end_matches_in_process(world, kafka_broker, clickhouse_server, u
     try:
         # through the command line, as an operator would replay the world
         out = subprocess.run(
-            [PY, "-m", "streams.cli", "produce", "--bootstrap", kafka_broker.bootstrap, "--topic-prefix",
-             f"{unique_name}.", "--preset", "tiny", "--seed", "0", "--rate", "5000"],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
+            [
+                PY,
+                "-m",
+                "streams.cli",
+                "produce",
+                "--bootstrap",
+                kafka_broker.bootstrap,
+                "--topic-prefix",
+                f"{unique_name}.",
+                "--preset",
+                "tiny",
+                "--seed",
+                "0",
+                "--rate",
+                "5000",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert out.returncode == 0 and f"produced {len(items)} events" in out.stdout, out.stdout + out.stderr
         wait_for(lambda: w.received() >= len(items) or not w.alive(), 90, "the worker to take every event")

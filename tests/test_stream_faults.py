@@ -251,7 +251,9 @@ def test_late_sales_close_the_day_on_a_timer(kafka_broker, clickhouse_server, un
         )
         # the stats file is rewritten at most every 0.2 s (and by a timer): wait for it to count the imputation
         wait_for(
-            lambda: w.stats().get("totals", {}).get("imputed_sales", 0) >= 1, 10, "the stats to count imputed sales"
+            lambda: w.stats().get("totals", {}).get("imputed_sales", 0) >= 1,
+            10,
+            "the stats to count imputed sales",
         )
     finally:
         w.stop()

@@ -39,8 +39,9 @@ def masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (x * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
 
 
-def segment_latents(rng: np.random.Generator, n_segments: np.ndarray, align_mean: np.ndarray | None = None
-                    ) -> dict[str, np.ndarray]:
+def segment_latents(
+    rng: np.random.Generator, n_segments: np.ndarray, align_mean: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Per-segment content latents of N videos (all (N, S) in [0, 1], zero past n_segments).
 
     p: product on screen; e: engagement saliency (early segments draw more attention, and the
@@ -58,10 +59,16 @@ def segment_latents(rng: np.random.Generator, n_segments: np.ndarray, align_mean
     # total spread ~3 either way: creator habit (std 1.8) + this video (std 2.4)
     align = rng.normal(0.2, 3.0, n) if align_mean is None else align_mean + rng.normal(0.0, 2.4, n)
     attention = 0.8 * np.exp(-np.arange(s) / 2.0)  # the first ~6 seconds
-    e = expit(rng.normal(-1.0, 0.6, n)[:, None] + attention[None, :] + 6.0 * align[:, None] * p_dev
-              + 0.6 * ar1(rng, n, s, 0.5))
+    e = expit(
+        rng.normal(-1.0, 0.6, n)[:, None]
+        + attention[None, :]
+        + 6.0 * align[:, None] * p_dev
+        + 0.6 * ar1(rng, n, s, 0.5)
+    )
     audio_align = rng.normal(0.5, 1.5, n)
-    a = expit(rng.normal(-0.5, 0.7, n)[:, None] + 4.0 * audio_align[:, None] * p_dev + 0.7 * ar1(rng, n, s, 0.6))
+    a = expit(
+        rng.normal(-0.5, 0.7, n)[:, None] + 4.0 * audio_align[:, None] * p_dev + 0.7 * ar1(rng, n, s, 0.6)
+    )
     return {
         "p": p * mask,
         "e": e * mask,
@@ -101,10 +108,16 @@ def quality(sc: dict[str, np.ndarray]) -> np.ndarray:
     return W_PE * sc["pe"] + W_TP * sc["tp"] + W_AF * sc["af"]
 
 
-def content_effect(sc: dict[str, np.ndarray], video_type: np.ndarray, verified: np.ndarray, length_s: np.ndarray) -> np.ndarray:
+def content_effect(
+    sc: dict[str, np.ndarray], video_type: np.ndarray, verified: np.ndarray, length_s: np.ndarray
+) -> np.ndarray:
     """Effect of content and post statistics on log impressions (independent of followers)."""
-    return (1.2 * (sc["e_mean"] - 0.45) + PH.TYPE_IMPRESSION_EFFECT[video_type] + 0.15 * verified
-            - 0.12 * np.log(length_s / 15.0))
+    return (
+        1.2 * (sc["e_mean"] - 0.45)
+        + PH.TYPE_IMPRESSION_EFFECT[video_type]
+        + 0.15 * verified
+        - 0.12 * np.log(length_s / 15.0)
+    )
 
 
 def curve_params(style: np.ndarray, intensity: np.ndarray, intercept: np.ndarray) -> dict[str, np.ndarray]:
@@ -120,6 +133,13 @@ def curve_params(style: np.ndarray, intensity: np.ndarray, intercept: np.ndarray
     mu = np.where(s_curve, (3.6 + 0.9 * k) * ln10, np.where(lin, T.L_REF, (2.8 + 1.0 * (1 - k)) * ln10))
     w = np.where(s_curve, 1.7, np.where(lin, 1.0, 2.2))
     curve = np.array([T.CURVE_CODES[c] for c in PH.CURVES])[style]
-    out = {"curve": curve.astype(np.int8), "intercept": intercept, "floor": floor, "amp": amp, "mu": mu, "w": w}
+    out = {
+        "curve": curve.astype(np.int8),
+        "intercept": intercept,
+        "floor": floor,
+        "amp": amp,
+        "mu": mu,
+        "w": w,
+    }
     assert all(v.shape == (n,) for v in out.values())
     return out

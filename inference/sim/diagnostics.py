@@ -22,7 +22,12 @@ import numpy as np
 
 from inference.sim import content as C
 
-ABLATION_LATENTS = {"frame": ("p", "shows_advertised"), "motion": ("e",), "audio": ("a",), "text": ("title_names_product",)}
+ABLATION_LATENTS = {
+    "frame": ("p", "shows_advertised"),
+    "motion": ("e",),
+    "audio": ("a",),
+    "text": ("title_names_product",),
+}
 
 
 def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q, log_conv, log_r) -> dict:
@@ -32,7 +37,7 @@ def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q,
     y = log_conv + log_r
     out: dict = {
         "method": "latent of the modality replaced by an independent draw; share of variance lost "
-                  "E[(y - y_m)^2] / (2 Var y)",
+        "E[(y - y_m)^2] / (2 Var y)",
         "latents": ABLATION_LATENTS,
         "quality": {},
         "log_lift": {},

@@ -44,7 +44,9 @@ class DayBatch:
 
     day: int
     date: date
-    videos: dict[str, np.ndarray]  # videos.parquet columns + "ts" (datetime64[s]) + product/influencer columns
+    videos: dict[
+        str, np.ndarray
+    ]  # videos.parquet columns + "ts" (datetime64[s]) + product/influencer columns
     engagement: dict[str, np.ndarray]  # engagement.parquet columns
     sales: dict[str, np.ndarray]  # sales.parquet columns
 
@@ -101,8 +103,10 @@ class _Replay:
         early = eng["day"] < videos["publish_day"][e_rank]
         if early.any():
             i = int(np.argmax(early))
-            raise DS.DatasetError(f"{self.root}/engagement.parquet: video {eng['video_id'][i]} has engagement on day "
-                                  f"{eng['day'][i]} before its publish day {videos['publish_day'][e_rank[i]]}")
+            raise DS.DatasetError(
+                f"{self.root}/engagement.parquet: video {eng['video_id'][i]} has engagement on day "
+                f"{eng['day'][i]} before its publish day {videos['publish_day'][e_rank[i]]}"
+            )
         eo = np.lexsort((e_rank, eng["day"]))
         self.engagement = _take(eng, eo)
         so = np.lexsort((sales["product_id"], sales["day"]))
@@ -135,7 +139,9 @@ def iter_event_batches(dataset_path: str | Path) -> Iterator[DayBatch]:
         yield replay.batch(d)
 
 
-def iter_events(dataset_path: str | Path, inline_features: bool = True) -> Iterator[VideoPublished | EngagementDaily | SalesDaily]:
+def iter_events(
+    dataset_path: str | Path, inline_features: bool = True
+) -> Iterator[VideoPublished | EngagementDaily | SalesDaily]:
     """Validated input events of a dataset folder in stream order (see the module docstring).
 
     ``inline_features=True`` embeds each video's real segments / title tokens as float16
@@ -151,8 +157,12 @@ def iter_events(dataset_path: str | Path, inline_features: bool = True) -> Itera
             features, uri = None, None
             if feats is not None:
                 seg, tok = feats["seg_mask"][row], feats["title_mask"][row]
-                features = SegmentFeatures.from_arrays(feats["frame"][row][seg], feats["motion"][row][seg],
-                                                       feats["audio"][row][seg], feats["title"][row][tok])
+                features = SegmentFeatures.from_arrays(
+                    feats["frame"][row][seg],
+                    feats["motion"][row][seg],
+                    feats["audio"][row][seg],
+                    feats["title"][row][tok],
+                )
             else:
                 uri = f"dataset://{replay.root}#row={row}"
             ts = v["ts"][i].astype(datetime)
@@ -203,8 +213,9 @@ def iter_events(dataset_path: str | Path, inline_features: bool = True) -> Itera
             )
 
 
-def write_events_jsonl(dataset_path: str | Path, out_file: str | Path, inline_features: bool = True,
-                       progress: bool = False) -> int:
+def write_events_jsonl(
+    dataset_path: str | Path, out_file: str | Path, inline_features: bool = True, progress: bool = False
+) -> int:
     """Write the stream as JSON lines (``event_json``); returns the number of events."""
     from tqdm import tqdm
 
@@ -212,7 +223,9 @@ def write_events_jsonl(dataset_path: str | Path, out_file: str | Path, inline_fe
     out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with out.open("w", encoding="utf-8") as f:
-        for ev in tqdm(iter_events(dataset_path, inline_features), desc="events", unit="ev", disable=not progress):
+        for ev in tqdm(
+            iter_events(dataset_path, inline_features), desc="events", unit="ev", disable=not progress
+        ):
             f.write(event_json(ev))
             f.write("\n")
             n += 1

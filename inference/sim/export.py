@@ -60,18 +60,33 @@ def write_dataset(world, path: str | Path, progress: bool = False) -> Path:
     root = Path(path)
     (root / "features").mkdir(parents=True, exist_ok=True)
     (root / "truth").mkdir(exist_ok=True)
-    steps = [(f"{name}.parquet", lambda n=name: pq.write_table(world.tables[n], root / f"{n}.parquet"))
-             for name in DS.TABLES]
-    steps += [(f"features/{name}.npy", lambda n=name: np.save(root / "features" / f"{n}.npy", world.features[n]))
-              for name in DS.FEATURES]
+    steps = [
+        (f"{name}.parquet", lambda n=name: pq.write_table(world.tables[n], root / f"{n}.parquet"))
+        for name in DS.TABLES
+    ]
+    steps += [
+        (f"features/{name}.npy", lambda n=name: np.save(root / "features" / f"{n}.npy", world.features[n]))
+        for name in DS.FEATURES
+    ]
     for name, obj in world.truth.items():
         if isinstance(obj, pa.Table):
-            steps.append((f"truth/{name}.parquet", lambda o=obj, n=name: pq.write_table(o, root / "truth" / f"{n}.parquet")))
+            steps.append(
+                (
+                    f"truth/{name}.parquet",
+                    lambda o=obj, n=name: pq.write_table(o, root / "truth" / f"{n}.parquet"),
+                )
+            )
         elif isinstance(obj, np.ndarray):
             steps.append((f"truth/{name}.npy", lambda o=obj, n=name: np.save(root / "truth" / f"{n}.npy", o)))
         else:
-            steps.append((f"truth/{name}.json", lambda o=obj, n=name: (root / "truth" / f"{n}.json").write_text(
-                json.dumps(o, indent=2, default=_json_default))))
+            steps.append(
+                (
+                    f"truth/{name}.json",
+                    lambda o=obj, n=name: (root / "truth" / f"{n}.json").write_text(
+                        json.dumps(o, indent=2, default=_json_default)
+                    ),
+                )
+            )
     for _, write in tqdm(steps, desc="write", unit="file", disable=not progress):
         write()
     # meta.json last: a folder with meta.json is a complete dataset

@@ -38,8 +38,14 @@ def empty_features(n: int) -> dict[str, np.ndarray]:
     }
 
 
-def synthesize(rng: np.random.Generator, n_segments: np.ndarray, content: dict[str, np.ndarray], chunk: int = 4096,
-               enabled: bool = True, progress: bool = False) -> dict[str, np.ndarray]:
+def synthesize(
+    rng: np.random.Generator,
+    n_segments: np.ndarray,
+    content: dict[str, np.ndarray],
+    chunk: int = 4096,
+    enabled: bool = True,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Feature arrays of N videos. ``content`` holds p, e, a (N, S), music, style, intensity,
     video_type (N,), frame_product_latent (N, K) (the product on screen), title_product_latent
     (N, K) (the advertised product, named by the brand word) and tokens (N, T) (-1 pad, -2 brand).

@@ -32,16 +32,24 @@ CATEGORY_CONVERSION = np.array([0.0, -0.1, 0.0, 0.05, -0.1, 0.1, 0.3, 0.2, 0.05,
 
 # videos per type in ISAD (the note's counts; they count all videos of the products' history)
 VIDEO_TYPE_COUNTS = np.array(
-    [158769, 92679, 146818, 114166, 13429, 11319, 10808, 7502, 7214, 5855, 5614, 9761, 687, 2185], dtype=np.float64
+    [158769, 92679, 146818, 114166, 13429, 11319, 10808, 7502, 7214, 5855, 5614, 9761, 687, 2185],
+    dtype=np.float64,
 )
 # influencers per city tier (Table 1)
 CITY_COUNTS = np.array([2885, 4310, 6937, 7916, 5565, 2885, 4900], dtype=np.float64)
 # (width, height) pairs; their marginals follow Table 1's width / height categories
-RESOLUTIONS = np.array([(1080, 1920), (720, 1280), (1920, 1080), (1080, 1080), (540, 960), (1440, 2560), (960, 1280)])
+RESOLUTIONS = np.array(
+    [(1080, 1920), (720, 1280), (1920, 1080), (1080, 1080), (540, 960), (1440, 2560), (960, 1280)]
+)
 RESOLUTION_P = np.array([0.795, 0.075, 0.027, 0.035, 0.035, 0.018, 0.015])
 # create hour: morning, lunch and evening peaks, a small-hours trough; mean about 11.5 like Table 1
 _H = np.arange(24)
-HOUR_P = 1.0 + 1.2 * np.exp(-((_H - 9) ** 2) / 4) + 0.8 * np.exp(-((_H - 12) ** 2) / 6) + 0.6 * np.exp(-((_H - 19) ** 2) / 5)
+HOUR_P = (
+    1.0
+    + 1.2 * np.exp(-((_H - 9) ** 2) / 4)
+    + 0.8 * np.exp(-((_H - 12) ** 2) / 6)
+    + 0.6 * np.exp(-((_H - 19) ** 2) / 5)
+)
 HOUR_P[3:7] *= 0.4
 HOUR_P[21:] *= 0.6
 HOUR_P /= HOUR_P.sum()
@@ -94,7 +102,9 @@ STYLE_GIVEN_TYPE = np.array(
     ]
 )
 # effect of the video type on log impressions (fixed, small)
-TYPE_IMPRESSION_EFFECT = np.array([0.0, 0.1, 0.05, 0.1, -0.1, -0.2, -0.15, 0.0, -0.1, -0.15, 0.05, 0.2, 0.25, -0.2])
+TYPE_IMPRESSION_EFFECT = np.array(
+    [0.0, 0.1, 0.05, 0.1, -0.1, -0.2, -0.15, 0.0, -0.1, -0.15, 0.05, 0.2, 0.25, -0.2]
+)
 # engagement half-life-ish decay (days) per style: effects burn fast, demos last
 STYLE_DECAY_DAYS = np.array([1.6, 2.4, 3.4])
 

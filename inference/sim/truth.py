@@ -42,7 +42,9 @@ def _params(params) -> dict[str, np.ndarray]:
     out = {k: np.asarray(params[k], dtype=np.float64) for k in PARAM_NAMES}
     n = {v.shape for v in out.values()}
     if len(n) != 1 or len(next(iter(n))) != 1:
-        raise ValueError(f"video_params columns must be 1-d of one length, got { {k: v.shape for k, v in out.items()} }")
+        raise ValueError(
+            f"video_params columns must be 1-d of one length, got { {k: v.shape for k, v in out.items()} }"
+        )
     return out
 
 

@@ -97,7 +97,9 @@ class SimConfig:
 PRESETS: dict[str, SimConfig] = {
     "tiny": SimConfig(name="tiny", n_products=12, n_days=14, history_days=10),
     "small": SimConfig(name="small", n_products=150, n_days=28, history_days=21),
-    "paper": SimConfig(name="paper", n_products=1809, n_days=14, history_days=11, videos_per_product_day=3.07),
+    "paper": SimConfig(
+        name="paper", n_products=1809, n_days=14, history_days=11, videos_per_product_day=3.07
+    ),
 }
 
 F_MEAN = 9.2  # mean ln(followers) ~ 10k
@@ -148,9 +150,25 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
         config = dataclasses.replace(config, seed=int(seed))
     cfg = config
     streams = np.random.SeedSequence(cfg.seed).spawn(10)
-    rng = {name: np.random.default_rng(s) for name, s in zip(
-        ("products", "counts", "influencers", "videos", "latents", "impressions", "engagement", "sales", "features",
-         "ablation"), streams, strict=True)}
+    rng = {
+        name: np.random.default_rng(s)
+        for name, s in zip(
+            (
+                "products",
+                "counts",
+                "influencers",
+                "videos",
+                "latents",
+                "impressions",
+                "engagement",
+                "sales",
+                "features",
+                "ablation",
+            ),
+            streams,
+            strict=True,
+        )
+    }
     P, D = cfg.n_products, cfg.n_days
     start = date.fromisoformat(cfg.start_date)
 
@@ -170,7 +188,9 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
 
     # 2. video counts per product-day ----------------------------------------------------------
     r = rng["counts"]
-    weekday = PH.WEEKDAY[(start.weekday() + np.arange(D)) % 7]  # creators post (and buyers buy) more late in the week
+    weekday = PH.WEEKDAY[
+        (start.weekday() + np.arange(D)) % 7
+    ]  # creators post (and buyers buy) more late in the week
     lam = video_rate[:, None] * weekday[None, :] * r.gamma(5.0, 1 / 5.0, (P, D))
     counts = np.minimum(r.poisson(lam), cfg.max_videos_per_product_day)  # (P, D)
     n_videos = int(counts.sum())
@@ -182,8 +202,11 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     n_inf = max(1, min(n_videos, round(n_videos * cfg.influencers_per_video))) if n_videos else 0
     z = r.standard_normal(n_inf)  # the instrument, standardised
     u = r.standard_normal(n_inf)  # the hidden confounder (cross-posting)
-    ln_f0 = np.clip(F_MEAN + cfg.instrument_strength * z + cfg.confounder_followers * u + r.normal(0, 1.0, n_inf),
-                    LN_F_MIN, LN_F_MAX)
+    ln_f0 = np.clip(
+        F_MEAN + cfg.instrument_strength * z + cfg.confounder_followers * u + r.normal(0, 1.0, n_inf),
+        LN_F_MIN,
+        LN_F_MAX,
+    )
     hearts = np.exp(3.3 + 1.3 * z).round(1)
     growth = r.normal(0.002, 0.002, n_inf)  # ln followers per day
     verified = r.random(n_inf) < expit(-3.5 + 0.9 * (ln_f0 - F_MEAN))
@@ -246,16 +269,25 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     imp_daily = r.multinomial(imp14, wts) if n_videos else np.zeros((0, L.WINDOW_DAYS), np.int64)  # (N, 14)
 
     r = rng["engagement"]
+
     def rate(base, logit_shift, sd):  # noqa: E306
         return np.clip(base * np.exp(logit_shift + r.normal(0, sd, n_videos)), 0, 0.5)
+
     like_rate = rate(0.0207, 1.5 * (sc["e_mean"] - 0.45) + 0.8 * (lat["music"] - 0.5), 0.35)
     comment_rate = rate(0.0026, 1.0 * (sc["e_mean"] - 0.45) + 1.0 * (sc["a_mean"] - 0.4), 0.4)
     share_rate = rate(0.0024, 1.2 * (sc["e_mean"] - 0.45) + 0.3 * (style == 0), 0.4)
     collect_rate = rate(0.0031, 1.5 * (sc["pe"] - 0.5), 0.4)
     day_of = v_day[:, None] + ages[None, :]  # (N, 14)
     in_window = day_of < D
-    eng = {name: r.binomial(imp_daily, rt[:, None]) for name, rt in
-           (("likes", like_rate), ("comments", comment_rate), ("shares", share_rate), ("collects", collect_rate))}
+    eng = {
+        name: r.binomial(imp_daily, rt[:, None])
+        for name, rt in (
+            ("likes", like_rate),
+            ("comments", comment_rate),
+            ("shares", share_rate),
+            ("collects", collect_rate),
+        )
+    }
 
     # 7. sales ----------------------------------------------------------------------------------
     r = rng["sales"]
@@ -269,18 +301,31 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     base = base_scale * raw_base
     lift_vd = conv_scale * raw_lift  # (N, 14) expected units caused by video v at age a
     lift_pd = np.zeros((P, D))
-    np.add.at(lift_pd, (np.repeat(v_product, L.WINDOW_DAYS)[in_window.ravel()], day_of[in_window]),
-              lift_vd[in_window])
+    np.add.at(
+        lift_pd,
+        (np.repeat(v_product, L.WINDOW_DAYS)[in_window.ravel()], day_of[in_window]),
+        lift_vd[in_window],
+    )
     expected = base + lift_pd
     units = r.poisson(expected * r.gamma(cfg.sales_dispersion, 1 / cfg.sales_dispersion, (P, D)))
     day_price = (price[:, None] * discount).round(1)
     day_rating = np.clip(rating[:, None] + r.normal(0, 0.15, (P, D)), 0, 100).round(1)
-    history_sales = np.maximum(np.round(base_scale * np.exp(log_base) * history_days * np.exp(r.normal(0, 0.3, P))), 16)
+    history_sales = np.maximum(
+        np.round(base_scale * np.exp(log_base) * history_days * np.exp(r.normal(0, 0.3, P))), 16
+    )
     history_videos = np.maximum(np.round(video_rate * history_days * 0.43 * np.exp(r.normal(0, 0.3, P))), 2)
 
     # 8. titles (strings; the embeddings are made with the features) --------------------------------
-    tok, title = _titles(rng["videos"], n_seg.shape[0], v_cat, style, intensity, lat["title_names_product"],
-                         noun[v_product], [brand[i] for i in v_product])
+    tok, title = _titles(
+        rng["videos"],
+        n_seg.shape[0],
+        v_cat,
+        style,
+        intensity,
+        lat["title_names_product"],
+        noun[v_product],
+        [brand[i] for i in v_product],
+    )
 
     # 9. tables ------------------------------------------------------------------------------------
     product_ids = np.array([f"p{i:05d}" for i in range(P)], dtype=object)
@@ -289,107 +334,197 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     vid_arr = pa.array(video_ids, pa.string())
     pid_arr = pa.array(product_ids, pa.string())
     tables = {
-        "products": pa.table({
-            "product_id": pid_arr,
-            "category": pa.array(np.array(L.PRODUCT_CATEGORIES)[cat], pa.string()),
-            "price": price, "rating": rating,
-            "history_sales": history_sales.astype(np.int64), "history_videos": history_videos.astype(np.int64),
-        }),
-        "influencers": pa.table({
-            "influencer_id": pa.array(infl_ids, pa.string()),
-            "followers": np.maximum(np.exp(ln_f0).round(), 1).astype(np.int64),
-            "past_avg_hearts": hearts, "verified": verified,
-            "city_tier": pa.array(np.array(L.CITY_TIERS)[city], pa.string()), "age": age,
-        }),
-        "videos": pa.table({
-            "video_id": vid_arr, "product_id": pid_arr.take(pa.array(v_product)),
-            "influencer_id": pa.array(infl_ids[infl], pa.string()),
-            "publish_day": v_day.astype(np.int32), "create_hour": hour.astype(np.int32),
-            "video_type": pa.array(np.array(L.VIDEO_TYPES)[vtype], pa.string()),
-            "length_s": length, "width": width, "height": height, "size_mb": size_mb,
-            "title": pa.array(title, pa.string()), "followers": followers, "past_avg_hearts": hearts[infl],
-            "n_segments": n_seg, "feature_row": np.arange(n_videos, dtype=np.int64), "impressions_14d": imp14,
-        }),
+        "products": pa.table(
+            {
+                "product_id": pid_arr,
+                "category": pa.array(np.array(L.PRODUCT_CATEGORIES)[cat], pa.string()),
+                "price": price,
+                "rating": rating,
+                "history_sales": history_sales.astype(np.int64),
+                "history_videos": history_videos.astype(np.int64),
+            }
+        ),
+        "influencers": pa.table(
+            {
+                "influencer_id": pa.array(infl_ids, pa.string()),
+                "followers": np.maximum(np.exp(ln_f0).round(), 1).astype(np.int64),
+                "past_avg_hearts": hearts,
+                "verified": verified,
+                "city_tier": pa.array(np.array(L.CITY_TIERS)[city], pa.string()),
+                "age": age,
+            }
+        ),
+        "videos": pa.table(
+            {
+                "video_id": vid_arr,
+                "product_id": pid_arr.take(pa.array(v_product)),
+                "influencer_id": pa.array(infl_ids[infl], pa.string()),
+                "publish_day": v_day.astype(np.int32),
+                "create_hour": hour.astype(np.int32),
+                "video_type": pa.array(np.array(L.VIDEO_TYPES)[vtype], pa.string()),
+                "length_s": length,
+                "width": width,
+                "height": height,
+                "size_mb": size_mb,
+                "title": pa.array(title, pa.string()),
+                "followers": followers,
+                "past_avg_hearts": hearts[infl],
+                "n_segments": n_seg,
+                "feature_row": np.arange(n_videos, dtype=np.int64),
+                "impressions_14d": imp14,
+            }
+        ),
     }
     ev, ea = np.nonzero(in_window)  # engagement rows, in (video, age) order
-    tables["engagement"] = pa.table({
-        "video_id": vid_arr.take(pa.array(ev)), "product_id": pid_arr.take(pa.array(v_product[ev])),
-        "day": day_of[ev, ea].astype(np.int32),
-        **{k: eng[k][ev, ea].astype(np.int64) for k in ("likes", "comments", "shares", "collects")},
-        "impressions": imp_daily[ev, ea].astype(np.int64),
-    })
+    tables["engagement"] = pa.table(
+        {
+            "video_id": vid_arr.take(pa.array(ev)),
+            "product_id": pid_arr.take(pa.array(v_product[ev])),
+            "day": day_of[ev, ea].astype(np.int32),
+            **{k: eng[k][ev, ea].astype(np.int64) for k in ("likes", "comments", "shares", "collects")},
+            "impressions": imp_daily[ev, ea].astype(np.int64),
+        }
+    )
     sp, sd = np.divmod(np.arange(P * D), D)
-    tables["sales"] = pa.table({
-        "product_id": pid_arr.take(pa.array(sp)), "day": sd.astype(np.int32),
-        "units": units.ravel().astype(np.int64), "price": day_price.ravel(), "rating": day_rating.ravel(),
-    })
+    tables["sales"] = pa.table(
+        {
+            "product_id": pid_arr.take(pa.array(sp)),
+            "day": sd.astype(np.int32),
+            "units": units.ravel().astype(np.int64),
+            "price": day_price.ravel(),
+            "rating": day_rating.ravel(),
+        }
+    )
     tables = {k: t.cast(TABLES[k]) for k, t in tables.items()}
 
     # 10. features ---------------------------------------------------------------------------------
-    decoy = rng["latents"].standard_normal((n_videos, PH.PRODUCT_LATENT_DIM))  # what is shown if not the product
+    decoy = rng["latents"].standard_normal(
+        (n_videos, PH.PRODUCT_LATENT_DIM)
+    )  # what is shown if not the product
     shown = np.where(lat["shows_advertised"][:, None], product_latent[v_product], decoy)
-    content = {"style": style, "intensity": intensity, "video_type": vtype, "frame_product_latent": shown,
-               "title_product_latent": product_latent[v_product],
-               "tokens": tok, **lat}
-    features = synthesize(rng["features"], n_seg, content, chunk=cfg.chunk_videos, enabled=cfg.features,
-                          progress=progress)
+    content = {
+        "style": style,
+        "intensity": intensity,
+        "video_type": vtype,
+        "frame_product_latent": shown,
+        "title_product_latent": product_latent[v_product],
+        "tokens": tok,
+        **lat,
+    }
+    features = synthesize(
+        rng["features"], n_seg, content, chunk=cfg.chunk_videos, enabled=cfg.features, progress=progress
+    )
 
     # 11. truth ------------------------------------------------------------------------------------
     fei_actual = T.true_fei(ln_f, params)
     lift_total = lift_vd.sum(axis=1)
     lift_14d = conv_scale * np.exp(log_conv) * imp14  # as if the whole two weeks were observed
-    truth_videos = pa.table({
-        "video_id": vid_arr, "product_id": pid_arr.take(pa.array(v_product)), "feature_row": np.arange(n_videos),
-        "style": pa.array(np.array(PH.STYLES)[style], pa.string()),
-        "curve_shape": pa.array(np.array(PH.CURVES)[style], pa.string()),
-        **{k: v for k, v in params.items()}, "intensity": intensity,
-        "confounder_u": v_u, "impression_noise": eps, "log_followers": ln_f, "g_actual": g_actual,
-        "fei_actual": fei_actual, "decay_days": decay,
-        "quality": q, "quality_pe": W_PE * sc["pe"], "quality_tp": W_TP * sc["tp"], "quality_af": W_AF * sc["af"],
-        "log_conversion": log_conv + math.log(conv_scale) if conv_scale > 0 else log_conv,
-        **{k: v for k, v in sc.items()}, "title_names_product": lat["title_names_product"],
-        "shows_advertised": lat["shows_advertised"],
-        "align": lat["align"], "audio_align": lat["audio_align"], "music": lat["music"],
-        "lift_in_window": lift_total, "lift_14d": lift_14d,
-    })
+    truth_videos = pa.table(
+        {
+            "video_id": vid_arr,
+            "product_id": pid_arr.take(pa.array(v_product)),
+            "feature_row": np.arange(n_videos),
+            "style": pa.array(np.array(PH.STYLES)[style], pa.string()),
+            "curve_shape": pa.array(np.array(PH.CURVES)[style], pa.string()),
+            **{k: v for k, v in params.items()},
+            "intensity": intensity,
+            "confounder_u": v_u,
+            "impression_noise": eps,
+            "log_followers": ln_f,
+            "g_actual": g_actual,
+            "fei_actual": fei_actual,
+            "decay_days": decay,
+            "quality": q,
+            "quality_pe": W_PE * sc["pe"],
+            "quality_tp": W_TP * sc["tp"],
+            "quality_af": W_AF * sc["af"],
+            "log_conversion": log_conv + math.log(conv_scale) if conv_scale > 0 else log_conv,
+            **{k: v for k, v in sc.items()},
+            "title_names_product": lat["title_names_product"],
+            "shows_advertised": lat["shows_advertised"],
+            "align": lat["align"],
+            "audio_align": lat["audio_align"],
+            "music": lat["music"],
+            "lift_in_window": lift_total,
+            "lift_14d": lift_14d,
+        }
+    )
     vv, aa = np.nonzero(in_window)
-    truth_lift = pa.table({
-        "video_id": vid_arr.take(pa.array(vv)), "product_id": pid_arr.take(pa.array(v_product[vv])),
-        "day": day_of[vv, aa].astype(np.int32), "age": aa.astype(np.int32),
-        "lift": lift_vd[vv, aa], "impressions": imp_daily[vv, aa],
-    })
-    truth_sales = pa.table({
-        "product_id": pid_arr.take(pa.array(sp)), "day": sd.astype(np.int32),
-        "base": base.ravel(), "lift": lift_pd.ravel(), "expected_units": expected.ravel(),
-        "discount": discount.ravel(), "units": units.ravel(),
-    })
-    truth_products = pa.table({
-        "product_id": pid_arr, "base_demand": base.mean(axis=1), "demand_effect": demand_re,
-        "video_rate": video_rate, "brand": pa.array(brand, pa.string()),
-        "noun": pa.array(np.array(PH.geometry().vocab)[noun], pa.string()),
-    })
-    truth_infl = pa.table({
-        "influencer_id": pa.array(infl_ids, pa.string()), "instrument_z": z, "confounder_u": u,
-        "log_followers_start": ln_f0, "growth_per_day": growth, "align_habit": align_habit,
-    })
+    truth_lift = pa.table(
+        {
+            "video_id": vid_arr.take(pa.array(vv)),
+            "product_id": pid_arr.take(pa.array(v_product[vv])),
+            "day": day_of[vv, aa].astype(np.int32),
+            "age": aa.astype(np.int32),
+            "lift": lift_vd[vv, aa],
+            "impressions": imp_daily[vv, aa],
+        }
+    )
+    truth_sales = pa.table(
+        {
+            "product_id": pid_arr.take(pa.array(sp)),
+            "day": sd.astype(np.int32),
+            "base": base.ravel(),
+            "lift": lift_pd.ravel(),
+            "expected_units": expected.ravel(),
+            "discount": discount.ravel(),
+            "units": units.ravel(),
+        }
+    )
+    truth_products = pa.table(
+        {
+            "product_id": pid_arr,
+            "base_demand": base.mean(axis=1),
+            "demand_effect": demand_re,
+            "video_rate": video_rate,
+            "brand": pa.array(brand, pa.string()),
+            "noun": pa.array(np.array(PH.geometry().vocab)[noun], pa.string()),
+        }
+    )
+    truth_infl = pa.table(
+        {
+            "influencer_id": pa.array(infl_ids, pa.string()),
+            "instrument_z": z,
+            "confounder_u": u,
+            "log_followers_start": ln_f0,
+            "growth_per_day": growth,
+            "align_habit": align_habit,
+        }
+    )
     grid = T.GRID
-    fei_g = T.true_log_impressions(grid, params).astype(np.float32) if n_videos else np.zeros((0, grid.size), np.float32)
-    fei_slope = T.true_fei(grid, params).astype(np.float32) if n_videos else np.zeros((0, grid.size), np.float32)
-    importance = modality_importance(rng["ablation"], lat, n_seg, align_habit[infl], vtype, v_verified, length, q,
-                                     log_conv, log_r)
+    fei_g = (
+        T.true_log_impressions(grid, params).astype(np.float32)
+        if n_videos
+        else np.zeros((0, grid.size), np.float32)
+    )
+    fei_slope = (
+        T.true_fei(grid, params).astype(np.float32) if n_videos else np.zeros((0, grid.size), np.float32)
+    )
+    importance = modality_importance(
+        rng["ablation"], lat, n_seg, align_habit[infl], vtype, v_verified, length, q, log_conv, log_r
+    )
     truth = {
-        "videos": truth_videos, "video_lift": truth_lift, "sales": truth_sales, "products": truth_products,
+        "videos": truth_videos,
+        "video_lift": truth_lift,
+        "sales": truth_sales,
+        "products": truth_products,
         "influencers": truth_infl,
-        "fei_grid": grid, "fei_g": fei_g, "fei_slope": fei_slope,
-        "seg_product": lat["p"].astype(np.float16), "seg_saliency": lat["e"].astype(np.float16),
+        "fei_grid": grid,
+        "fei_g": fei_g,
+        "fei_slope": fei_slope,
+        "seg_product": lat["p"].astype(np.float16),
+        "seg_saliency": lat["e"].astype(np.float16),
         "seg_speech": lat["a"].astype(np.float16),
         "modality_importance": importance,
         "meta": {
-            "config": dataclasses.asdict(cfg), "conversion_scale": conv_scale, "base_scale": base_scale,
+            "config": dataclasses.asdict(cfg),
+            "conversion_scale": conv_scale,
+            "base_scale": base_scale,
             "realized_lift_share": float(lift_pd.sum() / max(expected.sum(), 1e-9)),
             "quality_weights": {"pe": W_PE, "tp": W_TP, "af": W_AF},
-            **fei_diagnostics(ln_f, log_r, g_actual, z[infl], fei_actual,
-                              fei_controls(sc, vtype, v_verified, length)),
+            **fei_diagnostics(
+                ln_f, log_r, g_actual, z[infl], fei_actual, fei_controls(sc, vtype, v_verified, length)
+            ),
         },
     }
     meta = {"simulator": "inference.sim", "preset": cfg.name, "seed": cfg.seed}
@@ -407,9 +542,15 @@ def _titles(rng, n, v_cat, style, intensity, names_product, v_noun, v_brand):
     sty_tab = np.stack(g.style_word_ids)  # (3, 9)
     kind = rng.random((n, tmax))
     p_style = (0.1 + 0.3 * intensity)[:, None]
-    tok = np.where(kind < 0.35, cat_tab[v_cat[:, None], rng.integers(0, cat_tab.shape[1], (n, tmax))],
-                   np.where(kind < 0.35 + p_style, sty_tab[style[:, None], rng.integers(0, sty_tab.shape[1], (n, tmax))],
-                            g.filler_word_ids[rng.integers(0, g.filler_word_ids.size, (n, tmax))]))
+    tok = np.where(
+        kind < 0.35,
+        cat_tab[v_cat[:, None], rng.integers(0, cat_tab.shape[1], (n, tmax))],
+        np.where(
+            kind < 0.35 + p_style,
+            sty_tab[style[:, None], rng.integers(0, sty_tab.shape[1], (n, tmax))],
+            g.filler_word_ids[rng.integers(0, g.filler_word_ids.size, (n, tmax))],
+        ),
+    )
     pos = (rng.random(n) * (n_tok - 1)).astype(np.int64)
     rows = np.nonzero(names_product)[0]
     tok[rows, pos[rows]] = -2

@@ -36,8 +36,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", type=Path, help="an existing dataset folder instead of simulating the preset")
     p.add_argument("--models", default="standin", help="standin | auto (LAMM + FEI)")
-    p.add_argument("--materialize", action="store_true",
-                   help="build every event object first and time only the replay (state logic + chdb writes)")
+    p.add_argument(
+        "--materialize",
+        action="store_true",
+        help="build every event object first and time only the replay (state logic + chdb writes)",
+    )
     a = p.parse_args()
 
     settings = Settings(forecaster=a.models, advisor=a.models)
@@ -53,8 +56,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sink = ChdbSink(Path(tmp) / "chdb", database="bench", batch_rows=settings.sink_batch_rows)
         counts, n, secs = replay(client, source, sink, settings, total=total)
-        rows = {t: sink.store().query(f"SELECT count() FROM bench.{t}")[0][0]
-                for t in ("videos", "engagement_daily", "sales_daily", "forecasts", "advice")}
+        rows = {
+            t: sink.store().query(f"SELECT count() FROM bench.{t}")[0][0]
+            for t in ("videos", "engagement_daily", "sales_daily", "forecasts", "advice")
+        }
         sink.close()
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
@@ -75,7 +80,10 @@ def main() -> None:
     }
     out = Path("runs/bench")
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"embedded_{a.preset if a.dataset is None else a.dataset.name}{'_replay' if a.materialize else ''}.json").write_text(json.dumps(res, indent=2))
+    (
+        out
+        / f"embedded_{a.preset if a.dataset is None else a.dataset.name}{'_replay' if a.materialize else ''}.json"
+    ).write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
 
 

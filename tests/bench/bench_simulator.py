@@ -99,18 +99,28 @@ def learnability(world, n_max: int = 20_000, seed: int = 0) -> dict[str, float]:
     tm = f["title_mask"].astype(np.float32)  # (n, T)
     ns, nt = np.maximum(m.sum(1), 1), np.maximum(tm.sum(1), 1)
     arr = {k: f[k].astype(np.float32) for k in ("frame", "motion", "audio", "title")}
-    pooled = np.concatenate([(arr[k] * m[..., None]).sum(1) / ns[:, None] for k in ("frame", "motion", "audio")]
-                            + [(arr["title"] * tm[..., None]).sum(1) / nt[:, None]], axis=1)  # (n, 512)
+    pooled = np.concatenate(
+        [(arr[k] * m[..., None]).sum(1) / ns[:, None] for k in ("frame", "motion", "audio")]
+        + [(arr["title"] * tm[..., None]).sum(1) / nt[:, None]],
+        axis=1,
+    )  # (n, 512)
     p, e, a = arr["frame"] @ g.presence, arr["motion"] @ g.saliency, arr["audio"] @ g.speech  # (n, S)
     name_w = np.clip(arr["title"] @ g.name / 1.8, 0, 1) * tm  # (n, T)
     brand = (arr["title"] * name_w[..., None]).sum(1)  # (n, D)
-    cross = np.column_stack([(p * e * m).sum(1) / ns, (p * a * m).sum(1) / ns,
-                             (np.einsum("nd,nsd->ns", brand, arr["frame"]) * m).sum(1) / ns])
+    cross = np.column_stack(
+        [
+            (p * e * m).sum(1) / ns,
+            (p * a * m).sum(1) / ns,
+            (np.einsum("nd,nsd->ns", brand, arr["frame"]) * m).sum(1) / ns,
+        ]
+    )
     q = np.asarray(world.truth["videos"].column("quality"))[idx]
     out = {"n_videos": int(idx.size)}
     for name, x in (("pooled", pooled), ("cross_modal", np.concatenate([pooled, cross], axis=1))):
         xtr, xte, ytr, yte = train_test_split(x, q, test_size=0.3, random_state=seed)
-        out[f"r2_{name}"] = round(float(RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(xtr, ytr).score(xte, yte)), 4)
+        out[f"r2_{name}"] = round(
+            float(RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(xtr, ytr).score(xte, yte)), 4
+        )
     return out
 
 
@@ -138,7 +148,9 @@ def plot(world, path: Path) -> None:
         if m.any():
             ax[1, 0].plot(x, slope[m].mean(0), label=f"{name} ({m.sum()} videos)")
     ax[1, 0].plot(x, slope.mean(0), "k--", label="all videos")
-    ax[1, 0].set(xscale="log", title="true FEI curves (mean by curve shape)", xlabel="followers", ylabel="FEI")
+    ax[1, 0].set(
+        xscale="log", title="true FEI curves (mean by curve shape)", xlabel="followers", ylabel="FEI"
+    )
     ax[1, 0].legend()
     imp_q = world.truth["modality_importance"]["quality"]
     ax[1, 1].bar(list(imp_q), list(imp_q.values()))
@@ -168,7 +180,9 @@ def main() -> int:
     t3 = time.perf_counter()
     n_batch_events = 0
     for b in iter_event_batches(data):
-        n_batch_events += b.videos["video_id"].size + b.engagement["video_id"].size + b.sales["product_id"].size
+        n_batch_events += (
+            b.videos["video_id"].size + b.engagement["video_id"].size + b.sales["product_id"].size
+        )
     t4 = time.perf_counter()
     n_day0, t5 = 0, time.perf_counter()  # pydantic events of day 0 only (the reference path)
     for ev in iter_events(data, inline_features=True):
@@ -204,11 +218,23 @@ def main() -> int:
         "batch_events": n_batch_events,
         "peak_rss_gib": {"after_simulate": round(rss_simulate, 3), "total": round(rss, 3)},
         "dataset_gib": round(disk / 2**30, 3),
-        "targets": {"seconds": TIME_TARGET_S, "rss_gib": RSS_TARGET_GIB,
-                    "met": bool(t2 - t0 < TIME_TARGET_S and rss < RSS_TARGET_GIB)},
+        "targets": {
+            "seconds": TIME_TARGET_S,
+            "rss_gib": RSS_TARGET_GIB,
+            "met": bool(t2 - t0 < TIME_TARGET_S and rss < RSS_TARGET_GIB),
+        },
         "marginals": {k: {"sim": [round(x, 2) for x in v], "table1": TABLE1[k]} for k, v in marg.items()},
-        "fei": {k: tm[k] for k in ("mean_true_fei", "true_linear_slope", "naive_ols_slope", "iv_2sls_slope",
-                                   "instrument_corr_log_followers") if k in tm},
+        "fei": {
+            k: tm[k]
+            for k in (
+                "mean_true_fei",
+                "true_linear_slope",
+                "naive_ols_slope",
+                "iv_2sls_slope",
+                "instrument_corr_log_followers",
+            )
+            if k in tm
+        },
         "realized_lift_share": tm["realized_lift_share"],
         "modality_importance": world.truth["modality_importance"],
         "learnability": learn,
@@ -219,23 +245,41 @@ def main() -> int:
         shutil.rmtree(data, ignore_errors=True)
 
     s = result["seconds"]
-    print(f"\nsimulator benchmark, preset {args.preset}: {result['videos']} videos, {result['influencers']} influencers, "
-          f"{result['n_products']} products x {result['n_days']} days")
-    print(f"  simulate {s['simulate']} s + write {s['write']} s = {s['simulate_and_write']} s (target < {TIME_TARGET_S:.0f} s)")
-    print(f"  peak RSS {result['peak_rss_gib']['total']} GiB (target < {RSS_TARGET_GIB} GiB), dataset {result['dataset_gib']} GiB")
-    print(f"  validate {s['validate']} s; event batches (all days) {s['event_batches_all_days']} s; "
-          f"pydantic events {result['pydantic_events_per_s']}/s")
-    print(f"\n  {'variable':<30}{'sim mean':>12}{'min':>10}{'max':>12}   {'Table 1 mean':>12}{'min':>8}{'max':>10}")
+    print(
+        f"\nsimulator benchmark, preset {args.preset}: {result['videos']} videos, {result['influencers']} influencers, "
+        f"{result['n_products']} products x {result['n_days']} days"
+    )
+    print(
+        f"  simulate {s['simulate']} s + write {s['write']} s = {s['simulate_and_write']} s (target < {TIME_TARGET_S:.0f} s)"
+    )
+    print(
+        f"  peak RSS {result['peak_rss_gib']['total']} GiB (target < {RSS_TARGET_GIB} GiB), dataset {result['dataset_gib']} GiB"
+    )
+    print(
+        f"  validate {s['validate']} s; event batches (all days) {s['event_batches_all_days']} s; "
+        f"pydantic events {result['pydantic_events_per_s']}/s"
+    )
+    print(
+        f"\n  {'variable':<30}{'sim mean':>12}{'min':>10}{'max':>12}   {'Table 1 mean':>12}{'min':>8}{'max':>10}"
+    )
     for k, v in marg.items():
         p = TABLE1[k]
         print(f"  {k:<30}{v[0]:>12.1f}{v[1]:>10.1f}{v[2]:>12.0f}   {p[0]:>12.1f}{p[1]:>8}{p[2]:>10}")
     print("\n  FEI: " + ", ".join(f"{k} {v:.3f}" for k, v in result["fei"].items()))
     mi = result["modality_importance"]
-    print("  modality importance (conversion): " + ", ".join(f"{k} {v:.3f}" for k, v in mi["quality"].items()))
-    print("  modality importance (log lift):   " + ", ".join(f"{k} {v:.3f}" for k, v in mi["log_lift"].items()))
-    print(f"  quality R^2 of ridge probes ({learn['n_videos']} videos, held out): pooled concat {learn['r2_pooled']:.3f}, "
-          f"+ per-segment cross-modal {learn['r2_cross_modal']:.3f}")
-    print(f"\n  wrote {OUT / f'simulator_{args.preset}.json'} and .png; targets met: {result['targets']['met']}")
+    print(
+        "  modality importance (conversion): " + ", ".join(f"{k} {v:.3f}" for k, v in mi["quality"].items())
+    )
+    print(
+        "  modality importance (log lift):   " + ", ".join(f"{k} {v:.3f}" for k, v in mi["log_lift"].items())
+    )
+    print(
+        f"  quality R^2 of ridge probes ({learn['n_videos']} videos, held out): pooled concat {learn['r2_pooled']:.3f}, "
+        f"+ per-segment cross-modal {learn['r2_cross_modal']:.3f}"
+    )
+    print(
+        f"\n  wrote {OUT / f'simulator_{args.preset}.json'} and .png; targets met: {result['targets']['met']}"
+    )
     return 0
 
 

@@ -60,11 +60,20 @@ class Stream:
 
     def video(self, vid: str, pid: str, day: date) -> tuple[bytes, bytes]:
         ev = VideoPublished(
-            event_id=f"v:{vid}", ts=datetime.combine(day, datetime.min.time()) + timedelta(hours=9), day=day,
-            video_id=vid, product_id=pid,
+            event_id=f"v:{vid}",
+            ts=datetime.combine(day, datetime.min.time()) + timedelta(hours=9),
+            day=day,
+            video_id=vid,
+            product_id=pid,
             influencer=InfluencerSnapshot(influencer_id=f"i{vid}", followers=20_000, past_avg_hearts=300.0),
-            product=ProductSnapshot(category="other", price=25.0), video_type="food", length_s=20.0,
-            width=720, height=1280, size_mb=3.0, create_hour=9, features=self.features,
+            product=ProductSnapshot(category="other", price=25.0),
+            video_type="food",
+            length_s=20.0,
+            width=720,
+            height=1280,
+            size_mb=3.0,
+            create_hour=9,
+            features=self.features,
         )
         return event_json(ev).encode(), event_key(pid)
 
@@ -143,7 +152,9 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int = 4) ->
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def go() -> float:
-        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+        c = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await c.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -180,10 +191,21 @@ def throughput(args) -> dict:
             spy = None
             if args.profile is not None:  # sample the worker's stacks while it drains the topic
                 spy = subprocess.Popen(
-                    [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "--pid", str(w.proc.pid),
-                     "--rate", "50", "--format", {".json": "speedscope", ".txt": "raw"}.get(args.profile.suffix, "flamegraph"),
-                     "--output", str(args.profile)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    [
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "record",
+                        "--gil",
+                        "--pid",
+                        str(w.proc.pid),
+                        "--rate",
+                        "50",
+                        "--format",
+                        {".json": "speedscope", ".txt": "raw"}.get(args.profile.suffix, "flamegraph"),
+                        "--output",
+                        str(args.profile),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
             try:
                 samples = []
@@ -211,14 +233,23 @@ def throughput(args) -> dict:
         finally:
             svc.stop()
     return {
-        "scenario": "throughput", "events": len(items), "engagement_events": n_eng, "products": args.products,
-        "batch_max": args.batch_max, "produce_events_per_s": round(res.sent / produce_s),
-        "worker_events_per_s": round(rate), "worker_engagement_events_per_s": round(rate * n_eng / len(items)),
-        "raw_aiokafka_consume_per_s": round(raw), "worker_over_raw": round(rate / raw, 3),
-        "worker_events_per_cpu_s": round(per_cpu_s), "worker_cpu_share": round((c_last - c_first) / (t_last - t_first), 2),
+        "scenario": "throughput",
+        "events": len(items),
+        "engagement_events": n_eng,
+        "products": args.products,
+        "batch_max": args.batch_max,
+        "produce_events_per_s": round(res.sent / produce_s),
+        "worker_events_per_s": round(rate),
+        "worker_engagement_events_per_s": round(rate * n_eng / len(items)),
+        "raw_aiokafka_consume_per_s": round(raw),
+        "worker_over_raw": round(rate / raw, 3),
+        "worker_events_per_cpu_s": round(per_cpu_s),
+        "worker_cpu_share": round((c_last - c_first) / (t_last - t_first), 2),
         "loadavg_1m_end": os.getloadavg()[0],
-        "engagement_rows_in_clickhouse": in_ch, "totals": totals,
-        "batch_stage_wall_s": stage_s, "drain_wall_s": round(t_last - t_first, 2),
+        "engagement_rows_in_clickhouse": in_ch,
+        "totals": totals,
+        "batch_stage_wall_s": stage_s,
+        "drain_wall_s": round(t_last - t_first, 2),
     }
 
 
@@ -241,8 +272,10 @@ def latency(args) -> dict:
                 gen.seq = 10**8  # ids e1xxxxxxxx: sortable, distinct from the warm-up's
                 # a day per round over the videos: every row has its own key (product, video,
                 # day), so ReplacingMergeTree merges cannot fold rows away before the poll sees them
-                pairs = [gen.engagement(*vids[i % len(vids)], START + timedelta(days=i // len(vids)))
-                         for i in range(n)]
+                pairs = [
+                    gen.engagement(*vids[i % len(vids)], START + timedelta(days=i // len(vids)))
+                    for i in range(n)
+                ]
                 store = open_store(svc.ch.url + db)
                 seen: dict[int, float] = {}
                 stop = threading.Event()
@@ -253,7 +286,8 @@ def latency(args) -> dict:
                         try:
                             rows = store.query(
                                 f"SELECT toUInt64(substring(event_id, 2)) AS s FROM {db}.engagement_daily "
-                                f"WHERE event_id >= %(lo)s", {"lo": f"e{low + 1:09d}"}
+                                f"WHERE event_id >= %(lo)s",
+                                {"lo": f"e{low + 1:09d}"},
                             )
                         except StoreError:  # a dropped connection: the next query reconnects
                             rows = []
@@ -266,9 +300,17 @@ def latency(args) -> dict:
 
                 poller = threading.Thread(target=poll, daemon=True)
                 poller.start()
-                res = produce(svc.kafka.bootstrap, topic, [p for p, _ in pairs], keys=[k for _, k in pairs],
-                              rate=args.rate, record_times=True)
-                wait_for(lambda: len(seen) >= n, 120, "every event to be visible in ClickHouse", interval_s=0.2)
+                res = produce(
+                    svc.kafka.bootstrap,
+                    topic,
+                    [p for p, _ in pairs],
+                    keys=[k for _, k in pairs],
+                    rate=args.rate,
+                    record_times=True,
+                )
+                wait_for(
+                    lambda: len(seen) >= n, 120, "every event to be visible in ClickHouse", interval_s=0.2
+                )
                 stop.set()
                 poller.join(10)
             finally:
@@ -277,10 +319,15 @@ def latency(args) -> dict:
             svc.stop()
     lat = np.array([seen[10**8 + 1 + i] - res.send_times[i] for i in range(n)])
     return {
-        "scenario": "latency", "rate_target": args.rate, "rate_achieved": round(res.rate), "events": n,
+        "scenario": "latency",
+        "rate_target": args.rate,
+        "rate_achieved": round(res.rate),
+        "events": n,
         "poll_interval_s": args.poll_s,
-        "latency_s": {q: round(float(np.quantile(lat, v)), 3) for q, v in
-                      (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))},
+        "latency_s": {
+            q: round(float(np.quantile(lat, v)), 3)
+            for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+        },
     }
 
 
@@ -294,8 +341,11 @@ def memory(args) -> dict:
             w = _worker(svc, name, batch_max=args.batch_max).start()
             samples: list[tuple[float, int, int, int]] = []
             try:
-                producer = threading.Thread(target=lambda: produce(
-                    svc.kafka.bootstrap, topic, (p for p, _ in gen.events(args.events)), rate=args.rate))
+                producer = threading.Thread(
+                    target=lambda: produce(
+                        svc.kafka.bootstrap, topic, (p for p, _ in gen.events(args.events)), rate=args.rate
+                    )
+                )
                 producer.start()
 
                 def progress():
@@ -318,11 +368,17 @@ def memory(args) -> dict:
     early = mb[(n > 0.2 * args.events) & (n < 0.3 * args.events)]
     late = mb[n > 0.9 * args.events]
     out = {
-        "scenario": "memory", "events": args.events, "products": args.products,
-        "videos_per_day": args.videos_per_day, "active_videos_steady": args.products * args.videos_per_day * 14,
-        "rss_mb": {"first": round(float(mb[0]), 1), "at_20_30pct": round(float(early.mean()), 1) if early.size else None,
-                   "after_90pct": round(float(late.mean()), 1) if late.size else None,
-                   "max": round(float(mb.max()), 1)},
+        "scenario": "memory",
+        "events": args.events,
+        "products": args.products,
+        "videos_per_day": args.videos_per_day,
+        "active_videos_steady": args.products * args.videos_per_day * 14,
+        "rss_mb": {
+            "first": round(float(mb[0]), 1),
+            "at_20_30pct": round(float(early.mean()), 1) if early.size else None,
+            "after_90pct": round(float(late.mean()), 1) if late.size else None,
+            "max": round(float(mb.max()), 1),
+        },
         "samples": len(rows),
     }
     if args.png:
@@ -346,8 +402,11 @@ def _plot(rows, args, out) -> None:
     ax.set_xlabel("events processed (millions)")
     ax.set_ylabel("worker RSS (MiB)")
     ax.set_ylim(0, max(mb) * 1.15)
-    ax.set_title(f"Faust worker RSS over a {args.events / 1e6:g}M-event replay "
-                 f"({args.products} products, ~{out['active_videos_steady']} active videos)", fontsize=9)
+    ax.set_title(
+        f"Faust worker RSS over a {args.events / 1e6:g}M-event replay "
+        f"({args.products} products, ~{out['active_videos_steady']} active videos)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     Path(args.png).parent.mkdir(parents=True, exist_ok=True)
@@ -362,7 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--products", type=int, default=2000)
     t.add_argument("--videos-per-day", type=int, default=1)
     t.add_argument("--batch-max", type=int, default=20_000)
-    t.add_argument("--profile", type=Path, help="py-spy the worker while it drains: .svg flamegraph, .json speedscope, .txt collapsed stacks")
+    t.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the worker while it drains: .svg flamegraph, .json speedscope, .txt collapsed stacks",
+    )
     la = sub.add_parser("latency")
     la.add_argument("--rate", type=float, default=2000)
     la.add_argument("--seconds", type=float, default=30)

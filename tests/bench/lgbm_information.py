@@ -29,8 +29,21 @@ from inference.lamm_train import TrainConfig, fold_assignment, metrics, norm_con
 
 HISTORY = {"log_history_sales", "log_history_videos"}
 IN_X = {
-    "log_units", "log_units_lag1", "log_units_lag2", "mean3", "mean7", "weekday", "log_price", "rating",
-    "n_active", "n_new", "sum_likes", "sum_shares", "sum_comments", "sum_collects", "sum_impressions",
+    "log_units",
+    "log_units_lag1",
+    "log_units_lag2",
+    "mean3",
+    "mean7",
+    "weekday",
+    "log_price",
+    "rating",
+    "n_active",
+    "n_new",
+    "sum_likes",
+    "sum_shares",
+    "sum_comments",
+    "sum_collects",
+    "sum_impressions",
 }
 VARIANTS = {
     "all": set(),
@@ -70,8 +83,10 @@ def main(argv: list[str] | None = None) -> None:
                 norm = norm_constants(data, fit_p)
                 pred = B.fit_predict_lightgbm(data, fit_p, cal_p, test_p, norm, seed=seed, threads=a.threads)
                 res[name].append(metrics(pred, targets_z(data, test_p, norm), norm)["mae"])
-            print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in res[name]) + f" | {np.mean(res[name]):.4f} |",
-                  flush=True)
+            print(
+                f"| {name} | " + " | ".join(f"{v:.4f}" for v in res[name]) + f" | {np.mean(res[name]):.4f} |",
+                flush=True,
+            )
     finally:
         B.lgbm_table = full_table
     out = Path(a.out)
