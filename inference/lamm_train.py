@@ -790,6 +790,11 @@ def cli_evaluate(argv: list[str]) -> int:
         print(f"evaluate: merged report in {Path(a.out) / 'report.md'}")
         return 0
     tc = _train_config(a)
+    from inference.sim import stale_world
+
+    why = stale_world(a.data)
+    if why:  # the figures would not be reproducible from a fresh clone
+        print(f"evaluate: WARNING: {why}", flush=True)
     data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
     print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     models = tuple(m for m in a.models.split(",") if m)

@@ -52,16 +52,16 @@ class RunResult:
 
 def world_dataset(preset: str, seed: int, home: Path, progress: bool = True) -> Path:
     """Simulate (or reuse) a world and return its dataset folder."""
-    from inference.sim import simulate
+    from inference.sim import simulate, stale_world
     from schemas.dataset import validate_dataset
 
     path = home / "worlds" / f"{preset}-seed{seed}"
-    if (path / "meta.json").exists():
+    if (path / "meta.json").exists() and not stale_world(path):
         try:
             validate_dataset(path)
             return path
         except ValueError:
-            pass  # stale or partial: rebuild
+            pass  # partial: rebuild
     print(f"simulating the {preset!r} world (seed {seed}) into {path} ...", flush=True)
     simulate(preset, seed=seed, progress=progress).write_dataset(path, progress=progress)
     return path

@@ -449,3 +449,27 @@ def test_bad_dataset_is_a_clear_error(world, tmp_path):
     )
     with pytest.raises(DS.DatasetError, match="before its publish day"):
         next(iter_events(bad))
+
+
+def test_stale_world_names_worlds_of_another_simulator_version(tmp_path):
+    """data/paper once stayed on an older simulator's world after the simulator changed; worlds
+    now carry the version that wrote them."""
+    from inference.sim import SIM_VERSION, stale_world
+
+    w = tmp_path / "w"
+    simulate(dataclasses.replace(PRESETS["tiny"], n_products=3, n_days=3), seed=1).write_dataset(w)
+    meta = json.loads((w / "meta.json").read_text())
+    assert meta["simulator_version"] == SIM_VERSION and stale_world(w) is None
+    for old in ("0", None):
+        if old is None:
+            meta.pop("simulator_version")
+        else:
+            meta["simulator_version"] = old
+        (w / "meta.json").write_text(json.dumps(meta))
+        why = stale_world(w)
+        assert (
+            why and f"generates version {SIM_VERSION}" in why and "liftstream simulate --preset tiny" in why
+        )
+    (w / "meta.json").write_text(json.dumps({**meta, "simulator": "a shop's export"}))
+    assert stale_world(w) is None  # not a simulated world: nothing to compare
+    assert stale_world(tmp_path / "missing") is None

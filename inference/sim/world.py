@@ -102,6 +102,12 @@ PRESETS: dict[str, SimConfig] = {
     ),
 }
 
+
+# Bump whenever the world that a preset and seed produce changes (generation code or constants):
+# written to meta.json as "simulator_version", and folders of another version are stale
+# (inference.sim.stale_world says why; the embedded run and the benchmarks regenerate their own).
+SIM_VERSION = "2"
+
 F_MEAN = 9.2  # mean ln(followers) ~ 10k
 LN_F_MIN, LN_F_MAX = math.log(65), math.log(2.5e7)  # Table 1's follower range
 
@@ -527,7 +533,12 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
             ),
         },
     }
-    meta = {"simulator": "inference.sim", "preset": cfg.name, "seed": cfg.seed}
+    meta = {
+        "simulator": "inference.sim",
+        "simulator_version": SIM_VERSION,
+        "preset": cfg.name,
+        "seed": cfg.seed,
+    }
     if cfg.history_days is not None:
         meta["history_days"] = min(cfg.history_days, D)
     return World(config=cfg, tables=tables, features=features, truth=truth, meta=meta)

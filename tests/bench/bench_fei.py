@@ -88,10 +88,13 @@ def _json(path: Path, obj) -> None:
 
 
 def ensure_world(path: Path) -> None:
-    if not (path / "meta.json").exists():
-        from inference.sim import simulate
+    """The paper world in ``path``: generated when missing, or when it was written by another
+    simulator version (its truth would not be this code's)."""
+    from inference.sim import simulate, stale_world
 
-        print(f"generating the paper world into {path} ...")
+    why = stale_world(path)
+    if why or not (path / "meta.json").exists():
+        print(f"{why + '; ' if why else ''}generating the paper world into {path} ...")
         simulate("paper", seed=0).write_dataset(path, progress=True)
 
 
