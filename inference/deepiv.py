@@ -513,8 +513,8 @@ class ControlFunctionIV(_InstrumentedResponse):
     as a normal score V = Phi^-1(F(t | x, z)), is the part of t the instrument does not explain.
     If t is monotone in one unobserved disturbance and (e, that disturbance) is independent of
     (x, z), then E[y | t, x, V] = h(t, x) + k(V): conditioning on V removes the confounding.
-    Stage 2 fits h (the same ResponseNet as Deep IV) and k (a small MLP of V) by least squares on
-    y, early stopped on held-out MSE. That is a regression, not Deep IV's integral equation: the
+    Stage 2 fits h (the same ResponseNet as Deep IV) and k (linear in V by default, an MLP of V
+    with ``cfg.control_hidden``) by least squares on y, early stopped on held-out MSE. That is a regression, not Deep IV's integral equation: the
     counterfactual h is not obtained by inverting E[h(t, x) | x, z], which is what makes Deep IV's
     curve noisy where the instrument moves t little (the ends of the follower range).
 
@@ -564,7 +564,7 @@ class ControlFunctionIV(_InstrumentedResponse):
                 loss.backward()
                 opt.step()
             modules.eval()
-            with torch.no_grad():
+            with torch.no_grad():  # (a linear k's one slope is refit on the held-out rows too)
                 val = float((residual(va_t) ** 2).mean())
             hist2.append(val)
             if on_epoch is not None:
