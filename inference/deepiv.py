@@ -355,30 +355,52 @@ def _batches(idx: np.ndarray, bs: int, rng: np.random.Generator, cap: int | None
         yield idx[i : i + bs]
 
 
-def _fit_mdn(xz, ts, tr, va, cfg: DeepIVConfig, rng, on_epoch=None) -> tuple[MixtureDensityNet, list[float]]:
-    """Stage 1 of both IV estimators: F(t | x, z) by maximum likelihood, early stop on held-out NLL."""
-    mdn = MixtureDensityNet(xz.shape[1], cfg)
-    opt = torch.optim.Adam(mdn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    stop = _EarlyStop(cfg.patience, cfg.min_delta)
-    hist: list[float] = []
-    for _ in tqdm(range(cfg.max_epochs), desc="iv stage 1", disable=not cfg.progress):
-        mdn.train()
+def _fit_loop(
+    module: nn.Module, batch_loss, val_loss, tr: np.ndarray, cfg: DeepIVConfig, rng, desc: str, on_val=None
+) -> list[float]:
+    """Adam on ``batch_loss(rows)`` over shuffled training rows, one held-out ``val_loss()`` per
+    epoch (``on_val(epoch, val)`` after each), early stopping; ``module`` ends in its best state,
+    in eval mode. Returns the held-out losses."""
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stop, hist = _EarlyStop(cfg.patience, cfg.min_delta), []
+    for _ in tqdm(range(cfg.max_epochs), desc=desc, disable=not cfg.progress):
+        module.train()
         for b in _batches(tr, cfg.batch_size, rng, cfg.max_rows_per_epoch):
-            bt = torch.from_numpy(b)
-            loss = mdn.nll(xz[bt], ts[bt])
+            loss = batch_loss(torch.from_numpy(b))
             opt.zero_grad()
             loss.backward()
             opt.step()
-        mdn.eval()
+        module.eval()
         with torch.no_grad():
-            val = float(mdn.nll(xz[va], ts[va]))
+            val = float(val_loss())
         hist.append(val)
-        if on_epoch is not None:
-            on_epoch(1, len(hist), val)
-        if stop.update(val, mdn):
+        if on_val is not None:
+            on_val(len(hist), val)
+        if stop.update(val, module):
             break
-    mdn.load_state_dict(stop.state)
-    mdn.eval()
+    module.load_state_dict(stop.state)
+    module.eval()
+    return hist
+
+
+def _stage_callback(on_epoch, stage: int):
+    """``on_epoch(stage, epoch, val)`` as _fit_loop's ``on_val(epoch, val)``, or None."""
+    return None if on_epoch is None else (lambda epoch, val: on_epoch(stage, epoch, val))
+
+
+def _fit_mdn(xz, ts, tr, va, cfg: DeepIVConfig, rng, on_epoch=None) -> tuple[MixtureDensityNet, list[float]]:
+    """Stage 1 of both IV estimators: F(t | x, z) by maximum likelihood, early stop on held-out NLL."""
+    mdn = MixtureDensityNet(xz.shape[1], cfg)
+    hist = _fit_loop(
+        mdn,
+        lambda bt: mdn.nll(xz[bt], ts[bt]),
+        lambda: mdn.nll(xz[va], ts[va]),
+        tr,
+        cfg,
+        rng,
+        "iv stage 1",
+        _stage_callback(on_epoch, 1),
+    )
     return mdn, hist
 
 
@@ -465,31 +487,26 @@ class DeepIV(_InstrumentedResponse):
         # stage 2: h(t, x) on the sampled-treatment objective, unbiased gradient
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.h = ResponseNet(xs.shape[1], cfg)
-        opt = torch.optim.Adam(self.h.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        stop = _EarlyStop(cfg.patience, cfg.min_delta)
         va_t = torch.from_numpy(va)
         va_samples = self.mdn.sample(xz[va_t], cfg.val_samples, gen)  # (V, S) fixed held-out draws
-        hist2 = []
         k = cfg.n_samples
-        for _ in tqdm(range(cfg.max_epochs), desc="deep iv stage 2", disable=not cfg.progress):
-            self.h.train()
-            for b in _batches(tr, cfg.batch_size, rng, cfg.max_rows_per_epoch):
-                bt = torch.from_numpy(b)
-                xb, yb = xs[bt], ys[bt]  # (B, P), (B,)
-                tt = self.mdn.sample(xz[bt], 2 * k, gen)  # (B, 2K)
-                hb = self.h.multi(tt, xb)  # (B, 2K)
-                loss = ((yb - hb[:, :k].mean(1)) * (yb - hb[:, k:].mean(1))).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            val = self._stage2_heldout(xs[va_t], ys[va_t], va_samples)
-            hist2.append(val)
-            if on_epoch is not None:
-                on_epoch(2, len(hist2), val)
-            if stop.update(val, self.h):
-                break
-        self.h.load_state_dict(stop.state)
-        self.h.eval()
+
+        def batch_loss(bt: torch.Tensor) -> torch.Tensor:
+            xb, yb = xs[bt], ys[bt]  # (B, P), (B,)
+            tt = self.mdn.sample(xz[bt], 2 * k, gen)  # (B, 2K)
+            hb = self.h.multi(tt, xb)  # (B, 2K)
+            return ((yb - hb[:, :k].mean(1)) * (yb - hb[:, k:].mean(1))).mean()
+
+        hist2 = _fit_loop(
+            self.h,
+            batch_loss,
+            lambda: self._stage2_heldout(xs[va_t], ys[va_t], va_samples),
+            tr,
+            cfg,
+            rng,
+            "deep iv stage 2",
+            _stage_callback(on_epoch, 2),
+        )
         self.history = {
             "stage1_val_nll": hist1,
             "stage2_val_loss": hist2,
@@ -553,26 +570,17 @@ class ControlFunctionIV(_InstrumentedResponse):
             return r - control(vb[:, None])[:, 0]
 
         modules = nn.ModuleDict({"h": self.h, **({"k": control} if control is not None else {})})
-        opt = torch.optim.Adam(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        stop, hist2 = _EarlyStop(cfg.patience, cfg.min_delta), []
         va_t = torch.from_numpy(va)
-        for _ in tqdm(range(cfg.max_epochs), desc="control function stage 2", disable=not cfg.progress):
-            modules.train()
-            for b in _batches(tr, cfg.batch_size, rng, cfg.max_rows_per_epoch):
-                loss = (residual(torch.from_numpy(b)) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            modules.eval()
-            with torch.no_grad():  # (a linear k's one slope is refit on the held-out rows too)
-                val = float((residual(va_t) ** 2).mean())
-            hist2.append(val)
-            if on_epoch is not None:
-                on_epoch(2, len(hist2), val)
-            if stop.update(val, modules):
-                break
-        modules.load_state_dict(stop.state)
-        modules.eval()
+        hist2 = _fit_loop(
+            modules,
+            lambda bt: (residual(bt) ** 2).mean(),
+            lambda: (residual(va_t) ** 2).mean(),  # (a linear k's one slope is refit on these rows too)
+            tr,
+            cfg,
+            rng,
+            "control function stage 2",
+            _stage_callback(on_epoch, 2),
+        )
         with torch.no_grad():
             tr_t = torch.from_numpy(tr)
             if control is None:
@@ -623,24 +631,15 @@ class NaiveNeuralRegression(_NeuralResponse):
         tr, va = _split(n, cfg.val_fraction, rng)
         va_t = torch.from_numpy(va)
         self.h = ResponseNet(xs.shape[1], cfg)
-        opt = torch.optim.Adam(self.h.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        stop, hist = _EarlyStop(cfg.patience, cfg.min_delta), []
-        for _ in tqdm(range(cfg.max_epochs), desc="naive regression", disable=not cfg.progress):
-            self.h.train()
-            for b in _batches(tr, cfg.batch_size, rng, cfg.max_rows_per_epoch):
-                bt = torch.from_numpy(b)
-                loss = ((ys[bt] - self.h(ts[bt], xs[bt])) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            self.h.eval()
-            with torch.no_grad():
-                val = float(((ys[va_t] - self.h(ts[va_t], xs[va_t])) ** 2).mean())
-            hist.append(val)
-            if stop.update(val, self.h):
-                break
-        self.h.load_state_dict(stop.state)
-        self.h.eval()
+        hist = _fit_loop(
+            self.h,
+            lambda bt: ((ys[bt] - self.h(ts[bt], xs[bt])) ** 2).mean(),
+            lambda: ((ys[va_t] - self.h(ts[va_t], xs[va_t])) ** 2).mean(),
+            tr,
+            cfg,
+            rng,
+            "naive regression",
+        )
         self.history = {"val_mse": hist}
         return self
 
