@@ -218,10 +218,11 @@ def random_x(n: int, hidden_dim: int, seed: int = 0) -> np.ndarray:
 
 def lamm_fei_checkpoints(tmp: str | Path) -> tuple[Path, Path]:
     """Checkpoint folders of a random-initialised ``LammForecaster`` and of an ``FeiAdvisor`` whose
-    Deep IV ran two epochs on random rows: real classes and save/load, numbers of no meaning."""
+    control-function IV (the advisor's default estimator) ran two epochs on random rows: real
+    classes and save/load, numbers of no meaning."""
     from inference import fei as F
     from inference import vsvae as V
-    from inference.deepiv import DeepIV
+    from inference.deepiv import ControlFunctionIV
     from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 
     tmp = Path(tmp)
@@ -239,9 +240,10 @@ def lamm_fei_checkpoints(tmp: str | Path) -> tuple[Path, Path]:
     x = F.covariates(V.encode(vs, src), meta)
     t, z = F.treatment(meta.followers), F.instrument(meta.past_avg_hearts)
     y = 0.7 * t + 0.1 * z[:, 0] + np.random.default_rng(1).normal(0, 0.3, n)
-    est = DeepIV(max_epochs=2, batch_size=32, n_components=2, progress=False).fit(
-        treatment=t, covariates=x, instruments=z, outcome=y
-    )
+    verified = x.shape[1] - len(F.COVARIATE_POST_STATS) + F.COVARIATE_POST_STATS.index("verified")
+    est = ControlFunctionIV(
+        max_epochs=2, batch_size=32, n_components=2, progress=False, first_stage_exclude=(verified,)
+    ).fit(treatment=t, covariates=x, instruments=z, outcome=y)
     adv = F.FeiAdvisor(vs, src.scale, est, 1.05, (float(np.log(1e3)), float(np.log(5e6))))
     adir = adv.save(tmp / "fei")
     return fdir, adir
