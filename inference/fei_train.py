@@ -49,9 +49,16 @@ class FitConfig:
     # world, docs/fei.md) or "deepiv" (the paper's Deep IV); each has its own network settings
     estimator: str = "control_function"
     deepiv: DeepIVConfig = field(default_factory=lambda: DeepIVConfig(progress=True))
+    # chosen on the paper world over seeds 0-4 (docs/fei.md, "Control function settings")
     control: DeepIVConfig = field(
         default_factory=lambda: DeepIVConfig(
-            dropout=0.0, weight_decay=1e-3, patience=10, max_epochs=80, batch_size=1024, progress=True
+            dropout=0.0,
+            weight_decay=1e-3,
+            lr=5e-4,
+            patience=20,
+            max_epochs=150,
+            batch_size=1024,
+            progress=True,
         )
     )
     fei: F.FeiConfig = field(default_factory=F.FeiConfig)
