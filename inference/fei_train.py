@@ -194,21 +194,13 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
     z = F.instrument(meta.past_avg_hearts)
     y = F.outcome(videos.column("impressions_14d").to_numpy())
     t1 = time.time()
-    est = IV_ESTIMATORS[cfg.estimator](iv_config(cfg, r.shape[1])).fit(
-        treatment=t, covariates=x, instruments=z, outcome=y
-    )
+    est = fit_iv(cfg, r.shape[1], t, x, z, y)
     t_iv = time.time() - t1
-    resid = y - est.predict(treatment=t, covariates=x)
     report = {
         "n_videos": int(len(t)),
         "content": cfg.content,
         **vs_report,
-        "estimator": cfg.estimator,
-        "iv": {
-            **est.history,
-            "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
-        },
-        "instrument_validity_gamma": validity_gamma(est, resid, x, z, max_rows=cfg.validity_rows),
+        **iv_report(est, cfg, t, x, z, y),
         "seconds": {"content": round(t_vae, 1), "iv": round(t_iv, 1)},
     }
     lo, hi = np.quantile(t, cfg.fei.support_quantiles)
@@ -223,6 +215,27 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
         pooled=pooled,
     )
     return FeiAdvisorFit(adv, x, t, z, y, r)
+
+
+def fit_iv(cfg: FitConfig, content_dim: int, t, x, z, y, **overrides):
+    """cfg.estimator fitted on (t, x, z, y) with ``iv_config``'s settings; ``overrides`` are
+    DeepIVConfig fields (e.g. ``progress=False``)."""
+    est = IV_ESTIMATORS[cfg.estimator](iv_config(cfg, content_dim), **overrides)
+    return est.fit(treatment=t, covariates=x, instruments=z, outcome=y)
+
+
+def iv_report(est, cfg: FitConfig, t, x, z, y) -> dict:
+    """The advisor report's IV part: estimator, its training history and first-stage R^2, gamma."""
+    return {
+        "estimator": cfg.estimator,
+        "iv": {
+            **est.history,
+            "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
+        },
+        "instrument_validity_gamma": validity_gamma(
+            est, y - est.predict(treatment=t, covariates=x), x, z, max_rows=cfg.validity_rows
+        ),
+    }
 
 
 def validity_gamma(est, residual: np.ndarray, x: np.ndarray, z: np.ndarray, **kw) -> float:

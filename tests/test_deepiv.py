@@ -60,10 +60,15 @@ def fitted(data):
     return DeepIV(SMALL).fit(treatment=t, covariates=x, instruments=z, outcome=y)
 
 
+@pytest.fixture(scope="module")
+def naive(data):
+    t, x, _, y, _ = data
+    return NaiveNeuralRegression(SMALL).fit(treatment=t, covariates=x, outcome=y)
+
+
 @pytest.mark.slow
-def test_deep_iv_beats_naive_regression_under_confounding(data, fitted):
+def test_deep_iv_beats_naive_regression_under_confounding(data, fitted, naive):
     t, x, z, y, g = data
-    naive = NaiveNeuralRegression(SMALL).fit(treatment=t, covariates=x, outcome=y)
     e_iv, e_naive = fei_error(fitted, x[:1000], g), fei_error(naive, x[:1000], g)
     # the naive slope is biased by cov(t, u) / var(t) ~ 0.38; Deep IV removes most of it
     assert e_naive > 0.25, e_naive
@@ -120,9 +125,8 @@ def fitted_cf(data):
     return ControlFunctionIV(SMALL).fit(treatment=t, covariates=x, instruments=z, outcome=y)
 
 
-def test_control_function_beats_naive_regression_under_confounding(data, fitted_cf):
+def test_control_function_beats_naive_regression_under_confounding(data, fitted_cf, naive):
     t, x, z, y, g = data
-    naive = NaiveNeuralRegression(SMALL).fit(treatment=t, covariates=x, outcome=y)
     e_cf, e_naive = fei_error(fitted_cf, x[:1000], g), fei_error(naive, x[:1000], g)
     assert e_naive > 0.25, e_naive
     assert e_cf < 0.4 * e_naive, (e_cf, e_naive)

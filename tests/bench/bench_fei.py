@@ -79,8 +79,7 @@ def fit_estimator(kind: str, t, x, z, y, args, progress: bool = True):
     """An IV estimator of ``kind`` fitted with the advisor's settings for covariates x, whose first
     x.shape[1] - len(F.COVARIATE_POST_STATS) columns are the content vector."""
     cfg = replace(fit_config(args), estimator=kind)
-    icfg = replace(FT.iv_config(cfg, x.shape[1] - len(F.COVARIATE_POST_STATS)), progress=progress)
-    return IV_ESTIMATORS[kind](icfg).fit(treatment=t, covariates=x, instruments=z, outcome=y)
+    return FT.fit_iv(cfg, x.shape[1] - len(F.COVARIATE_POST_STATS), t, x, z, y, progress=progress)
 
 
 def _json(path: Path, obj) -> None:
@@ -132,14 +131,7 @@ def part_fit(dataset: Path, args) -> dict:
         est = fit_estimator(args.estimator, t, x, z, y, args)
         secs = time.time() - t0
         adv.estimator, adv.smearing, adv.model_version = est, F.smearing_factor(est, t, x, y), ""
-        adv.report["estimator"] = args.estimator
-        adv.report["iv"] = {
-            **est.history,
-            "first_stage_r2": est.first_stage_r2(treatment=t, covariates=x, instruments=z),
-        }
-        adv.report["instrument_validity_gamma"] = FT.validity_gamma(
-            est, y - est.predict(treatment=t, covariates=x), x, z
-        )
+        adv.report.update(FT.iv_report(est, fit_config(args), t, x, z, y))
         adv.report.setdefault("seconds", {})["iv"] = round(secs, 1)
         adv.save(cache)
         _json(OUT / "fit.json", {**adv.report, "model_version": adv.model_version})
