@@ -14,11 +14,14 @@ changelog-backed table partitioned like the input topic). Per batch, in this ord
    backoff while the server is unreachable: backpressure, nothing lost).
 3. Forecasts, alerts, advice and dead letters go to their output topics as JSON.
 4. The touched states are written to the table, whose changelog records the worker sends
-   itself and waits for until the broker has acknowledged each (``ProductTable``); only then
-   are the batch's events acknowledged, and Faust commits acknowledged offsets.
+   itself and waits for until the broker has acknowledged each (``ProductTable``), followed by
+   each partition's state offset (the last input offset the states include); only then are the
+   batch's events acknowledged, and Faust commits acknowledged offsets.
 
-A crash anywhere replays the uncommitted events against the last saved states: at-least-once
-delivery, and every row's deterministic key (ReplacingMergeTree) makes the replay harmless.
+A crash anywhere resumes each partition right after its recovered state offset (whatever the
+group committed: ``Worker.resume_offsets``) and replays the events from there against the saved
+states: at-least-once delivery, and every row's deterministic key (ReplacingMergeTree) makes the
+replay harmless.
 
 Late sales: with ``day_close_timeout_s > 0`` a timer closes the open day of a product whose next
 ``SalesDaily`` has not arrived that many seconds after its last day closed, by feeding the
@@ -53,6 +56,7 @@ from urllib.parse import unquote, urlsplit
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
+from faust.transport.consumer import ensure_TP
 from faust.types import TP
 from pydantic import BaseModel
 
@@ -68,7 +72,7 @@ from streams.state_table import TableStates, product_of
 log = logging.getLogger("liftstream.worker")
 
 STATE_TABLE = "product_state"
-END_MARKER = "|end"  # changelog key of ProductTable's end-of-batch markers (see changelog_delivered)
+OFFSET_KEY = "|offset|{}"  # table key of an input partition's state offset (see ProductTable)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # above limits.MAX_RAW_PAYLOAD_BYTES, so oversized events reach the DLQ
 MAX_IMPUTED_DAYS = 3  # consecutive days the timer closes for a product before it waits for real sales
 RETRY_INITIAL_S = 0.1
@@ -178,6 +182,14 @@ class ProductTable(faust.Table):
     a write only queues its record (``on_key_set``/``on_key_del``) and ``changelog_delivered``
     sends the queue straight to the producer, in order, and returns once the broker has
     acknowledged every record. The worker awaits it before a batch's events are acknowledged.
+
+    State offsets: each batch ends, in every changelog partition it wrote and every input
+    partition it read, with a record ``OFFSET_KEY.format(p)`` holding the last input offset of
+    partition ``p`` whose effects the states before it include. A recovered table therefore
+    says itself where its partition's events must resume, whatever the group's committed offset
+    says; ``Worker.resume_from_states`` commits that position before Faust seeks to it, so a
+    commit that overtook its changelog records (or a changelog read short) replays events
+    instead of skipping them, and a commit left behind its states skips events already applied.
     """
 
     def partition_for_key(self, key: str) -> int:
@@ -195,10 +207,18 @@ class ProductTable(faust.Table):
         self.unsent.append((key, None))  # a tombstone
         self._sensor_on_del(self, key)
 
-    async def changelog_delivered(self) -> int:
-        """Send the queued changelog records; return once the broker has all of them."""
+    def state_offset(self, partition: int) -> int | None:
+        """The last input offset of ``partition`` whose effects the table's states include."""
+        raw = self.data.get(OFFSET_KEY.format(partition))
+        return None if raw is None else int(raw)
+
+    async def changelog_delivered(self, offsets: dict[int, int] | None = None) -> int:
+        """Send the queued changelog records, then each written or read partition's state offset
+        (``offsets``: input partition -> last offset of the batch); return once the broker has
+        all of them."""
         records, self.unsent = self.unsent, []
-        if not records:
+        offsets = offsets or {}
+        if not records and not offsets:
             return 0
         producer, topic = self.app.producer, self.changelog_topic
         name = topic.get_topic_name()
@@ -221,16 +241,24 @@ class ProductTable(faust.Table):
             self.data.set_persisted_offset(
                 TP(meta.topic, meta.partition), meta.offset
             )  # as Faust's callback does
-        # Close each partition written to with a one-record batch: Tansu answers end_offsets with
-        # the last record batch's base offset + 1 (tests/bench/tansu_end_offsets.py), and Faust's
-        # recovery reads a changelog only up to that, so the rest of a multi-record last batch
-        # would be missing from a recovered table. The marker is a tombstone of END_MARKER, a key
-        # that is no product (it holds the separator) and is never read.
-        raw_marker, _ = topic.prepare_key(END_MARKER, self.key_serializer)
-        markers = [
-            await producer.send(name, raw_marker, None, partition=p, timestamp=None, headers=None)
-            for p in sorted({m.partition for m in metas})
-        ]
+        # Close each partition written to or read with its state offset, sent alone, after the
+        # states it covers were acknowledged: a one-record last batch also matters because Tansu
+        # answers end_offsets with the last record batch's base offset + 1
+        # (tests/bench/tansu_end_offsets.py) and Faust's recovery reads a changelog only up to
+        # that, so the rest of a multi-record last batch would be missing from a recovered table.
+        # The key is no product (it holds the separator); a partition with no offset yet (states
+        # written by the late-day timer only) gets a tombstone of it, which deletes nothing.
+        markers = []
+        for p in sorted({m.partition for m in metas} | set(offsets)):
+            key = OFFSET_KEY.format(p)
+            offset = offsets.get(p, self.state_offset(p))
+            value = None if offset is None else str(offset).encode()
+            if value is not None:
+                self.data[key] = value  # the store directly: not queued as a state write
+            raw_key, _ = topic.prepare_key(key, self.key_serializer)
+            markers.append(
+                await producer.send(name, raw_key, value, partition=p, timestamp=None, headers=None)
+            )
         await asyncio.gather(*markers)
         return len(records)
 
@@ -302,13 +330,16 @@ class Worker:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     # -- one batch --------------------------------------------------------------------------------
-    async def handle(self, items: Sequence[Any]) -> BatchResult:
-        """Process, persist and publish one batch; states are saved last (see the module doc)."""
+    async def handle(self, items: Sequence[Any], offsets: dict[int, int] | None = None) -> BatchResult:
+        """Process, persist and publish one batch; states are saved last (see the module doc).
+        ``offsets``: input partition -> the batch's last offset there, saved with the states."""
         await self.start()
         async with self.lock:
-            return await self._handle_locked(items)
+            return await self._handle_locked(items, offsets)
 
-    async def _handle_locked(self, items: Sequence[Any]) -> BatchResult:
+    async def _handle_locked(
+        self, items: Sequence[Any], offsets: dict[int, int] | None = None
+    ) -> BatchResult:
         async def process() -> BatchResult:
             try:
                 return await self.processor.process(items)
@@ -331,7 +362,7 @@ class Worker:
         t3 = time.perf_counter()
         committed = self.states.commit()
         # the batch's events are acknowledged when this returns: their states must be durable
-        await self.table.changelog_delivered()
+        await self.table.changelog_delivered(offsets)
         t4 = time.perf_counter()
         for stage, dt in (
             ("process", t1 - t0),
@@ -436,6 +467,50 @@ class Worker:
         except Exception:  # noqa: BLE001 - no consumer yet
             return []
         return sorted(tp.partition for tp in tps if tp.topic == self.topics["events"])
+
+    def resume_offsets(self, committed: dict[TP, int | None]) -> dict[TP, int]:
+        """The input partitions whose recovered states say they resume elsewhere than at the
+        group's committed offset (``committed``), and where: right after the last offset their
+        states include (``ProductTable.state_offset``). Called by the consumer each time it seeks
+        to the committed offsets (after every rebalance)."""
+        moves = {}
+        for tp, offset in committed.items():
+            if tp.topic != self.topics["events"]:
+                continue
+            done = self.table.state_offset(tp.partition)
+            if done is not None and done + 1 != offset:
+                moves[tp] = done + 1
+        if moves:
+            self.totals["resumed_from_state"] += len(moves)
+            log.warning(
+                "resuming where the states stop, not at the committed offsets: %s",
+                ", ".join(
+                    f"partition {tp.partition} at {o} (committed {committed[tp]})"
+                    for tp, o in sorted(moves.items())
+                ),
+            )
+        return moves
+
+    async def resume_from_states(self) -> dict[TP, int]:
+        """Seek and commit each held input partition to where its recovered states stop, when
+        that is not the group's committed offset (``resume_offsets``).
+
+        Runs when recovery has ended (``on_rebalance_complete``), before Faust resumes the input
+        partitions and seeks them to the committed offsets: seeking while they are paused means
+        no record fetched from the old position can reach the batch lane, and committing makes
+        Faust's own seek land on the same offsets. Should the commit fail, the consumer's
+        ``perform_seek`` still moves the partitions after its seek (``streams.faust_fast``)."""
+        consumer = self.app.consumer
+        committed = {ensure_TP(tp): offset for tp, offset in (await consumer.seek_to_committed()).items()}
+        moves = self.resume_offsets(committed)
+        for tp, offset in moves.items():
+            await consumer.seek(tp, offset)
+        if moves:
+            try:
+                await consumer._commit(moves)  # faust's own commit call (thread-delegated)
+            except Exception as exc:  # noqa: BLE001 - perform_seek moves them anyway
+                log.warning("committing the states' offsets failed: %r", exc)
+        return moves
 
     def forget_partitions(self) -> None:
         """A rebalance moved products: timers start again from their next event, and decoded
@@ -580,14 +655,18 @@ def create_app(
     )
     worker = Worker(settings, app, table, topics, out_topics, client_factory, sink_factory, stats_file)
     app.liftstream = worker
+    app.resume_offsets = worker.resume_offsets  # the states say where their partitions resume
 
     # the input: the topic's messages reach Worker.handle in micro-batches through a batch
     # lane (streams/faust_fast.py) and are acknowledged once it returns (rows in ClickHouse,
     # outputs and changelog records acknowledged by the broker); Faust commits their offsets.
     # A batch that raises is never acknowledged: its events are processed again.
     async def score(messages):
+        offsets: dict[int, int] = {}
+        for m in messages:  # in fetch order: offsets rise within a partition
+            offsets[m.partition] = m.offset
         # a tombstone (null value) is bad input like any other: it becomes a dead letter
-        await worker.handle([b"" if m.value is None else m.value for m in messages])
+        await worker.handle([b"" if m.value is None else m.value for m in messages], offsets)
 
     app.batch_lane(events, score, max_batch=settings.batch_max, within_s=settings.batch_within_s)
 
@@ -616,6 +695,10 @@ def create_app(
 
     @app.on_rebalance_complete.connect
     async def on_rebalanced(app, **kwargs):
+        try:
+            await worker.resume_from_states()
+        except Exception as exc:  # noqa: BLE001 - never fail a recovery; perform_seek moves them
+            log.warning("resuming from the states' offsets before the seek failed: %r", exc)
         worker._write_stats()
 
     @app.on_before_shutdown.connect

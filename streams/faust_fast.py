@@ -19,12 +19,21 @@
    stream, and a handler that raises leaves its batch unacknowledged (processed again). A batch
    collected before a rebalance began is dropped unprocessed and fetched again from the
    committed offsets after it (``_run_lane``). Changelog and other topics keep Faust's path.
-3. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
+3. **Where a partition resumes.** ``Consumer.perform_seek`` (after every rebalance's recovery,
+   and when ``getmany`` runs with the flow stopped) seeks each partition to the group's
+   committed offset. ``FastDrainConsumer.perform_seek`` then asks the app's
+   ``resume_offsets(committed)`` hook for partitions whose consumed position is known better
+   elsewhere (the worker's recovered states say which of their events they already include) and
+   seeks those there, with the consumer's committed-offset bookkeeping moved along so that acks
+   and commits go on from the new position. The worker normally moves them earlier, while the
+   partitions are still paused, and commits the move (``streams.app.Worker.resume_from_states``),
+   so this finds nothing to do; it is the fallback for when that commit failed.
+4. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
    the *root* logger to DEBUG even at ``--loglevel warning``, so every ``log.debug`` in aiokafka
    and Faust builds a ``LogRecord`` (about 5% of the worker's CPU). ``QuietWorker`` skips it.
 
 All are written against faust-streaming 0.15.3; ``tests/test_faust_fast.py`` pins the original
-source of the drain loop so that an upgrade fails a test instead of silently diverging.
+source of the drain loop and of ``perform_seek`` so that an upgrade fails a test instead of silently diverging.
 """
 
 from __future__ import annotations
@@ -38,8 +47,9 @@ from time import monotonic
 from typing import Any, cast
 
 import faust
-from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.tuples import ack_lock
 from mode import Service
 
 FAUST_VERSION = "0.15.3"  # the version _drain_messages below was copied from
@@ -219,6 +229,37 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(flag_consumer_fetching)
 
+    async def perform_seek(self) -> None:
+        """Seek every partition to its committed offset, then those the app's ``resume_offsets``
+        hook names to where it says (see the module doc). The first part is the original's."""
+        read_offset = self._read_offset
+        _committed_offsets = await self.seek_to_committed()
+        read_offset.update(
+            {
+                tp: offset if offset is not None and offset >= 0 else None
+                for tp, offset in _committed_offsets.items()
+            }
+        )
+        committed_offsets = {
+            ensure_TP(tp): offset if offset else None
+            for tp, offset in _committed_offsets.items()
+            if offset is not None
+        }
+        self._committed_offset.update(committed_offsets)
+        # LiftStream: positions known better than the group's committed offsets
+        hook = getattr(self.app, "resume_offsets", None)
+        if hook is None:
+            return
+        committed = {ensure_TP(tp): offset for tp, offset in _committed_offsets.items()}
+        for tp, offset in hook(committed).items():
+            await self.seek(tp, offset)  # also sets the read offset
+            # acks count from here (Consumer.ack ignores offsets below the committed one, and
+            # _new_offset commits nothing past a gap at the head), and the next commit says so
+            with ack_lock:  # what Consumer.ack holds for this bookkeeping
+                self._committed_offset[tp] = offset
+                self._acked[tp] = [o for o in self._acked[tp] if o >= offset]
+                self._acked_index[tp] = {o for o in self._acked_index[tp] if o >= offset}
+
     async def _run_lane(self, lane: BatchLane, messages: list, collected_in: int) -> None:
         """Process one batch of a lane and acknowledge its messages (see the module doc).
 
@@ -263,6 +304,8 @@ class LiftStreamApp(faust.App):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.batch_lanes: dict[str, BatchLane] = {}  # topic name -> lane
+        # committed offsets by partition -> the partitions to resume elsewhere (see module doc)
+        self.resume_offsets: Callable[[dict[Any, int | None]], dict[Any, int]] | None = None
         super().__init__(*args, **kwargs)
 
     def batch_lane(self, topic, handler, *, max_batch: int = 2000, within_s: float = 0.2) -> BatchLane:

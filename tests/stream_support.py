@@ -307,19 +307,58 @@ def produce(bootstrap: str, topic: str, items: list[bytes], partitions: int = 4,
     return asyncio.run(produce_async(bootstrap, topic, items, partitions=partitions, **kw))
 
 
-def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 4) -> int:
-    """Sum of the offsets ``group`` has committed on ``topic`` (0 for a partition with none)."""
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 4) -> dict[int, int]:
+    """The offsets ``group`` has committed on ``topic``, by partition (0 for one with none)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    async def go() -> int:
+    async def go() -> dict[int, int]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
-            total = 0
-            for p in range(partitions):
-                total += await consumer.committed(TopicPartition(topic, p)) or 0
-            return total
+            return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
         finally:
             await consumer.stop()
 
     return asyncio.run(go())
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 4) -> int:
+    """Sum of the offsets ``group`` has committed on ``topic`` (0 for a partition with none)."""
+    return sum(committed_offsets(bootstrap, group, topic, partitions).values())
+
+
+def commit_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commit ``offsets`` (partition -> next offset) for ``group`` as an operator's offset reset
+    would: by joining the group (Tansu refuses commits from outside a group's generation), which
+    must have no other live member, and leaving it."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from aiokafka.structs import OffsetAndMetadata
+
+    class AsFaust(RoundRobinPartitionAssignor):
+        name = "faust"  # the group's protocol: the broker refuses a member that names another
+
+    async def go() -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            partition_assignment_strategy=(AsFaust,),
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        await consumer.start()
+        try:
+            consumer.subscribe([topic])
+            tps = {TopicPartition(topic, p) for p in offsets}
+            deadline = time.monotonic() + 60
+            while not tps <= consumer.assignment():
+                assert time.monotonic() < deadline, f"not assigned {tps} in group {group}"
+                await consumer.getmany(timeout_ms=200, max_records=1)
+            await consumer.commit(
+                {TopicPartition(topic, p): OffsetAndMetadata(o, "") for p, o in offsets.items()}
+            )
+        finally:
+            await consumer.stop()
+
+    asyncio.run(go())

@@ -16,6 +16,8 @@ from streams.faust_fast import FAUST_VERSION, QuietWorker, finish, start
 # sha256 of inspect.getsource(faust.transport.consumer.Consumer._drain_messages) in the version
 # FastDrainConsumer was copied from; a new faust-streaming must be reviewed and this updated
 ORIGINAL_DRAIN_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+# and of Consumer.perform_seek, which FastDrainConsumer.perform_seek repeats before its own part
+ORIGINAL_PERFORM_SEEK_SHA256 = "0e8c130ff4b0afd82c0be9c5fd831316e10febc62c94032833911096e156d7c6"
 
 
 def test_pinned_faust_version():
@@ -25,6 +27,8 @@ def test_pinned_faust_version():
         f"faust-streaming {faust.__version__}: review streams/faust_fast.py"
     )
     assert digest == ORIGINAL_DRAIN_SHA256, f"Consumer._drain_messages changed upstream ({digest})"
+    digest = hashlib.sha256(inspect.getsource(FaustConsumer.perform_seek).encode()).hexdigest()
+    assert digest == ORIGINAL_PERFORM_SEEK_SHA256, f"Consumer.perform_seek changed upstream ({digest})"
 
 
 async def _no_wait(x):
