@@ -18,10 +18,10 @@ changelog-backed table partitioned like the input topic). Per batch, in this ord
    each partition's state offset (the last input offset the states include); only then are the
    batch's events acknowledged, and Faust commits acknowledged offsets.
 
-A crash anywhere resumes each partition right after its recovered state offset (whatever the
-group committed: ``Worker.resume_offsets``) and replays the events from there against the saved
-states: at-least-once delivery, and every row's deterministic key (ReplacingMergeTree) makes the
-replay harmless.
+A crash anywhere replays the uncommitted events against the last saved states, or, should the
+recovered states stop before the committed offset (a commit that overtook its changelog
+records), the events after their state offset (``Worker.resume_from_states``): at-least-once
+delivery, and every row's deterministic key (ReplacingMergeTree) makes the replay harmless.
 
 Late sales: with ``day_close_timeout_s > 0`` a timer closes the open day of a product whose next
 ``SalesDaily`` has not arrived that many seconds after its last day closed, by feeding the
@@ -187,9 +187,9 @@ class ProductTable(faust.Table):
     partition it read, with a record ``OFFSET_KEY.format(p)`` holding the last input offset of
     partition ``p`` whose effects the states before it include. A recovered table therefore
     says itself where its partition's events must resume, whatever the group's committed offset
-    says; ``Worker.resume_from_states`` commits that position before Faust seeks to it, so a
-    commit that overtook its changelog records (or a changelog read short) replays events
-    instead of skipping them, and a commit left behind its states skips events already applied.
+    says; where that is before the committed offset (a commit that overtook its changelog
+    records, or a changelog read short), ``Worker.resume_from_states`` seeks and commits the
+    partition there before Faust seeks it, so those events are replayed instead of skipped.
     """
 
     def partition_for_key(self, key: str) -> int:
@@ -460,6 +460,23 @@ class Worker:
         part = partition_of(pid, self.settings.topic_partitions)
         return TP(self.topics["events"], part) in self.app.consumer.assignment()
 
+    def offsets(self) -> dict[int, dict[str, int | None]]:
+        """Per held input partition: the last offset read, the last committed by this worker and
+        the state offset (what the stats file shows an operator, and a failed test)."""
+        try:
+            consumer = self.app.consumer
+            out = {}
+            for p in self.assigned():
+                tp = TP(self.topics["events"], p)
+                out[p] = {
+                    "read": consumer._read_offset.get(tp),
+                    "committed": consumer._committed_offset.get(tp),
+                    "state": self.table.state_offset(p),
+                }
+            return out
+        except Exception:  # noqa: BLE001 - no consumer yet
+            return {}
+
     def assigned(self) -> list[int]:
         """Input partitions this worker holds now."""
         try:
@@ -469,16 +486,17 @@ class Worker:
         return sorted(tp.partition for tp in tps if tp.topic == self.topics["events"])
 
     def resume_offsets(self, committed: dict[TP, int | None]) -> dict[TP, int]:
-        """The input partitions whose recovered states say they resume elsewhere than at the
-        group's committed offset (``committed``), and where: right after the last offset their
-        states include (``ProductTable.state_offset``). Called by the consumer each time it seeks
-        to the committed offsets (after every rebalance)."""
+        """The input partitions whose recovered states stop before the group's committed offset
+        (``committed``), or that have none, and where they resume: right after the last offset
+        their states include (``ProductTable.state_offset``)."""
         moves = {}
         for tp, offset in committed.items():
             if tp.topic != self.topics["events"]:
                 continue
             done = self.table.state_offset(tp.partition)
-            if done is not None and done + 1 != offset:
+            # only back: states ahead of the committed offset (the usual case after a crash, by
+            # up to a commit interval) replay those events as duplicates, as Faust does
+            if done is not None and (offset is None or offset < 0 or done + 1 < offset):
                 moves[tp] = done + 1
         if moves:
             self.totals["resumed_from_state"] += len(moves)
@@ -492,14 +510,14 @@ class Worker:
         return moves
 
     async def resume_from_states(self) -> dict[TP, int]:
-        """Seek and commit each held input partition to where its recovered states stop, when
-        that is not the group's committed offset (``resume_offsets``).
+        """Seek and commit each held input partition whose recovered states stop before the
+        group's committed offset to where they stop (``resume_offsets``).
 
         Runs when recovery has ended (``on_rebalance_complete``), before Faust resumes the input
         partitions and seeks them to the committed offsets: seeking while they are paused means
         no record fetched from the old position can reach the batch lane, and committing makes
-        Faust's own seek land on the same offsets. Should the commit fail, the consumer's
-        ``perform_seek`` still moves the partitions after its seek (``streams.faust_fast``)."""
+        Faust's own seek land on the same offsets. Nothing moves in the usual case (states at or
+        ahead of the committed offset, whose replayed events count as duplicates)."""
         consumer = self.app.consumer
         committed = {ensure_TP(tp): offset for tp, offset in (await consumer.seek_to_committed()).items()}
         moves = self.resume_offsets(committed)
@@ -508,8 +526,8 @@ class Worker:
         if moves:
             try:
                 await consumer._commit(moves)  # faust's own commit call (thread-delegated)
-            except Exception as exc:  # noqa: BLE001 - perform_seek moves them anyway
-                log.warning("committing the states' offsets failed: %r", exc)
+            except Exception as exc:  # noqa: BLE001 - said loudly; Faust seeks to the committed ones
+                log.error("committing the states' offsets failed, events after them are skipped: %r", exc)
         return moves
 
     def forget_partitions(self) -> None:
@@ -570,6 +588,7 @@ class Worker:
             "totals": dict(self.totals),
             "products": len(self.states),
             "assigned": self.assigned(),
+            "offsets": self.offsets(),
             "rss_bytes": _rss_bytes(),
             "cpu_s": round(cpu.user + cpu.system, 3),
             "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()},
@@ -655,7 +674,6 @@ def create_app(
     )
     worker = Worker(settings, app, table, topics, out_topics, client_factory, sink_factory, stats_file)
     app.liftstream = worker
-    app.resume_offsets = worker.resume_offsets  # the states say where their partitions resume
 
     # the input: the topic's messages reach Worker.handle in micro-batches through a batch
     # lane (streams/faust_fast.py) and are acknowledged once it returns (rows in ClickHouse,
@@ -697,8 +715,8 @@ def create_app(
     async def on_rebalanced(app, **kwargs):
         try:
             await worker.resume_from_states()
-        except Exception as exc:  # noqa: BLE001 - never fail a recovery; perform_seek moves them
-            log.warning("resuming from the states' offsets before the seek failed: %r", exc)
+        except Exception as exc:  # noqa: BLE001 - never fail a recovery over it
+            log.error("resuming from the states' offsets failed: %r", exc)
         worker._write_stats()
 
     @app.on_before_shutdown.connect

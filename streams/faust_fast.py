@@ -18,22 +18,19 @@
    acknowledged through ``Consumer.ack``, so offsets are committed by Faust exactly as for a
    stream, and a handler that raises leaves its batch unacknowledged (processed again). A batch
    collected before a rebalance began is dropped unprocessed and fetched again from the
-   committed offsets after it (``_run_lane``). Changelog and other topics keep Faust's path.
-3. **Where a partition resumes.** ``Consumer.perform_seek`` (after every rebalance's recovery,
-   and when ``getmany`` runs with the flow stopped) seeks each partition to the group's
-   committed offset. ``FastDrainConsumer.perform_seek`` then asks the app's
-   ``resume_offsets(committed)`` hook for partitions whose consumed position is known better
-   elsewhere (the worker's recovered states say which of their events they already include) and
-   seeks those there, with the consumer's committed-offset bookkeeping moved along so that acks
-   and commits go on from the new position. The worker normally moves them earlier, while the
-   partitions are still paused, and commits the move (``streams.app.Worker.resume_from_states``),
-   so this finds nothing to do; it is the fallback for when that commit failed.
-4. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
+   committed offsets after it (``_run_lane``). A lane partition's messages are collected in
+   offset order from its last seek: one already passed is skipped, and one past the next
+   expected offset means the records in between were fetched and lost on the way, so the
+   partition is sought back to them (``_lane_in_order``). Under CPU load a restarted worker of
+   the crash test lost exactly one fetch (200 records) of a partition at its resume point
+   without this: never processed, never fetched again, its commits stuck there.
+   Changelog and other topics keep Faust's path.
+3. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
    the *root* logger to DEBUG even at ``--loglevel warning``, so every ``log.debug`` in aiokafka
    and Faust builds a ``LogRecord`` (about 5% of the worker's CPU). ``QuietWorker`` skips it.
 
 All are written against faust-streaming 0.15.3; ``tests/test_faust_fast.py`` pins the original
-source of the drain loop and of ``perform_seek`` so that an upgrade fails a test instead of silently diverging.
+source of the drain loop so that an upgrade fails a test instead of silently diverging.
 """
 
 from __future__ import annotations
@@ -47,9 +44,8 @@ from time import monotonic
 from typing import Any, cast
 
 import faust
-from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types.tuples import ack_lock
 from mode import Service
 
 FAUST_VERSION = "0.15.3"  # the version _drain_messages below was copied from
@@ -108,6 +104,67 @@ class BatchLane:
 class FastDrainConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer with an inline fast path for message delivery (see module doc)."""
 
+    _fetch_no = 0  # getmany calls made by the drain loop
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lane_next: dict = {}  # lane partition -> the offset its next message must have
+        self._lane_reseek: dict = {}  # lane partition -> (offset sought again, _fetch_no then)
+
+    async def _lane_in_order(self, tp: Any, offset: int, fetched_in: int) -> bool:
+        """Whether a lane message is the next one of its partition (see the module doc).
+
+        A partition's messages are collected in offset order from where the consumer last sought
+        it: an offset already passed is skipped (fetched again after a seek), and one past the
+        expected offset means that the records in between were fetched and lost on the way; the
+        partition is then sought back to the expected offset and the message skipped. Only a
+        message fetched after that seek and still past it is taken, the log having no records in
+        between (transaction markers, compaction), and the gap is acknowledged as Faust does."""
+        nxt = self._lane_next.get(tp)
+        if nxt is not None and offset != nxt:
+            if offset < nxt:
+                return False
+            sought = self._lane_reseek.get(tp)
+            if sought is None or sought[0] != nxt:
+                self.log.warning(
+                    "batch lane %s: offsets %d-%d of partition %d never arrived; fetching them again",
+                    tp.topic,
+                    nxt,
+                    offset - 1,
+                    tp.partition,
+                )
+                self._lane_reseek[tp] = (nxt, self._fetch_no)
+                try:
+                    await self.seek(tp, nxt)
+                except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the rebalance seeks
+                    self._lane_reseek.pop(tp, None)
+                    self.log.warning("seeking partition %d back failed: %r", tp.partition, exc)
+                return False
+            if fetched_in <= sought[1]:
+                return False  # fetched before that seek
+            await self._add_gap(tp, nxt, offset)
+        self._lane_next[tp] = offset + 1
+        return True
+
+    def _lane_uncollect(self, messages: list) -> None:
+        """Collected messages dropped unprocessed: their partitions expect them again, so that a
+        rebalance's seek or, without one, ``_lane_in_order`` fetches them again."""
+        for message in messages:
+            tp = message.tp
+            self._lane_next[tp] = min(self._lane_next.get(tp, message.offset), message.offset)
+
+    async def perform_seek(self) -> None:
+        """Faust's seek of every partition to its committed offset; lanes expect those next."""
+        await super().perform_seek()
+        for tp in self.assignment():
+            if tp.topic in self.app.batch_lanes:
+                self._lane_reseek.pop(tp, None)
+                offset = self._committed_offset.get(tp)
+                if offset is None:
+                    self._lane_next.pop(tp, None)
+                else:
+                    self._lane_next[tp] = offset
+
     async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - runs in every worker test
         callback = self.callback
         getmany = self.getmany
@@ -137,6 +194,8 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
                 timeout = 1.0 if deadline is None else max(deadline - monotonic(), 0.0)
+                self._fetch_no += 1
+                fetched_in = self._fetch_no  # which getmany call this iteration's records come from
                 ait = cast(AsyncIterator, getmany(timeout=timeout))
 
                 # Sleeping because sometimes getmany is called in a loop
@@ -150,6 +209,38 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                             num_since_yield = 0
 
                         offset = message.offset
+                        lane = lanes.get(tp.topic) if lanes else None
+                        if lane is not None:  # LiftStream: collected for the lane's handler
+                            if not flow_control.is_active():
+                                # streams are suspended (table recovery, rebalance): Faust
+                                # clears what its queues hold when it resumes, after seeking
+                                # to the committed offsets; so is this message
+                                set_read_offset(tp, offset)
+                                continue
+                            if not await self._lane_in_order(tp, offset, fetched_in):
+                                continue
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            if deadline is not None and self.app.rebalancing_count != collected_in:
+                                # what was collected before a rebalance is dropped: the
+                                # rebalance ended with a seek to the committed offsets, and
+                                # this message may be one of those fetched again, so it must
+                                # not share a batch with them (the whole batch is dropped)
+                                for name in pending:
+                                    self._lane_uncollect(pending[name])
+                                    pending[name] = []
+                                deadline = None
+                            batch = pending[tp.topic]
+                            batch.append(message)
+                            if deadline is None:
+                                deadline = monotonic() + lane.within_s
+                                collected_in = self.app.rebalancing_count
+                            if len(batch) >= lane.max_batch:
+                                pending[tp.topic] = []
+                                await self._run_lane(lane, batch, collected_in)
+                            set_read_offset(tp, offset)
+                            continue
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
                             gap = offset - (r_offset or 0)
@@ -161,37 +252,12 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            lane = lanes.get(tp.topic) if lanes else None
-                            if lane is not None:  # LiftStream: collected for the lane's handler
-                                if not flow_control.is_active():
-                                    # streams are suspended (table recovery, rebalance): Faust
-                                    # clears what its queues hold when it resumes, after seeking
-                                    # to the committed offsets; so is this message
-                                    set_read_offset(tp, offset)
-                                    continue
-                                if deadline is not None and self.app.rebalancing_count != collected_in:
-                                    # what was collected before a rebalance is dropped: the
-                                    # rebalance ended with a seek to the committed offsets, and
-                                    # this message may be one of those fetched again, so it must
-                                    # not share a batch with them (the whole batch is dropped)
-                                    for name in pending:
-                                        pending[name] = []
-                                    deadline = None
-                                batch = pending[tp.topic]
-                                batch.append(message)
-                                if deadline is None:
-                                    deadline = monotonic() + lane.within_s
-                                    collected_in = self.app.rebalancing_count
-                                if len(batch) >= lane.max_batch:
-                                    pending[tp.topic] = []
-                                    await self._run_lane(lane, batch, collected_in)
-                            else:
-                                # LiftStream: the inline fast path (the original always awaits
-                                # wait_first(callback(message), suspend_flow.wait()))
-                                coro = callback(message)
-                                done, yielded = start(coro)
-                                if not done:
-                                    await self.wait_first(finish(coro, yielded), self.suspend_flow.wait())
+                            # LiftStream: the inline fast path (the original always awaits
+                            # wait_first(callback(message), suspend_flow.wait()))
+                            coro = callback(message)
+                            done, yielded = start(coro)
+                            if not done:
+                                await self.wait_first(finish(coro, yielded), self.suspend_flow.wait())
                             set_read_offset(tp, offset)
                         else:
                             self.log.dev(
@@ -229,37 +295,6 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(flag_consumer_fetching)
 
-    async def perform_seek(self) -> None:
-        """Seek every partition to its committed offset, then those the app's ``resume_offsets``
-        hook names to where it says (see the module doc). The first part is the original's."""
-        read_offset = self._read_offset
-        _committed_offsets = await self.seek_to_committed()
-        read_offset.update(
-            {
-                tp: offset if offset is not None and offset >= 0 else None
-                for tp, offset in _committed_offsets.items()
-            }
-        )
-        committed_offsets = {
-            ensure_TP(tp): offset if offset else None
-            for tp, offset in _committed_offsets.items()
-            if offset is not None
-        }
-        self._committed_offset.update(committed_offsets)
-        # LiftStream: positions known better than the group's committed offsets
-        hook = getattr(self.app, "resume_offsets", None)
-        if hook is None:
-            return
-        committed = {ensure_TP(tp): offset for tp, offset in _committed_offsets.items()}
-        for tp, offset in hook(committed).items():
-            await self.seek(tp, offset)  # also sets the read offset
-            # acks count from here (Consumer.ack ignores offsets below the committed one, and
-            # _new_offset commits nothing past a gap at the head), and the next commit says so
-            with ack_lock:  # what Consumer.ack holds for this bookkeeping
-                self._committed_offset[tp] = offset
-                self._acked[tp] = [o for o in self._acked[tp] if o >= offset]
-                self._acked_index[tp] = {o for o in self._acked_index[tp] if o >= offset}
-
     async def _run_lane(self, lane: BatchLane, messages: list, collected_in: int) -> None:
         """Process one batch of a lane and acknowledge its messages (see the module doc).
 
@@ -284,6 +319,7 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                 lane.topic,
                 len(messages),
             )
+            self._lane_uncollect(messages)
             return
         track = self.track_message
         for message in messages:  # no await between the check above and this: no rebalance starts
@@ -304,8 +340,6 @@ class LiftStreamApp(faust.App):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.batch_lanes: dict[str, BatchLane] = {}  # topic name -> lane
-        # committed offsets by partition -> the partitions to resume elsewhere (see module doc)
-        self.resume_offsets: Callable[[dict[Any, int | None]], dict[Any, int]] | None = None
         super().__init__(*args, **kwargs)
 
     def batch_lane(self, topic, handler, *, max_batch: int = 2000, within_s: float = 0.2) -> BatchLane:

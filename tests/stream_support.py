@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -358,6 +359,50 @@ def commit_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, in
             await consumer.commit(
                 {TopicPartition(topic, p): OffsetAndMetadata(o, "") for p, o in offsets.items()}
             )
+        finally:
+            await consumer.stop()
+
+    asyncio.run(go())
+
+
+def dump_changelog(bootstrap: str, topic: str, path: Path, partitions: int = 4) -> None:
+    """Write every record of a state changelog (partition, offset, key, product revision or
+    state offset) to ``path`` as JSON lines: what a failed crash test leaves to look at."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.state import ProductState
+    from streams.state_table import COMPACT, SEP
+
+    def describe(key: str, value: bytes | None):
+        if value is None:
+            return None
+        if key.startswith(SEP):
+            return value.decode()
+        if SEP in key:
+            return len(value)
+        raw = zlib.decompress(value[len(COMPACT) :]) if value.startswith(COMPACT) else value
+        return ProductState.from_bytes(raw).revision
+
+    async def go() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            with open(path, "w") as out:
+                out.write(json.dumps({"end_offsets": {tp.partition: o for tp, o in ends.items()}}) + "\n")
+                idle = 0
+                while idle < 5:
+                    got = await consumer.getmany(timeout_ms=500)
+                    idle = 0 if got else idle + 1
+                    for tp, records in got.items():
+                        for r in records:
+                            key = json.loads(r.key)
+                            out.write(
+                                json.dumps([tp.partition, r.offset, key, describe(key, r.value)]) + "\n"
+                            )
         finally:
             await consumer.stop()
 

@@ -27,6 +27,7 @@ from tests.stream_support import (
     committed_offsets,
     committed_total,
     counts_final,
+    dump_changelog,
     expected_rows,
     payloads,
     produce,
@@ -140,6 +141,17 @@ def test_two_workers_split_products(world, kafka_broker, clickhouse_server, uniq
             w.stop()
 
 
+def _process_first_half(bootstrap, topic, group, first_half):
+    """Produce the first half and wait until the running worker has committed all of it."""
+    produce(bootstrap, topic, first_half)
+    wait_for(
+        lambda: committed_total(bootstrap, group, topic) >= len(first_half),
+        60,
+        "the first half to be processed and committed",
+        interval_s=0.5,
+    )
+
+
 SESSION_TIMEOUT_S = 6  # worker_argv's --session-timeout
 FAULTS = REPO / "tests" / "faults"  # sitecustomize.py: fault injection in worker subprocesses
 
@@ -169,13 +181,7 @@ def test_crash_recovery_restores_state_from_changelog(
     producer = None
     try:
         half = len(items) // 2
-        produce(kafka_broker.bootstrap, topic, items[:half])
-        wait_for(
-            lambda: committed_total(kafka_broker.bootstrap, group, topic) >= half,
-            60,
-            "the first half to be processed and committed",
-            interval_s=0.5,
-        )
+        _process_first_half(kafka_broker.bootstrap, topic, group, items[:half])
         # the second half arrives while the worker runs; SIGKILL it part way through
         producer = threading.Thread(
             target=produce, args=(kafka_broker.bootstrap, topic, items[half:]), kwargs={"rate": 1500}
@@ -192,19 +198,25 @@ def test_crash_recovery_restores_state_from_changelog(
             time.sleep(SESSION_TIMEOUT_S + 2)
         second.start()
         store = open_store(clickhouse_server.url + db)
-        wait_for(
-            lambda: committed_total(kafka_broker.bootstrap, group, topic) >= len(items),
-            90,
-            f"the restarted worker to take the rest ({committed} committed at the kill)",
-            interval_s=0.5,
-        )
-        # it resumed where its recovered states stop (ProductTable.state_offset: at or past the
-        # committed offsets, which lag the states by up to a commit interval), never seeing the
-        # first half again, so the equal rows prove the states came back from the changelog:
-        # fresh states would give other revisions, forecasts and alerts
-        applied = second.stats()["totals"].get("applied", 0)  # duplicates (at-least-once) apart
-        assert committed >= half and 0 < applied <= len(items) - half
-        _assert_same(store, db, expected, [first, second])
+        try:
+            wait_for(
+                lambda: committed_total(kafka_broker.bootstrap, group, topic) >= len(items),
+                90,
+                f"the restarted worker to take the rest ({committed} committed at the kill)",
+                interval_s=0.5,
+            )
+            # it resumed at the committed offsets (or where its recovered states stop, were that
+            # earlier), never seeing the first half again, so the equal rows prove the states
+            # came back from the changelog: fresh states would give other revisions, forecasts
+            # and alerts (events the states already hold count as duplicates)
+            applied = second.stats()["totals"].get("applied", 0)  # duplicates apart
+            assert committed >= half and 0 < applied <= len(items) - half
+            _assert_same(store, db, expected, [first, second])
+        except AssertionError:  # what the changelog and the group hold, for the post-mortem
+            changelog = f"{group}-product_state-changelog"
+            dump_changelog(kafka_broker.bootstrap, changelog, tmp_path / "changelog.jsonl")
+            print("committed:", committed_offsets(kafka_broker.bootstrap, group, topic))
+            raise
     finally:
         if producer is not None:
             producer.join(60)
@@ -233,13 +245,7 @@ def test_offsets_committed_ahead_of_the_states_are_replayed(
     half = len(items) // 2
     first.start()
     try:
-        produce(kafka_broker.bootstrap, topic, items[:half])
-        wait_for(
-            lambda: committed_total(kafka_broker.bootstrap, group, topic) >= half,
-            60,
-            "the first half to be processed and committed",
-            interval_s=0.5,
-        )
+        _process_first_half(kafka_broker.bootstrap, topic, group, items[:half])
         first.kill()
         produce(kafka_broker.bootstrap, topic, items[half:])
         time.sleep(SESSION_TIMEOUT_S + 2)  # the killed member expires: the group is empty
@@ -247,13 +253,24 @@ def test_offsets_committed_ahead_of_the_states_are_replayed(
         commit_offsets(kafka_broker.bootstrap, group, topic, ahead)
         assert committed_total(kafka_broker.bootstrap, group, topic) == half + 160
         second.start()
+        # wait on what was applied, not received: records the batch lane skipped and fetched again
+        # (``FastDrainConsumer._lane_in_order``) are received twice, so a received count can reach
+        # the total while a partition's replayed range is still being fetched
+        applied = lambda: second.stats().get("totals", {}).get("applied", 0)  # noqa: E731
         wait_for(
-            lambda: second.received() >= len(items) - half or not second.alive(),
+            lambda: (
+                (
+                    applied() >= len(items) - half
+                    and committed_total(kafka_broker.bootstrap, group, topic) >= len(items)
+                )
+                or not second.alive()
+            ),
             90,
-            "the restarted worker to replay from its states' offsets",
+            "the restarted worker to replay from its states' offsets and commit the rest",
+            interval_s=0.5,
         )
         # every event of the second half applied once (a redelivered one counts as a duplicate)
-        assert second.stats()["totals"].get("applied") == len(items) - half, second.log_tail()
+        assert applied() == len(items) - half, second.log_tail()
         assert second.stats()["totals"].get("resumed_from_state", 0) >= 4  # every partition
         _assert_same(open_store(clickhouse_server.url + db), db, expected, [first, second])
     finally:

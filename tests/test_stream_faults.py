@@ -164,9 +164,10 @@ def test_table_states_failed_batch_leaves_no_trace():
 
 
 def test_partitions_resume_where_their_states_stop():
-    """``Worker.resume_offsets``: a partition whose recovered states include events up to offset
-    w resumes at w + 1 whatever the group committed (behind or ahead); one whose states agree
-    with the committed offset, one with no saved offset and other topics are left alone."""
+    """``Worker.resume_offsets``: a partition whose recovered states stop at offset w, before the
+    group's committed offset (or with none committed), resumes at w + 1; one whose states are at
+    or ahead of it (ahead: replayed as duplicates), one with no saved offset and other topics
+    are left alone."""
     from faust.types import TP
 
     from streams.app import OFFSET_KEY, Worker
@@ -177,19 +178,20 @@ def test_partitions_resume_where_their_states_stop():
             raw = self.get(OFFSET_KEY.format(p))
             return None if raw is None else int(raw)
 
-    table = Table({OFFSET_KEY.format(0): b"99", OFFSET_KEY.format(1): b"41", OFFSET_KEY.format(2): b"9"})
+    saved = {0: b"99", 1: b"41", 2: b"9", 4: b"5"}
+    table = Table({OFFSET_KEY.format(p): v for p, v in saved.items()})
     worker = Worker(Settings(), app=None, table=table, topics={"events": "ev"}, out_topics={})
     committed = {
-        TP("ev", 0): 60,
-        TP("ev", 1): 42,
-        TP("ev", 2): 30,
-        TP("ev", 3): 7,
+        TP("ev", 0): 60,  # states ahead
+        TP("ev", 1): 42,  # in step
+        TP("ev", 2): 30,  # states behind: 10-29 replayed
+        TP("ev", 3): 7,  # nothing saved
+        TP("ev", 4): None,  # nothing committed
         TP("ev-changelog", 0): None,
     }
-    moves = worker.resume_offsets(committed)
-    assert moves == {TP("ev", 0): 100, TP("ev", 2): 10}
+    assert worker.resume_offsets(committed) == {TP("ev", 2): 10, TP("ev", 4): 6}
     assert worker.totals["resumed_from_state"] == 2
-    assert worker.resume_offsets({TP("ev", 0): 100, TP("ev", 2): 10}) == {}
+    assert worker.resume_offsets({TP("ev", 2): 10, TP("ev", 4): 6}) == {}
 
 
 # ----------------------------------------------------------------------------------------------
