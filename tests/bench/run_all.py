@@ -64,6 +64,7 @@ BENCHES = (
         "docs/lamm.md",
         35,
     ),
+    Bench("content_ceiling", (PY, "-m", "tests.bench.content_ceiling"), "docs/lamm.md", 3),
     Bench("sinks", (PY, "-m", "tests.bench.bench_sinks"), "docs/streaming.md", 3),
     Bench(
         "stream_throughput",
