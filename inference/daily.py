@@ -16,7 +16,10 @@ we add the product's own sales and metadata as side input (said in the model car
 log1p SUMS over the active videos of today's engagement counts (the mean above hides the
 scale: lift is a sum over videos), the product's trailing units (log1p units of the previous
 one and two days, mean log1p units over the last 3 and 7 days, today included: its sales level,
-see ``trailing_units``) and today's weekday one-hot (Monday = 0, ``date.weekday()``).
+see ``trailing_units``), today's weekday one-hot (Monday = 0, ``date.weekday()``) and the
+product's history before the campaign (log1p history sales and videos and a known flag, from
+``VideoPublished.product``: the stream knows them from the product's first video on, and
+training uses the same rule).
 Everything here is computable from the input events alone (streams/state.py ``build_x``; the
 stream keeps the last ``TRAILING_DAYS`` closed days' units in ``ProductState.recent_units``).
 """
@@ -35,6 +38,7 @@ PRODUCT_FEATURES = (
     + ("sum_likes", "sum_shares", "sum_comments", "sum_collects", "sum_impressions")  # log1p sums, today
     + ("units_lag1", "units_lag2", "units_mean3", "units_mean7")  # trailing log1p units (trailing_units)
     + tuple(f"weekday_{i}" for i in range(7))  # one-hot of date.weekday() of the day
+    + ("history_sales", "history_videos", "history_known")  # log1p before the campaign; 0 0 0 = unknown
 )
 SIDE_DIM = len(SIDE_FEATURES)
 PRODUCT_DIM = len(PRODUCT_FEATURES)
@@ -113,14 +117,19 @@ def _trailing(units: float, previous: list[float]) -> list[float]:
     return out
 
 
+N_HISTORY = 3
+HISTORY_AT = PRODUCT_DIM - N_HISTORY  # first history column in the product part
+
+
 def product_features(
-    units, price, rating, n_active, n_new, *, sums=None, weekday=None, trailing=None
+    units, price, rating, n_active, n_new, *, sums=None, weekday=None, trailing=None, history=None
 ) -> np.ndarray:
     """(..., PRODUCT_DIM) float32 product side input for a closed (or provisional) day.
 
     sums: (..., 5) today's engagement counts summed over the active videos, COUNT_COLUMNS order
     (None = zeros); trailing: (..., N_TRAILING) ``trailing_units`` of the day (None = zeros);
-    weekday: (...) int, ``date.weekday()`` of the day (None = all-zero one-hot).
+    weekday: (...) int, ``date.weekday()`` of the day (None = all-zero one-hot); history: (..., 2)
+    history sales and videos, NaN where not known that day (None = unknown everywhere).
     """
     n_active = np.asarray(n_active, dtype=np.float64)
     cols = [
@@ -150,6 +159,14 @@ def product_features(
     else:
         wd = np.asarray(weekday)
         cols += [(wd == i).astype(np.float64) for i in range(7)]
+    if history is None:
+        cols += [np.zeros(())] * N_HISTORY
+    else:
+        history = np.asarray(history, dtype=np.float64)
+        assert history.shape[-1] == 2, f"expected history (..., 2), got {history.shape}"
+        known = ~np.isnan(history[..., 0])
+        cols += [np.where(known, np.log1p(np.nan_to_num(history[..., i])), 0.0) for i in range(2)]
+        cols.append(known.astype(np.float64))
     return np.stack(np.broadcast_arrays(*cols), axis=-1).astype(np.float32)
 
 
@@ -163,11 +180,13 @@ def product_vector(
     sums=None,
     weekday: int | None = None,
     previous: list[float] | None = None,
+    history: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """``product_features`` for one product-day from Python scalars (the stream's hot path).
 
     previous: the units of the days before this one, oldest first (None = no trailing columns,
-    zeros like ``product_features(trailing=None)``; [] = the product's first day).
+    zeros like ``product_features(trailing=None)``; [] = the product's first day); history:
+    (history sales, history videos), None = unknown.
     """
     out = np.zeros(PRODUCT_DIM, dtype=np.float64)
     out[:6] = (
@@ -184,6 +203,8 @@ def product_vector(
         out[11 : 11 + N_TRAILING] = _trailing(units, previous)
     if weekday is not None:
         out[11 + N_TRAILING + int(weekday)] = 1.0
+    if history is not None:
+        out[HISTORY_AT:] = math.log1p(history[0]), math.log1p(history[1]), 1.0
     return out.astype(np.float32)
 
 

@@ -145,6 +145,13 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
     )  # day t = start + t (the stream's date)
     weekday = (start.weekday() + np.arange(d)) % 7
     units0 = np.nan_to_num(units, nan=0.0)  # what x's units column holds on a day without a sales row
+    # history sales / videos: known from the product's first video day on, as the stream learns
+    # them from VideoPublished.product (a product with no video in the window never knows them)
+    first_video = np.full(len(pid), np.inf)
+    np.minimum.at(first_video, vp, np.maximum(pub, 0).astype(np.float64))
+    known = np.arange(d)[None, :] >= first_video[:, None]  # (P, D)
+    hist = products[["history_sales", "history_videos"]].to_numpy(dtype=np.float64)  # (P, 2)
+    history = np.where(known[..., None], hist[:, None, :], np.nan)  # (P, D, 2)
     product_x = product_features(
         units0,
         price,
@@ -154,6 +161,7 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
         sums=eng_sums,
         weekday=weekday[None, :],
         trailing=trailing_units(units0),  # the lags / rolling means of that same column
+        history=history,
     )
 
     feats = ds.load_features(root, mmap=True)

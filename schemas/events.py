@@ -147,6 +147,12 @@ class ProductSnapshot(BaseModel):
 
     category: ProductCategory
     price: float = Field(gt=0, le=1e7)
+    # the product's shop record before the campaign (LAMM's day input uses them from the product's
+    # first video on; None = unknown, which the model sees as such)
+    history_sales: int | None = Field(default=None, ge=0, le=10**12, description="Units sold before.")
+    history_videos: int | None = Field(
+        default=None, ge=0, le=10**9, description="Videos that promoted it before."
+    )
 
 
 class VideoPublished(_Event):

@@ -44,8 +44,8 @@ from schemas import limits as L
 from schemas.events import EngagementDaily, SalesDaily, VideoPublished
 from schemas.outputs import ForecastAlert, SalesLiftForecast
 
-STATE_VERSION = 2  # 2: recent_units; version 1 records still load (see ProductState.from_bytes)
-READABLE_VERSIONS = (1, 2)
+STATE_VERSION = 3  # 2: recent_units, 3: history; older records still load (ProductState.from_bytes)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ class ProductState:
     recent_units: list[float] = field(default_factory=list)
     price: float | None = None
     rating: float = 90.0
+    history: tuple[float, float] | None = None  # history sales / videos from VideoPublished.product
     trailing: list[TrailingForecast] = field(default_factory=list)
     last_alert_day: int | None = None
     last_alert_severity: str | None = None
@@ -192,6 +193,7 @@ class ProductState:
             "recent_units": self.recent_units,
             "price": self.price,
             "rating": self.rating,
+            "history": None if self.history is None else list(self.history),
             "trailing": [[t.issued_day, t.target_day, t.point, t.lower, t.upper] for t in self.trailing],
             "last_alert_day": self.last_alert_day,
             "last_alert_severity": self.last_alert_severity,
@@ -228,6 +230,7 @@ class ProductState:
             recent_units=[float(u) for u in recent],
             price=doc["price"],
             rating=doc["rating"],
+            history=None if doc.get("history") is None else tuple(float(x) for x in doc["history"]),
             trailing=[TrailingForecast(*t) for t in doc["trailing"]],
             last_alert_day=doc["last_alert_day"],
             last_alert_severity=doc["last_alert_severity"],
@@ -339,7 +342,15 @@ def build_x(
     wd = ordinal_day(day).weekday()
     prev = state.recent_units if previous is None else previous
     prod = product_vector(
-        float(units), float(price), float(rating), k, n_new, sums=sums, weekday=wd, previous=prev
+        float(units),
+        float(price),
+        float(rating),
+        k,
+        n_new,
+        sums=sums,
+        weekday=wd,
+        previous=prev,
+        history=state.history,
     )
     return day_input(h, side, prod), k
 
@@ -406,6 +417,8 @@ def _on_video(
         return StepResult("duplicate", rows=[ev])
     if ev.product is not None and state.price is None:
         state.price = ev.product.price
+    if ev.product is not None and state.history is None and ev.product.history_sales is not None:
+        state.history = (float(ev.product.history_sales), float(ev.product.history_videos or 0))
     state.add_video(ev.video_id, h, day, ev.influencer.followers)
     res = StepResult("applied", rows=[ev])
     res.advice.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from inference.daily import (
+    HISTORY_AT,
     N_TRAILING,
     PRODUCT_DIM,
     PRODUCT_FEATURES,
@@ -17,6 +18,8 @@ from inference.daily import (
     trailing_units,
     trailing_vector,
 )
+
+WD = slice(PRODUCT_FEATURES.index("weekday_0"), PRODUCT_FEATURES.index("weekday_6") + 1)
 
 
 def test_product_vector_equals_product_features():
@@ -34,7 +37,7 @@ def test_product_vector_equals_product_features():
         np.testing.assert_array_equal(
             v, product_features(units, price, rating, k, new, sums=sums, weekday=wd)
         )
-        assert v.shape == (PRODUCT_DIM,) and v[-7:].sum() == 1 and v[-7 + wd] == 1
+        assert v.shape == (PRODUCT_DIM,) and v[WD].sum() == 1 and v[WD][wd] == 1
 
 
 def test_product_features_vectorised_sums_and_weekday():
@@ -44,9 +47,25 @@ def test_product_features_vectorised_sums_and_weekday():
     )
     assert x.shape == (2, 1, PRODUCT_DIM)
     np.testing.assert_allclose(x[0, 0, 6:11], np.log1p([0, 1, 2, 3, np.e - 1]), rtol=1e-6)
-    np.testing.assert_array_equal(x[0, 0, -7:], [0, 0, 0, 0, 0, 0, 1])
-    np.testing.assert_array_equal(x[1, 0, -7:], [1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(x[0, 0, WD], [0, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(x[1, 0, WD], [1, 0, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(x[..., 11 : 11 + N_TRAILING], 0)  # trailing=None: zeros
+    np.testing.assert_array_equal(x[..., HISTORY_AT:], 0)  # history=None: unknown
+
+
+def test_product_history_columns():
+    """history: log1p sales and videos plus a known flag; NaN (or None in the scalar path) = unknown,
+    all three zero, so an unknown history never passes for a product that sold nothing before."""
+    hist = np.array([[120.0, 4.0], [np.nan, np.nan]])  # (2, 2): known, unknown
+    x = product_features(np.zeros(2), 10.0, 90.0, 1, 0, history=hist)
+    np.testing.assert_allclose(x[0, HISTORY_AT:], [np.log1p(120), np.log1p(4), 1.0], rtol=1e-6)
+    np.testing.assert_array_equal(x[1, HISTORY_AT:], [0, 0, 0])
+    np.testing.assert_array_equal(x[0, :HISTORY_AT], x[1, :HISTORY_AT])
+    np.testing.assert_array_equal(product_vector(0.0, 10.0, 90.0, 1, 0, history=(120, 4)), x[0])
+    np.testing.assert_array_equal(product_vector(0.0, 10.0, 90.0, 1, 0), x[1])
+    np.testing.assert_array_equal(
+        product_vector(0.0, 10.0, 90.0, 1, 0, history=(0, 0))[HISTORY_AT:], [0, 0, 1]
+    )
 
 
 def test_trailing_units_by_hand():

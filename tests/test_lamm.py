@@ -258,6 +258,7 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
     videos = ds.read_table(dataset, "videos").to_pandas()
     eng = ds.read_table(dataset, "engagement").to_pandas()
     sales = ds.read_table(dataset, "sales").to_pandas().set_index(["product_id", "day"])
+    products = ds.read_table(dataset, "products").to_pandas().set_index("product_id")
     # h rows follow data's video order (product, publish day, id); map them back to video ids
     order = videos.assign(p=videos["product_id"].map({p: i for i, p in enumerate(data.product_ids)}))
     order = order.sort_values(["p", "publish_day", "video_id"], kind="stable")
@@ -306,8 +307,19 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
             wd = (start + timedelta(days=t)).weekday()
             y = np.log1p(np.array([*seen, units], dtype=np.float64))  # log1p units, days 0..t
             trailing = [y[-2] if t >= 1 else 0.0, y[-3] if t >= 2 else 0.0, y[-3:].mean(), y[-7:].mean()]
+            # history: known once the product's first video is out (the stream's rule)
+            known = bool((pv["publish_day"].clip(lower=0) <= t).any())
+            hist = products.loc[pid, ["history_sales", "history_videos"]].to_numpy(float)
             prod = product_features(
-                units, price, rating, len(act), n_new, sums=sums, weekday=wd, trailing=trailing
+                units,
+                price,
+                rating,
+                len(act),
+                n_new,
+                sums=sums,
+                weekday=wd,
+                trailing=trailing,
+                history=hist if known else np.full(2, np.nan),
             )
             seen.append(float(units))
             ref = day_input(hk, sk, prod)

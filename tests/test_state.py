@@ -95,7 +95,8 @@ def test_video_then_engagement_then_sales_close_the_day():
         8 + SIDE_DIM :
     ]  # inference.daily.PRODUCT_FEATURES: sums of today's counts, weekday one-hot
     assert prod[PRODUCT_FEATURES.index("sum_likes")] == pytest.approx(np.log1p(7))
-    np.testing.assert_array_equal(prod[-7:], np.eye(7)[D0.weekday()])
+    wd0 = PRODUCT_FEATURES.index("weekday_0")
+    np.testing.assert_array_equal(prod[wd0 : wd0 + 7], np.eye(7)[D0.weekday()])
     assert st.closed_day == day_ordinal(D0) and st.units == 40
 
 
@@ -195,6 +196,40 @@ def test_version1_state_record_still_loads():
     doc["v"] = 99
     with pytest.raises(ValueError, match="version 99"):
         ProductState.from_bytes(json.dumps(doc).encode())
+
+
+def test_product_history_from_the_first_video_reaches_x_and_survives_bytes():
+    """VideoPublished.product's history sales / videos: kept from the product's first video that
+    carries them (a later snapshot does not overwrite them), in x's history columns from then on,
+    saved with the state; a version 2 record (no history) loads as unknown."""
+    import json
+
+    from inference.daily import HISTORY_AT
+
+    v1 = video("v1", D0)
+    v1 = v1.model_copy(
+        update={"product": v1.product.model_copy(update={"history_sales": 120, "history_videos": 4})}
+    )
+    v2 = video("v2", D0)
+    v2 = v2.model_copy(
+        update={"product": v2.product.model_copy(update={"history_sales": 9, "history_videos": 1})}
+    )
+    st, res = apply_event(None, v1, h=H, h_dim=8)
+    st, _ = apply_event(st, v2, h=H, h_dim=8)
+    assert st.history == (120.0, 4.0)
+    st, res = apply_event(st, sales(D0, 40), h_dim=8)
+    prod = res.forecasts[0].xs[0][8 + SIDE_DIM :]
+    np.testing.assert_allclose(prod[HISTORY_AT:], [np.log1p(120), np.log1p(4), 1.0], rtol=1e-6)
+    assert ProductState.from_bytes(st.to_bytes()).history == (120.0, 4.0)
+    doc = json.loads(st.to_bytes())
+    del doc["history"]
+    doc["v"] = 2
+    assert ProductState.from_bytes(json.dumps(doc).encode()).history is None
+    # a product whose videos carry no history: unknown, all three columns zero
+    st0, _ = apply_event(None, video("v3", D0), h=H, h_dim=8)
+    st0, res = apply_event(st0, sales(D0, 40), h_dim=8)
+    assert st0.history is None
+    np.testing.assert_array_equal(res.forecasts[0].xs[0][8 + SIDE_DIM + HISTORY_AT :], [0, 0, 0])
 
 
 def test_state_round_trips_through_bytes():

@@ -82,6 +82,8 @@ class _Replay:
             raise DS.DatasetError(f"{self.root}/videos.parquet: unknown influencer_id, e.g. {list(bad)}")
         videos["category"] = products["category"][pi]
         videos["list_price"] = products["price"][pi]
+        videos["history_sales"] = products["history_sales"][pi]
+        videos["history_videos"] = products["history_videos"][pi]
         videos["verified"] = infl["verified"][ii]
         videos["city_tier"] = infl["city_tier"][ii]
         videos["age"] = infl["age"][ii]
@@ -181,7 +183,12 @@ def iter_events(
                     city_tier=v["city_tier"][i],
                     age=age if 1 <= age <= 120 else None,
                 ),
-                product=ProductSnapshot(category=v["category"][i], price=float(v["list_price"][i])),
+                product=ProductSnapshot(
+                    category=v["category"][i],
+                    price=float(v["list_price"][i]),
+                    history_sales=int(v["history_sales"][i]),
+                    history_videos=int(v["history_videos"][i]),
+                ),
                 video_type=v["video_type"][i],
                 length_s=float(v["length_s"][i]),
                 width=int(v["width"][i]),
