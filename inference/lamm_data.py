@@ -31,6 +31,7 @@ ENGAGEMENT_COLS = ("likes", "shares", "comments", "collects", "impressions")  # 
 class LammData:
     root: str
     product_ids: np.ndarray  # (P,) str
+    video_ids: np.ndarray  # (V,) str, in the video order below
     n_days: int  # D
     category: np.ndarray  # (P,) int index into limits.PRODUCT_CATEGORIES
     history_sales: np.ndarray  # (P,)
@@ -174,6 +175,7 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
     return LammData(
         root=str(root),
         product_ids=pid,
+        video_ids=videos["video_id"].to_numpy(),
         n_days=d,
         category=category,
         history_sales=products["history_sales"].to_numpy(dtype=np.float64),

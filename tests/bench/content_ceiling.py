@@ -28,20 +28,15 @@ import pandas as pd
 import inference.baselines as B
 from inference.lamm_data import _ranges, load_lamm_data
 from inference.lamm_train import fold_assignment, metrics, norm_constants, split_calib, targets_z
-from schemas import dataset as ds
 
 VARIANTS = ("baseline", "oracle quality", "oracle expected units")
 
 
 def oracle_columns(data, root: Path) -> tuple[np.ndarray, np.ndarray]:
     """(V,) exp(true quality) of data's videos in data's order, (P, D) true expected units."""
-    videos = ds.read_table(root, "videos").to_pandas()
-    truth = pd.read_parquet(root / "truth" / "videos.parquet")[["video_id", "quality"]]
+    truth = pd.read_parquet(root / "truth" / "videos.parquet").set_index("video_id")["quality"]
+    q = truth.reindex(data.video_ids).to_numpy()
     pid = {p: i for i, p in enumerate(data.product_ids)}
-    v = videos[(videos["publish_day"] < data.n_days) & videos["product_id"].isin(pid)].copy()
-    v["p"] = v["product_id"].map(pid)
-    v = v.sort_values(["p", "publish_day", "video_id"], kind="stable")  # load_lamm_data's order
-    q = v.merge(truth, on="video_id", how="left", sort=False)["quality"].to_numpy()
     assert len(q) == data.n_videos and not np.isnan(q).any(), "truth/videos.parquet does not match the videos"
     sales = pd.read_parquet(root / "truth" / "sales.parquet")
     sales = sales[sales["product_id"].isin(pid) & (sales["day"] < data.n_days)]
