@@ -628,6 +628,7 @@ def create_app(
         settings.app_id,
         broker=kafka_urls(settings.kafka_bootstrap),
         store="memory://",
+        datadir=str(settings.data_dir or settings.home / "faust" / settings.app_id),  # not "<id>-data" in cwd
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,

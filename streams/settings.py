@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     topic_partitions: int = 4
     worker_web_port: int = 6066
+    data_dir: Path | None = Field(
+        None, description="Faust's local data folder (table metadata); default <home>/faust/<app_id>."
+    )
     batch_max: int = Field(
         20_000,
         description="Most events per micro-batch of the worker (a batch also closes batch_within_s after its "

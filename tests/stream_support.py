@@ -221,7 +221,7 @@ class WorkerProc:
 
     def start(self) -> WorkerProc:
         self.stats_path.unlink(missing_ok=True)
-        env = {**os.environ, **self.env}
+        env = {**os.environ, "LIFTSTREAM_DATA_DIR": str(self.log_path.with_suffix(".faust")), **self.env}
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [PY, "-m", "streams.app", *self.argv, "--stats-file", str(self.stats_path)],
