@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -604,10 +604,76 @@ class ControlFunctionIV(_InstrumentedResponse):
 IV_ESTIMATORS = {"deepiv": DeepIV, "control_function": ControlFunctionIV}
 
 
-def load_iv_estimator(state: dict) -> _InstrumentedResponse:
+class IVEnsemble:
+    """The average of several fits of one IV estimator that differ only in their seed (network
+    initialisation, held-out split, batch order). ``predict`` and ``marginal_effect`` are the
+    members' means, so the FEI is the derivative of the averaged h. Same numpy API as the
+    estimators; it lowers the variance of h, not its bias (docs/fei.md, "Ensemble")."""
+
+    def __init__(self, members: list[_InstrumentedResponse]):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = list(members)
+
+    @classmethod
+    def of(cls, estimator: type[_InstrumentedResponse], config: DeepIVConfig, n: int) -> IVEnsemble:
+        """n unfitted ``estimator``s with seeds config.seed, config.seed + 1, ..."""
+        if n < 1:
+            raise ValueError(f"n: need at least one member, got {n}")
+        return cls([estimator(replace(config, seed=config.seed + i)) for i in range(n)])
+
+    @property
+    def cfg(self) -> DeepIVConfig:
+        return self.members[0].cfg
+
+    @property
+    def history(self) -> dict:
+        return {"members": [m.history for m in self.members]}
+
+    def fit(self, *, treatment, covariates, instruments, outcome, on_epoch=None) -> IVEnsemble:
+        for m in self.members:
+            m.fit(
+                treatment=treatment,
+                covariates=covariates,
+                instruments=instruments,
+                outcome=outcome,
+                on_epoch=on_epoch,
+            )
+        return self
+
+    def predict(self, treatment, covariates, batch_size: int = 65536) -> np.ndarray:
+        """Mean of the members' h(t, x), (N,)."""
+        return np.mean([m.predict(treatment, covariates, batch_size) for m in self.members], axis=0)
+
+    def marginal_effect(self, treatment, covariates, batch_size: int = 65536) -> np.ndarray:
+        """Mean of the members' dh/dt, (N,)."""
+        return np.mean([m.marginal_effect(treatment, covariates, batch_size) for m in self.members], axis=0)
+
+    def first_stage_r2(self, *, treatment, covariates, instruments) -> float:
+        """Mean of the members' first-stage R^2."""
+        return float(
+            np.mean(
+                [
+                    m.first_stage_r2(treatment=treatment, covariates=covariates, instruments=instruments)
+                    for m in self.members
+                ]
+            )
+        )
+
+    def state(self) -> dict:
+        return {"kind": type(self).__name__, "members": [m.state() for m in self.members]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> IVEnsemble:
+        return cls([load_iv_estimator(m) for m in state["members"]])
+
+
+def load_iv_estimator(state: dict) -> _InstrumentedResponse | IVEnsemble:
     """An IV estimator from its ``state()``, of the class that saved it (states without a kind,
     saved before the control function existed, are Deep IV)."""
     kind = state.get("kind", "DeepIV")
+    if kind == IVEnsemble.__name__:
+        return IVEnsemble.from_state(state)
     for cls in IV_ESTIMATORS.values():
         if cls.__name__ == kind:
             return cls.from_state(state)

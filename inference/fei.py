@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from inference import vsvae as V
@@ -110,10 +111,36 @@ def pooled_statistics(frame, motion, audio, seg_mask, title, title_mask) -> np.n
     return np.hstack(out)
 
 
+SEGMENT_MEANS = ("frame_mean", "motion_mean", "audio_mean")  # the columns whose segment noise is known
+
+
+def segment_noise_moments(frame, motion, audio, seg_mask) -> tuple[np.ndarray, int]:
+    """Within-video scatter of the segment features: (sum over real segments of (x_s - mean_v)(x_s -
+    mean_v)^T with x_s = [frame, motion, audio] (3 D x 3 D), its degrees of freedom (real segments
+    minus videos with any)). Summed over chunks, divided, it is the segment noise covariance that
+    ``PooledPCA.fit(noise=...)`` whitens by."""
+    m = np.asarray(seg_mask, dtype=bool)
+    x = np.concatenate([np.asarray(a, dtype=np.float32) for a in (frame, motion, audio)], axis=2)
+    n = m.sum(1)
+    mean = (x * m[..., None]).sum(1) / np.maximum(n, 1)[:, None]
+    dev = (x - mean[:, None, :])[m]  # (real segments, 3 D)
+    return dev.T.astype(np.float64) @ dev, int(n.sum() - (n > 0).sum())
+
+
 @dataclass
 class PooledPCA:
     """Content covariates without a learned encoder: pooled statistics, standardized, projected on
-    their first k principal components and scaled to unit variance (fitted on the training videos)."""
+    their first k principal components and scaled to unit variance (fitted on the training videos).
+
+    With ``noise`` (the segment noise covariance of [frame, motion, audio], ``segment_noise_moments``)
+    the first ``snr_dim`` components are instead the directions of the per-video segment means with
+    the most variance between videos per unit of segment noise (the generalized eigenproblem
+    B v = lambda W v, B the covariance of the means, W the noise: a maximum-noise-fraction /
+    unsupervised-LDA projection), and the remaining ``k - snr_dim`` are principal components of all
+    the statistics. Scene clutter and sensor noise move single segments, content moves every segment
+    of a video: whitening by W keeps how strongly a video shows its look, which plain PCA of 896
+    standardized statistics mixes with noise (docs/fei.md, "Noise-whitened content"). The result is
+    the same linear map, so ``transform`` and the saved state do not change."""
 
     mean: np.ndarray  # (P,)
     scale: np.ndarray  # (P,)
@@ -121,7 +148,15 @@ class PooledPCA:
     comp_scale: np.ndarray  # (K,)
 
     @classmethod
-    def fit(cls, stats: np.ndarray, k: int = 16, max_rows: int = 30_000, seed: int = 0) -> PooledPCA:
+    def fit(
+        cls,
+        stats: np.ndarray,
+        k: int = 16,
+        max_rows: int = 30_000,
+        seed: int = 0,
+        noise: np.ndarray | None = None,
+        snr_dim: int = 0,
+    ) -> PooledPCA:
         stats = np.asarray(stats, dtype=np.float64)
         rng = np.random.default_rng(seed)
         if len(stats) > max_rows:
@@ -129,10 +164,14 @@ class PooledPCA:
         mean, scale = stats.mean(0), stats.std(0)
         scale = np.where(scale > 1e-8, scale, 1.0)
         zs = (stats - mean) / scale
+        snr = np.zeros((0, zs.shape[1]))
+        if noise is not None and snr_dim > 0:
+            snr = _snr_directions(stats - mean, np.asarray(noise, dtype=np.float64), snr_dim) * scale
         _, sv, vt = np.linalg.svd(zs, full_matrices=False)
-        k = min(k, vt.shape[0])
-        comp_scale = np.maximum(sv[:k] / np.sqrt(max(len(zs) - 1, 1)), 1e-8)
-        return cls(mean, scale, vt[:k], comp_scale)
+        comps = np.vstack([snr, vt[: max(min(k, vt.shape[0]) - len(snr), 0)]])
+        scores = zs @ comps.T
+        comp_scale = np.maximum(scores.std(0, ddof=1) if len(zs) > 1 else np.ones(len(comps)), 1e-8)
+        return cls(mean, scale, comps, comp_scale)
 
     def transform(self, stats: np.ndarray) -> np.ndarray:
         zs = (np.asarray(stats, dtype=np.float64) - self.mean) / self.scale
@@ -146,6 +185,22 @@ class PooledPCA:
         return cls(
             *(np.asarray(st[k], dtype=np.float64) for k in ("mean", "scale", "components", "comp_scale"))
         )
+
+
+def _snr_directions(centred: np.ndarray, noise: np.ndarray, k: int) -> np.ndarray:
+    """(k, 7 D) loadings on the raw pooled statistics (zero outside the segment-mean columns) of the
+    top-k solutions of B v = lambda W v, B the covariance of the segment means, W ``noise``."""
+    d = centred.shape[1] // len(POOLED_STATS)
+    cols = np.concatenate([np.arange(d) + POOLED_STATS.index(n) * d for n in SEGMENT_MEANS])
+    if noise.shape != (len(cols), len(cols)):
+        raise ValueError(f"noise: expected ({len(cols)}, {len(cols)}), got {noise.shape}")
+    means = centred[:, cols]
+    between = means.T @ means / max(len(means) - 1, 1)
+    ridge = 1e-6 * np.trace(noise) / len(noise)  # features constant over segments have W = 0
+    _, vecs = scipy.linalg.eigh(between, noise + ridge * np.eye(len(noise)))
+    out = np.zeros((min(k, len(cols)), centred.shape[1]))
+    out[:, cols] = vecs[:, ::-1][:, : len(out)].T
+    return out
 
 
 def treatment(followers) -> np.ndarray:

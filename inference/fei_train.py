@@ -1,12 +1,14 @@
-"""Fit the FEI advisor (VS-VAE + Deep IV) on a dataset folder and advise from a fitted one.
+"""Fit the FEI advisor (content vector + IV estimator) on a dataset folder and advise from a fitted one.
 
     liftstream fit-fei --dataset data/paper --out runs/fei/paper
     liftstream advise  --model runs/fei/paper --dataset data/paper --value 0.02 --cost 10 --out advice.csv
 
 Works on any folder in the schemas.dataset format (a real dataset has no truth/ and needs none):
 t = ln(videos.followers), z = log1p(videos.past_avg_hearts), y = ln(videos.impressions_14d),
-x = [r from the VS-VAE over the features/, verified (influencers table), video type, length, hour,
-segments]. ``fit_or_load_advisor(dataset, cache_dir)`` is what the embedded demo calls: it loads a
+x = [r, the content vector of the features/ (by default noise-whitened components of the pooled
+segment statistics, fei.PooledPCA; ``content="vsvae"``: the paper's VS-VAE), verified (influencers
+table), video type, length, hour, segments]; the IV estimator is the control function by default
+(``estimator="deepiv"``: the paper's Deep IV), ``members`` > 1 averages that many seeds. ``fit_or_load_advisor(dataset, cache_dir)`` is what the embedded demo calls: it loads a
 cached fit keyed by the dataset's contents and the configs, or fits and caches one.
 """
 
@@ -28,11 +30,11 @@ from tqdm.auto import tqdm
 from inference import fei as F
 from inference import vsvae as V
 from inference.client import VideoBatch, VideoMeta
-from inference.deepiv import IV_ESTIMATORS, DeepIVConfig, instrument_validity
+from inference.deepiv import IV_ESTIMATORS, DeepIVConfig, IVEnsemble, instrument_validity
 from schemas import dataset as DS
 from schemas import limits as L
 
-FIT_VERSION = "fei-fit-3"  # bump when fitting changes so cached fits are not reused
+FIT_VERSION = "fei-fit-4"  # bump when fitting changes so cached fits are not reused
 
 
 CONTENT_KINDS = ("pooled", "vsvae")
@@ -43,11 +45,16 @@ class FitConfig:
     # content representation: "pooled" = per-modality pooled statistics reduced by PCA (default,
     # measured better on the paper world, docs/fei.md); "vsvae" = the paper's VS-VAE posterior mean
     content: str = "pooled"
-    pooled_dim: int = 16  # principal components kept
+    pooled_dim: int = 16  # components kept
+    # of which the first snr_dim are noise-whitened directions of the segment means (fei.PooledPCA;
+    # measured against plain PCA in docs/fei.md, "Noise-whitened content")
+    snr_dim: int = 16
     vsvae: V.VSVAEConfig = field(default_factory=V.VSVAEConfig)
     # the IV estimator behind the FEI: "control_function" (default; measured better on the paper
     # world, docs/fei.md) or "deepiv" (the paper's Deep IV); each has its own network settings
     estimator: str = "control_function"
+    # > 1: the average of that many fits with consecutive seeds (deepiv.IVEnsemble; docs/fei.md, "Ensemble")
+    members: int = 3
     deepiv: DeepIVConfig = field(default_factory=lambda: DeepIVConfig(progress=True))
     # chosen on the paper world over seeds 0-4 (docs/fei.md, "Control function settings")
     control: DeepIVConfig = field(
@@ -156,6 +163,23 @@ def dataset_pooled(
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+def dataset_segment_noise(
+    feats: dict[str, np.ndarray], rows: np.ndarray, max_rows: int = 20_000, seed: int = 0, chunk: int = 4096
+) -> np.ndarray:
+    """The segment noise covariance of [frame, motion, audio] (fei.segment_noise_moments) over a
+    random sample of up to ``max_rows`` of the videos."""
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(rows, min(max_rows, len(rows)), replace=False))
+    total, dof = 0.0, 0
+    for i in range(0, len(take), chunk):
+        r = take[i : i + chunk]
+        s, n = F.segment_noise_moments(*(feats[k][r] for k in ("frame", "motion", "audio", "seg_mask")))
+        total, dof = total + s, dof + n
+    if dof < 1:
+        raise DS.DatasetError("no video has two real segments; cannot estimate the segment noise")
+    return total / dof
+
+
 def load_source(root: str | Path, progress: bool = True) -> tuple[pa.Table, VideoMeta, V.FeatureSource]:
     videos, meta, rows = read_video_meta(root)
     feats = DS.load_features(root)
@@ -185,8 +209,12 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
         videos, meta, rows = read_video_meta(root)
         if len(rows) < 20:
             raise DS.DatasetError(f"{root}: {len(rows)} videos; fitting FEI needs at least 20")
-        stats = dataset_pooled(DS.load_features(root), rows, progress=progress)
-        pooled = F.PooledPCA.fit(stats, cfg.pooled_dim, seed=cfg.deepiv.seed)
+        feats = DS.load_features(root)
+        stats = dataset_pooled(feats, rows, progress=progress)
+        noise = dataset_segment_noise(feats, rows, seed=cfg.deepiv.seed) if cfg.snr_dim else None
+        pooled = F.PooledPCA.fit(
+            stats, cfg.pooled_dim, seed=cfg.deepiv.seed, noise=noise, snr_dim=cfg.snr_dim
+        )
         r = pooled.transform(stats)
     t_vae = time.time() - t0
     x = F.covariates(r, meta)
@@ -220,7 +248,11 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
 def fit_iv(cfg: FitConfig, content_dim: int, t, x, z, y, **overrides):
     """cfg.estimator fitted on (t, x, z, y) with ``iv_config``'s settings; ``overrides`` are
     DeepIVConfig fields (e.g. ``progress=False``)."""
-    est = IV_ESTIMATORS[cfg.estimator](iv_config(cfg, content_dim), **overrides)
+    ivc = replace(iv_config(cfg, content_dim), **overrides)
+    if cfg.members > 1:
+        est = IVEnsemble.of(IV_ESTIMATORS[cfg.estimator], ivc, cfg.members)
+    else:
+        est = IV_ESTIMATORS[cfg.estimator](ivc)
     return est.fit(treatment=t, covariates=x, instruments=z, outcome=y)
 
 
@@ -328,11 +360,22 @@ def cli_fit(argv: list[str]) -> int:
         default=FitConfig.content,
         help="content representation: pooled statistics + PCA (default) or the paper's VS-VAE",
     )
+    p.add_argument(
+        "--members", type=int, default=FitConfig.members, help="IV fits with consecutive seeds, averaged"
+    )
+    p.add_argument(
+        "--snr-dim",
+        type=int,
+        default=FitConfig.snr_dim,
+        help="pooled content: noise-whitened components of the segment means (0: plain PCA)",
+    )
     a = p.parse_args(argv)
     base = FitConfig()
     epochs = {} if a.iv_epochs is None else {"max_epochs": a.iv_epochs}
     cfg = FitConfig(
         content=a.content,
+        members=a.members,
+        snr_dim=a.snr_dim,
         vsvae=V.VSVAEConfig(max_train_videos=a.vae_train_videos, max_epochs=a.vae_epochs, seed=a.seed),
         estimator=a.estimator,
         deepiv=replace(base.deepiv, seed=a.seed, **epochs),

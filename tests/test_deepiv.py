@@ -14,6 +14,7 @@ from inference.deepiv import (
     ControlFunctionIV,
     DeepIV,
     DeepIVConfig,
+    IVEnsemble,
     NaiveNeuralRegression,
     TwoStageLeastSquares,
     instrument_validity,
@@ -178,6 +179,33 @@ def test_load_iv_estimator_restores_the_class_that_saved_it(fitted, fitted_cf, d
         )
     with pytest.raises(ValueError, match="unknown IV estimator kind 'Nope'"):
         load_iv_estimator({**fitted.state(), "kind": "Nope"})
+
+
+def test_ensemble_averages_members_with_their_own_seeds_and_round_trips(data):
+    t, x, z, y = (a[:2000] for a in data[:4])
+    ens = IVEnsemble.of(ControlFunctionIV, SMALL, 2)
+    assert [m.cfg.seed for m in ens.members] == [SMALL.seed, SMALL.seed + 1]
+    ens.fit(treatment=t, covariates=x, instruments=z, outcome=y)
+    tb, xb = t[:200], x[:200]
+    each = np.array([m.marginal_effect(treatment=tb, covariates=xb) for m in ens.members])
+    assert not np.allclose(each[0], each[1])  # the seeds gave different fits
+    # member 0 is the single estimator with the ensemble's seed
+    single = ControlFunctionIV(SMALL).fit(treatment=t, covariates=x, instruments=z, outcome=y)
+    assert np.allclose(each[0], single.marginal_effect(treatment=tb, covariates=xb))
+    assert np.allclose(ens.marginal_effect(treatment=tb, covariates=xb), each.mean(0))
+    assert np.allclose(
+        ens.predict(treatment=tb, covariates=xb),
+        np.mean([m.predict(treatment=tb, covariates=xb) for m in ens.members], 0),
+    )
+    again = load_iv_estimator(ens.state())
+    assert type(again) is IVEnsemble and len(again.members) == 2
+    assert np.array_equal(
+        again.marginal_effect(treatment=tb, covariates=xb), ens.marginal_effect(treatment=tb, covariates=xb)
+    )
+    assert len(ens.history["members"]) == 2 and ens.cfg == ens.members[0].cfg
+    assert 0 < ens.first_stage_r2(treatment=t, covariates=x, instruments=z) < 1
+    with pytest.raises(ValueError, match="at least one member"):
+        IVEnsemble.of(ControlFunctionIV, SMALL, 0)
 
 
 @pytest.mark.parametrize("cls", [DeepIV, ControlFunctionIV, NaiveNeuralRegression, TwoStageLeastSquares])

@@ -189,11 +189,48 @@ def test_pooled_pca_whitens_and_round_trips():
     assert np.allclose(again.transform(stats[:7]), sc[:7])
 
 
+def test_noise_whitened_components_find_a_weak_video_level_signal_that_pca_misses():
+    """A look that every segment of a video shows weakly (variance 0.04 between videos) beside
+    segment-level clutter along another axis (variance 4 per segment): plain PCA's first component is
+    the clutter, the noise-whitened one the look, and the map keeps PooledPCA's form."""
+    rng = np.random.default_rng(1)
+    n, s, d = 2000, 8, 6
+    mask = np.ones((n, s), bool)
+    mask[: n // 2, 5:] = False  # short videos: fewer segments, noisier means
+    look = 0.2 * rng.normal(size=n)
+    frame = 0.3 * rng.normal(size=(n, s, d))
+    frame[..., 0] += look[:, None]
+    frame[..., 1] += 2.0 * rng.normal(size=(n, s))  # clutter: moves single segments
+    motion, audio = (0.3 * rng.normal(size=(n, s, d)) for _ in range(2))
+    frame, motion, audio = (a * mask[..., None] for a in (frame, motion, audio))
+    title, tmask = rng.normal(size=(n, 3, d)), np.ones((n, 3), bool)
+    stats = F.pooled_statistics(frame, motion, audio, mask, title, tmask)
+
+    total, dof = F.segment_noise_moments(frame, motion, audio, mask)
+    x = np.concatenate([frame, motion, audio], axis=2)
+    dev = np.concatenate([x[i][mask[i]] - x[i][mask[i]].mean(0) for i in range(n)])
+    assert dof == mask.sum() - n and np.allclose(total, dev.T @ dev, rtol=1e-4)
+
+    def r2(scores):
+        return np.corrcoef(scores, look)[0, 1] ** 2
+
+    plain = F.PooledPCA.fit(stats, k=1).transform(stats)[:, 0]
+    snr = F.PooledPCA.fit(stats, k=3, noise=total / dof, snr_dim=1)
+    sc = snr.transform(stats)
+    best = r2(stats[:, 0])  # the segment mean along the look itself: what its noise allows
+    assert r2(plain) < 0.1 and r2(sc[:, 0]) > 0.95 * best, (r2(plain), r2(sc[:, 0]), best)
+    assert sc.shape == (n, 3) and np.allclose(sc.std(0, ddof=1), 1.0, atol=1e-6)
+    assert np.allclose(F.PooledPCA.from_state(snr.state()).transform(stats[:5]), sc[:5])
+    with pytest.raises(ValueError, match="noise"):
+        F.PooledPCA.fit(stats, k=2, noise=np.eye(4), snr_dim=1)
+
+
 def test_vsvae_content_option_still_fits_saves_and_advises(world, tmp_path):
     cfg = FT.FitConfig(
         content="vsvae",
         vsvae=V.VSVAEConfig(max_epochs=1, max_train_videos=300, progress=False, latent_dim=4),
         estimator="deepiv",
+        members=1,
         deepiv=DeepIVConfig(first_hidden=(16,), second_hidden=(16,), max_epochs=2, n_components=2),
         validity_rows=1000,
     )
@@ -254,17 +291,24 @@ def test_cli_fit_and_advise(world, tmp_path, capsys):
 
 
 def test_default_advisor_uses_the_control_function_without_verified_in_its_first_stage(advisor, tmp_path):
-    assert type(advisor.estimator).__name__ == "ControlFunctionIV"
-    assert advisor.report["estimator"] == "control_function"
-    r_dim = advisor.estimator.n_covariates - len(F.COVARIATE_POST_STATS)
-    assert advisor.estimator.cfg.first_stage_exclude == (r_dim + F.COVARIATE_POST_STATS.index("verified"),)
+    # the default: three control-function fits with consecutive seeds, averaged, on whitened content
+    assert type(advisor.estimator).__name__ == "IVEnsemble"
+    members = advisor.estimator.members
+    assert [type(m).__name__ for m in members] == ["ControlFunctionIV"] * 3
+    assert [m.cfg.seed for m in members] == [TINY.control.seed + i for i in range(3)]
+    assert advisor.report["estimator"] == "control_function" and advisor.report["content"] == "pooled"
+    assert advisor.pooled is not None and len(advisor.pooled.comp_scale) == FT.FitConfig.pooled_dim
+    n_cov = members[0].n_covariates
+    r_dim = n_cov - len(F.COVARIATE_POST_STATS)
+    for m in members:
+        assert m.cfg.first_stage_exclude == (r_dim + F.COVARIATE_POST_STATS.index("verified"),)
     # advisors saved before the control function kept the estimator under "deepiv"
     advisor.save(tmp_path / "a")
     w = torch.load(tmp_path / "a" / "weights.pt", weights_only=False)
     w["deepiv"] = w.pop("iv")
     torch.save(w, tmp_path / "a" / "weights.pt")
     again = F.FeiAdvisor.load(tmp_path / "a")
-    x = np.random.default_rng(0).normal(size=(5, advisor.estimator.n_covariates))
+    x = np.random.default_rng(0).normal(size=(5, n_cov))
     t = np.full(5, 9.0)
     assert np.array_equal(
         again.estimator.marginal_effect(treatment=t, covariates=x),

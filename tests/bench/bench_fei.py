@@ -51,6 +51,7 @@ from inference import vsvae as V
 from inference.deepiv import (
     IV_ESTIMATORS,
     DeepIVConfig,
+    IVEnsemble,
     NaiveNeuralRegression,
     TwoStageLeastSquares,
     instrument_validity,
@@ -69,10 +70,22 @@ def fit_config(args) -> FT.FitConfig:
     """The advisor's FitConfig for --content / --estimator (Deep IV with the benchmark's IV_CFG)."""
     return FT.FitConfig(
         content=args.content,
+        pooled_dim=args.pooled_dim,
+        snr_dim=args.snr_dim,
         estimator=args.estimator,
+        members=args.members,
         vsvae=V.VSVAEConfig(max_train_videos=args.vae_train_videos, max_epochs=args.vae_epochs),
-        deepiv=IV_CFG,
+        deepiv=replace(IV_CFG, seed=args.seed),
+        control=replace(FT.FitConfig().control, seed=args.seed, **dict(_setting(kv) for kv in args.control)),
     )
+
+
+def _setting(kv: str) -> tuple[str, float]:
+    """'weight_decay=3e-4' -> ('weight_decay', 0.0003) for --control."""
+    key, _, value = kv.partition("=")
+    if key not in DeepIVConfig.__dataclass_fields__ or not value:
+        raise SystemExit(f"--control {kv!r}: expected FIELD=NUMBER with a DeepIVConfig field")
+    return key, type(getattr(DeepIVConfig(), key))(float(value))
 
 
 def fit_estimator(kind: str, t, x, z, y, args, progress: bool = True):
@@ -205,7 +218,15 @@ def part_eval(dataset: Path, args) -> dict:
     naive_cfg = replace(
         IV_CFG, progress=False, max_epochs=args.baseline_epochs
     )  # the same network as Deep IV
-    ests["naive"] = NaiveNeuralRegression(naive_cfg).fit(treatment=t, covariates=x, outcome=y)
+    # as many naive fits as the advisor averages (seeds as IVEnsemble.of), so the ratio compares like with like
+    n_members = len(getattr(adv.estimator, "members", [None]))
+    naive = [
+        NaiveNeuralRegression(replace(naive_cfg, seed=naive_cfg.seed + i)).fit(
+            treatment=t, covariates=x, outcome=y
+        )
+        for i in range(n_members)
+    ]
+    ests["naive"] = naive[0] if n_members == 1 else IVEnsemble(naive)
     ests["2sls"] = TwoStageLeastSquares().fit(treatment=t, covariates=x, instruments=z, outcome=y)
     errs = {}
     for name, est in ests.items():
@@ -451,7 +472,7 @@ def part_scale(dataset: Path, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global IV_CFG
+    global IV_CFG, OUT
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="data/fei_paper")
     p.add_argument("--parts", default="fit,eval,scale")
@@ -463,6 +484,25 @@ def main(argv: list[str] | None = None) -> int:
         default=FT.FitConfig.content,
         help="content representation of the fit: pooled statistics + PCA (default) or the VS-VAE",
     )
+    p.add_argument(
+        "--pooled-dim", type=int, default=FT.FitConfig.pooled_dim, help="pooled content components"
+    )
+    p.add_argument(
+        "--snr-dim",
+        type=int,
+        default=FT.FitConfig.snr_dim,
+        help="of which noise-whitened directions of the segment means (fei.PooledPCA)",
+    )
+    p.add_argument("--members", type=int, default=FT.FitConfig.members, help="IV fits averaged (IVEnsemble)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the IV fits (and of the PCA sample)")
+    p.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="FIELD=NUMBER",
+        help="override a DeepIVConfig field of the control function, e.g. --control weight_decay=3e-4",
+    )
+    p.add_argument("--out", type=Path, default=OUT, help="output folder")
     p.add_argument("--vae-train-videos", type=int, default=30_000)
     p.add_argument("--vae-epochs", type=int, default=8)
     p.add_argument(
@@ -489,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
+    OUT = a.out
     OUT.mkdir(parents=True, exist_ok=True)
     if a.response:
         IV_CFG = replace(IV_CFG, response=a.response)
