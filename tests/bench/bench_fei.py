@@ -56,10 +56,12 @@ from inference.deepiv import (
     TwoStageLeastSquares,
     instrument_validity,
 )
+from inference.sim import physics as PH
 from inference.sim import truth as T
 from inference.sim import world as W
 
 OUT = Path("runs/bench/fei")
+PH_STYLE_CODE = {name: i for i, name in enumerate(PH.STYLES)}  # truth/videos.parquet style -> code
 VALUE, COST = 0.02, 10.0  # the paper's Walmart case: $0.02 per impression, $10 per 1k followers
 HEAT_VALUES = np.array([0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.14, 0.16, 0.18, 0.20])
 HEAT_COSTS = np.array([5.0, 10.0, 15.0, 20.0, 25.0, 50.0, 75.0, 100.0])
@@ -181,6 +183,56 @@ def fei_errors(est, x, params, grid, n_eval, seed=0) -> dict:
     }
 
 
+def profit_bounds(dataset: Path, params: dict, r: np.ndarray, idx: np.ndarray, adv, sim) -> dict:
+    """Profit shares at (VALUE, COST) of decisions that know each video's true style and level
+    (intercept) and the simulator's curve family, and know the intensity (which sets the S-curve's
+    peak) only as well as the content does: ``style_only`` averages the curve over the intensity
+    prior, ``content_intensity`` over its posterior given a cross-fitted within-style least-squares
+    estimate from the content vector r (normal likelihood with the residual variance), each
+    video's follower size maximising expected profit. What an estimator that reads r perfectly
+    could reach; ``true_intensity`` is 1 by construction."""
+    from inference.sim.content import curve_params
+
+    tv = pq.read_table(dataset / "truth" / "videos.parquet", columns=["style", "intensity"])
+    styles = np.array([str(v) for v in tv.column("style").to_pylist()])
+    k = tv.column("intensity").to_numpy()
+    fold = np.arange(len(k)) % 2
+    k_hat, resid_var = np.zeros_like(k), {}
+    a = np.column_stack([r, np.ones(len(r))])
+    for st in np.unique(styles):
+        for f in (0, 1):
+            tr, te = (styles == st) & (fold != f), (styles == st) & (fold == f)
+            k_hat[te] = a[te] @ np.linalg.lstsq(a[tr], k[tr], rcond=None)[0]
+        resid_var[st] = float(np.mean((k[styles == st] - k_hat[styles == st]) ** 2))
+    ks = np.linspace(0.02, 0.98, 25)
+    prior = ks * (1 - ks)  # Beta(2, 2), the simulator's intensity prior, up to a constant
+    sub = {kk: v[idx] for kk, v in params.items()}
+    true_grid = true_expected_impressions(adv.log_grid, sub, sim)
+    _, p_true = F.optimal_followers(true_grid, adv.grid_followers, VALUE, COST)
+    pos = p_true > 0
+    style_i = np.array([PH_STYLE_CODE[st] for st in styles[idx]])
+
+    def share(weights: np.ndarray) -> float:
+        expected = np.zeros_like(true_grid)
+        for j, kj in enumerate(ks):
+            p = curve_params(style_i, np.full(len(idx), kj), params["intercept"][idx])
+            expected += weights[:, j : j + 1] * true_expected_impressions(adv.log_grid, p, sim)
+        best, _ = F.optimal_followers(expected, adv.grid_followers, VALUE, COST)
+        got = F.profit(VALUE, COST, true_grid[np.arange(len(idx)), best], adv.grid_followers[best])
+        return float(got[pos].sum() / p_true[pos].sum())
+
+    flat = np.tile(prior / prior.sum(), (len(idx), 1))
+    var = np.array([resid_var[st] for st in styles[idx]])[:, None]
+    post = prior[None, :] * np.exp(-0.5 * (k_hat[idx][:, None] - ks[None, :]) ** 2 / var)
+    return {
+        "style_only": share(flat),
+        "content_intensity": share(post / post.sum(1, keepdims=True)),
+        "intensity_r2_within_style": {
+            str(st): float(1 - resid_var[st] / np.var(k[styles == st])) for st in np.unique(styles)
+        },
+    }
+
+
 def part_eval(dataset: Path, args) -> dict:
     import matplotlib
 
@@ -275,6 +327,11 @@ def part_eval(dataset: Path, args) -> dict:
     print(
         f"profit share of the true optimum at value {VALUE}, cost {COST}: {p0['share_of_true_optimal_profit_total']:.4f} (median per video {p0['median_ratio']:.4f})"
     )
+
+    res["profit_bounds"] = profit_bounds(
+        dataset, params, x[:, : x.shape[1] - len(F.COVARIATE_POST_STATS)], idx, adv, sim
+    )
+    print(f"profit share bounds (decisions on the true curve family, exact level): {res['profit_bounds']}")
 
     # smearing check: predicted vs true mean impressions at the actual follower counts
     res["smearing"] = adv.smearing
