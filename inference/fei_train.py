@@ -358,7 +358,7 @@ def cli_fit(argv: list[str]) -> int:
         "--content",
         choices=CONTENT_KINDS,
         default=FitConfig.content,
-        help="content representation: pooled statistics + PCA (default) or the paper's VS-VAE",
+        help="content representation: pooled statistics (default; see --snr-dim) or the paper's VS-VAE",
     )
     p.add_argument(
         "--members", type=int, default=FitConfig.members, help="IV fits with consecutive seeds, averaged"

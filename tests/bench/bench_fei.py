@@ -82,12 +82,15 @@ def fit_config(args) -> FT.FitConfig:
     )
 
 
-def _setting(kv: str) -> tuple[str, float]:
-    """'weight_decay=3e-4' -> ('weight_decay', 0.0003) for --control."""
+def _setting(kv: str) -> tuple[str, float | tuple[int, ...]]:
+    """'weight_decay=3e-4' -> ('weight_decay', 0.0003), 'second_hidden=256/128/64' -> a tuple, for --control."""
     key, _, value = kv.partition("=")
     if key not in DeepIVConfig.__dataclass_fields__ or not value:
-        raise SystemExit(f"--control {kv!r}: expected FIELD=NUMBER with a DeepIVConfig field")
-    return key, type(getattr(DeepIVConfig(), key))(float(value))
+        raise SystemExit(f"--control {kv!r}: expected FIELD=NUMBER (or N/N/N) with a DeepIVConfig field")
+    default = getattr(DeepIVConfig(), key)
+    if isinstance(default, tuple):
+        return key, tuple(int(v) for v in value.split("/") if v)
+    return key, type(default)(float(value))
 
 
 def fit_estimator(kind: str, t, x, z, y, args, progress: bool = True):
@@ -492,7 +495,10 @@ def part_scale(dataset: Path, args) -> dict:
             "fei_mae_support": e["mae"],
             "fei_mae_central_95": e95["mae"],
             "estimator": args.estimator,
-            "epochs": [len(v) for k, v in est.history.items() if isinstance(v, list)],
+            "epochs": [
+                [len(v) for v in h.values() if isinstance(v, list)]
+                for h in est.history.get("members", [est.history])
+            ],
         }
         if args.scale_naive:
             nv = NaiveNeuralRegression(replace(IV_CFG, progress=False)).fit(
@@ -539,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         "--content",
         choices=FT.CONTENT_KINDS,
         default=FT.FitConfig.content,
-        help="content representation of the fit: pooled statistics + PCA (default) or the VS-VAE",
+        help="content representation of the fit: pooled statistics (default; see --snr-dim) or the VS-VAE",
     )
     p.add_argument(
         "--pooled-dim", type=int, default=FT.FitConfig.pooled_dim, help="pooled content components"
