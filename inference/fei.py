@@ -166,7 +166,7 @@ class PooledPCA:
         zs = (stats - mean) / scale
         snr = np.zeros((0, zs.shape[1]))
         if noise is not None and snr_dim > 0:
-            snr = _snr_directions(stats - mean, np.asarray(noise, dtype=np.float64), snr_dim) * scale
+            snr = _snr_directions(stats - mean, np.asarray(noise, dtype=np.float64), min(snr_dim, k)) * scale
         _, sv, vt = np.linalg.svd(zs, full_matrices=False)
         comps = np.vstack([snr, vt[: max(min(k, vt.shape[0]) - len(snr), 0)]])
         scores = zs @ comps.T

@@ -8,8 +8,9 @@ t = ln(videos.followers), z = log1p(videos.past_avg_hearts), y = ln(videos.impre
 x = [r, the content vector of the features/ (by default noise-whitened components of the pooled
 segment statistics, fei.PooledPCA; ``content="vsvae"``: the paper's VS-VAE), verified (influencers
 table), video type, length, hour, segments]; the IV estimator is the control function by default
-(``estimator="deepiv"``: the paper's Deep IV), ``members`` > 1 averages that many seeds. ``fit_or_load_advisor(dataset, cache_dir)`` is what the embedded demo calls: it loads a
-cached fit keyed by the dataset's contents and the configs, or fits and caches one.
+(``estimator="deepiv"``: the paper's Deep IV), ``members`` > 1 averages that many seeds.
+``fit_or_load_advisor(dataset, cache_dir)`` is what the embedded demo calls: it loads a cached fit
+keyed by the dataset's contents and the configs, or fits and caches one.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ CONTENT_KINDS = ("pooled", "vsvae")
 
 @dataclass
 class FitConfig:
-    # content representation: "pooled" = per-modality pooled statistics reduced by PCA (default,
-    # measured better on the paper world, docs/fei.md); "vsvae" = the paper's VS-VAE posterior mean
+    # content representation: "pooled" = per-modality pooled statistics reduced to pooled_dim
+    # components (default, measured better on the paper world, docs/fei.md); "vsvae" = the paper's
+    # VS-VAE posterior mean
     content: str = "pooled"
     pooled_dim: int = 16  # components kept
     # of which the first snr_dim are noise-whitened directions of the segment means (fei.PooledPCA;

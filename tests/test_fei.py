@@ -221,6 +221,7 @@ def test_noise_whitened_components_find_a_weak_video_level_signal_that_pca_misse
     assert r2(plain) < 0.1 and r2(sc[:, 0]) > 0.95 * best, (r2(plain), r2(sc[:, 0]), best)
     assert sc.shape == (n, 3) and np.allclose(sc.std(0, ddof=1), 1.0, atol=1e-6)
     assert np.allclose(F.PooledPCA.from_state(snr.state()).transform(stats[:5]), sc[:5])
+    assert F.PooledPCA.fit(stats, k=2, noise=total / dof, snr_dim=5).transform(stats).shape == (n, 2)
     with pytest.raises(ValueError, match="noise"):
         F.PooledPCA.fit(stats, k=2, noise=np.eye(4), snr_dim=1)
 

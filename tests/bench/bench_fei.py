@@ -192,8 +192,8 @@ def profit_bounds(dataset: Path, params: dict, r: np.ndarray, idx: np.ndarray, a
     peak) only as well as the content does: ``style_only`` averages the curve over the intensity
     prior, ``content_intensity`` over its posterior given a cross-fitted within-style least-squares
     estimate from the content vector r (normal likelihood with the residual variance), each
-    video's follower size maximising expected profit. What an estimator that reads r perfectly
-    could reach; ``true_intensity`` is 1 by construction."""
+    video's follower size maximising expected profit: what an estimator that reads r perfectly
+    could reach (knowing the true intensity too would reach 1)."""
     from inference.sim.content import curve_params
 
     tv = pq.read_table(dataset / "truth" / "videos.parquet", columns=["style", "intensity"])
