@@ -22,9 +22,6 @@ A crash anywhere replays the uncommitted events against the last saved states, o
 recovered states stop before the committed offset (a commit that overtook its changelog
 records), the events after their state offset (``Worker.resume_from_states``): at-least-once
 delivery, and every row's deterministic key (ReplacingMergeTree) makes the replay harmless.
-Each batch is also checked against those offsets before it is applied (``first_missing``): a
-partition's events are applied only in offset order from the last one its states include, so
-events that never reached the batch (a fetch lost around a seek) are fetched again, not skipped.
 
 Late sales: with ``day_close_timeout_s > 0`` a timer closes the open day of a product whose next
 ``SalesDaily`` has not arrived that many seconds after its last day closed, by feeding the
@@ -167,23 +164,6 @@ def partition_of(pid: str, partitions: int) -> int:
     """The input partition of a product: Kafka's default (murmur2) partitioner on its key."""
     ids = list(range(partitions))
     return _PARTITIONER(event_key(pid), ids, ids)
-
-
-def first_missing(offsets: Sequence[int], done: int | None, hole: int | None = None) -> int | None:
-    """The first input offset missing from a partition's part of a batch, or None.
-
-    ``offsets``: that partition's messages in fetch order; ``done``: the last offset its states
-    include (``ProductTable.state_offset``; None: no record, the first message starts the run).
-    Offsets up to the last one applied are duplicates (replays) and fine; every other one must
-    follow it. ``hole``: an offset already fetched again once for a gap and still absent, i.e. a
-    hole in the log (transaction markers, compaction), which is then stepped over."""
-    expect = None if done is None else done + 1
-    for o in offsets:
-        if expect is not None and o > expect and expect != hole:
-            return expect
-        if expect is None or o >= expect:
-            expect = o + 1
-    return None
 
 
 class ProductTable(faust.Table):
@@ -700,31 +680,12 @@ def create_app(
     # lane (streams/faust_fast.py) and are acknowledged once it returns (rows in ClickHouse,
     # outputs and changelog records acknowledged by the broker); Faust commits their offsets.
     # A batch that raises is never acknowledged: its events are processed again.
-    refetched: dict[int, int] = {}  # partition -> offset fetched again for a gap (first_missing)
-
     async def score(messages):
-        by_partition: dict[int, list[int]] = {}
-        for m in messages:  # in fetch order
-            by_partition.setdefault(m.partition, []).append(m.offset)
-        cut: dict[int, int] = {}
-        for p, offs in by_partition.items():
-            missing = first_missing(offs, table.state_offset(p), refetched.pop(p, None))
-            if missing is not None:
-                cut[p] = refetched[p] = missing
-        if cut:  # applying past a missing event would lose it: apply up to it, fetch the rest again
-            worker.totals["refetched_gaps"] += len(cut)
-            log.warning(
-                "batch skips events its states do not include; fetching again from %s",
-                ", ".join(f"partition {p} offset {o}" for p, o in sorted(cut.items())),
-            )
-            messages = [m for m in messages if m.offset < cut.get(m.partition, m.offset + 1)]
         offsets: dict[int, int] = {}
-        for m in messages:
+        for m in messages:  # in fetch order: offsets rise within a partition
             offsets[m.partition] = m.offset
-        if messages:
-            # a tombstone (null value) is bad input like any other: it becomes a dead letter
-            await worker.handle([b"" if m.value is None else m.value for m in messages], offsets)
-        return {ensure_TP(TP(topics["events"], p)): o for p, o in cut.items()}
+        # a tombstone (null value) is bad input like any other: it becomes a dead letter
+        await worker.handle([b"" if m.value is None else m.value for m in messages], offsets)
 
     app.batch_lane(events, score, max_batch=settings.batch_max, within_s=settings.batch_within_s)
 

@@ -23,10 +23,7 @@
    expected offset means the records in between were fetched and lost on the way, so the
    partition is sought back to them (``_lane_in_order``). Under CPU load a restarted worker of
    the crash test lost exactly one fetch (200 records) of a partition at its resume point
-   without this: never processed, never fetched again, its commits stuck there. The handler
-   may also return partitions whose messages from some offset on it did not process (the
-   worker checks each batch against the offsets its states include, ``streams.app.first_missing``):
-   those are neither acknowledged nor tracked, and the partition is sought back to that offset.
+   without this: never processed, never fetched again, its commits stuck there.
    Changelog and other topics keep Faust's path.
 3. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
    the *root* logger to DEBUG even at ``--loglevel warning``, so every ``log.debug`` in aiokafka
@@ -41,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any, cast
@@ -96,12 +93,10 @@ def start(coro: Coroutine) -> tuple[bool, Any]:
 
 @dataclass(frozen=True)
 class BatchLane:
-    """A topic whose messages go to ``handler(messages)`` in batches instead of Faust streams.
-    The handler returns None, or {tp: offset} for partitions whose messages from ``offset`` on it
-    did not process: they are fetched again from there."""
+    """A topic whose messages go to ``handler(messages)`` in batches instead of Faust streams."""
 
     topic: str
-    handler: Callable[[list], Awaitable[Mapping[Any, int] | None]]
+    handler: Callable[[list], Awaitable[None]]
     max_batch: int = 2000
     within_s: float = 0.2
 
@@ -138,25 +133,18 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                     offset - 1,
                     tp.partition,
                 )
-                await self._lane_refetch(tp, nxt)
+                self._lane_reseek[tp] = (nxt, self._fetch_no)
+                try:
+                    await self.seek(tp, nxt)
+                except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the rebalance seeks
+                    self._lane_reseek.pop(tp, None)
+                    self.log.warning("seeking partition %d back failed: %r", tp.partition, exc)
                 return False
             if fetched_in <= sought[1]:
                 return False  # fetched before that seek
             await self._add_gap(tp, nxt, offset)
         self._lane_next[tp] = offset + 1
         return True
-
-    async def _lane_refetch(self, tp: Any, offset: int) -> None:
-        """Seek a lane partition back to ``offset`` and expect it next: records fetched before
-        this seek are skipped, one fetched after it and still past ``offset`` is a hole in the log
-        (``_lane_in_order``)."""
-        self._lane_next[tp] = offset
-        self._lane_reseek[tp] = (offset, self._fetch_no)
-        try:
-            await self.seek(tp, offset)
-        except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the rebalance seeks
-            self._lane_reseek.pop(tp, None)
-            self.log.warning("seeking partition %d back failed: %r", tp.partition, exc)
 
     def _lane_uncollect(self, messages: list) -> None:
         """Collected messages dropped unprocessed: their partitions expect them again, so that a
@@ -336,20 +324,10 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         track = self.track_message
         for message in messages:  # no await between the check above and this: no rebalance starts
             track(message)
-        retry = await lane.handler(messages)
+        await lane.handler(messages)
         ack = self.ack
-        if not retry:
-            for message in messages:
-                ack(message)
-            return
         for message in messages:
-            start = retry.get(message.tp)
-            if start is not None and message.offset >= start:
-                self._unacked_messages.discard(message)  # not processed: fetched again below
-            else:
-                ack(message)
-        for tp, offset in retry.items():
-            await self._lane_refetch(tp, offset)
+            ack(message)
 
 
 class FastTransport(faust_aiokafka.Transport):

@@ -125,18 +125,8 @@ def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=Tr
         track_message=seen["tracked"].append,
         ack=seen["acked"].append,
         _lane_next={},
-        _lane_reseek={},
-        _fetch_no=7,
-        _unacked_messages=set(),
     )
-    consumer.seeks = []
-
-    async def seek(tp, offset):
-        consumer.seeks.append((tp, offset))
-
-    consumer.seek = seek
     consumer._lane_uncollect = lambda messages: FastDrainConsumer._lane_uncollect(consumer, messages)
-    consumer._lane_refetch = lambda tp, offset: FastDrainConsumer._lane_refetch(consumer, tp, offset)
     return consumer, seen
 
 
@@ -193,24 +183,6 @@ class _Msg:
         self.tp, self.offset = tp, offset
 
 
-def test_lane_fetches_again_what_the_handler_did_not_process():
-    """The handler says partition 0 was applied only up to offset 11 (12 is missing from its
-    batch): 12 and later are neither acknowledged nor left tracked, the partition is sought back
-    to 12 and expects it next; partition 1 is acknowledged as usual."""
-    consumer, seen = _lane_consumer()
-    p0, p1 = TP("events", 0), TP("events", 1)
-    msgs = [_Msg(p0, 10), _Msg(p0, 11), _Msg(p1, 5), _Msg(p0, 14), _Msg(p0, 15)]
-    consumer._unacked_messages.update(msgs[3:])  # as track_message leaves them
-
-    async def handler(messages):
-        return {p0: 12}
-
-    _run_lane(consumer, handler, msgs)
-    assert seen["acked"] == msgs[:3] and consumer._unacked_messages == set()
-    assert consumer.seeks == [(p0, 12)] and consumer._lane_next[p0] == 12
-    assert consumer._lane_reseek[p0] == (12, 7)  # what _lane_in_order skips until the refetch
-
-
 def _in_order_consumer():
     """What FastDrainConsumer._lane_in_order reads and does, recording its seeks and gaps."""
     from types import SimpleNamespace
@@ -233,8 +205,6 @@ def _in_order_consumer():
         seek=seek,
         _add_gap=add_gap,
     )
-
-    consumer._lane_refetch = lambda tp, offset: FastDrainConsumer._lane_refetch(consumer, tp, offset)
 
     def in_order(offset, fetched_in):
         return asyncio.run(FastDrainConsumer._lane_in_order(consumer, TP("events", 0), offset, fetched_in))
@@ -260,18 +230,3 @@ def test_lane_accepts_a_gap_that_is_in_the_log():
     consumer._fetch_no = 2
     assert in_order(13, 2)  # fetched after the seek and still past 11: the log has no 11, 12
     assert seen["gaps"] == [(TP("events", 0), 11, 13)] and in_order(14, 2)
-
-
-def test_first_missing_applies_a_partition_only_in_offset_order_from_its_states():
-    from streams.app import first_missing
-
-    assert first_missing([553, 554, 555], done=552) is None  # follows the states
-    assert first_missing([500, 552, 553, 554], done=552) is None  # replays first: duplicates
-    assert first_missing([553, 554, 600, 601], done=552) == 555  # 555-599 never reached the batch
-    assert first_missing([560, 561], done=552) == 553  # starts past the states
-    assert first_missing([40, 41, 43], done=None) == 42  # no state offset yet: in order from the first
-    assert first_missing([553, 554, 553, 554, 555], done=552) is None  # fetched twice around a seek
-    # a gap already fetched again once and still there is a hole in the log: stepped over
-    assert first_missing([560, 561], done=552, hole=553) is None
-    assert first_missing([553, 554, 600], done=552, hole=553) == 555  # another gap is not the hole
-    assert first_missing([], done=7) is None
