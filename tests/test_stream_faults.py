@@ -268,10 +268,19 @@ def test_late_sales_close_the_day_on_a_timer(kafka_broker, clickhouse_server, un
             {"d": last_day},
         )
         assert imputed[0][1] == round(point[0][0])
-        assert store.query(
-            f"SELECT count() FROM {db}.forecasts FINAL WHERE kind = 'day_close' AND issued_day = %(d)s",
-            {"d": last_day},
-        ) == [(1,)]
+        # and the day's close issued the next forecast (same batch, another table's insert: the
+        # sales row can be visible a moment before it)
+        wait_for(
+            lambda: (
+                store.query(
+                    f"SELECT count() FROM {db}.forecasts FINAL WHERE kind = 'day_close' AND issued_day = %(d)s",
+                    {"d": last_day},
+                )
+                == [(1,)]
+            ),
+            10,
+            "the imputed close's forecast",
+        )
         # the real sales, late: stored as a correction that replaces the imputed row
         real = SalesDaily(
             event_id="real-late", day=last_day, product_id=pid, units=77, price=20.0, rating=95.0
