@@ -167,8 +167,9 @@ class PooledPCA:
         snr = np.zeros((0, zs.shape[1]))
         if noise is not None and snr_dim > 0:
             snr = _snr_directions(stats - mean, np.asarray(noise, dtype=np.float64), min(snr_dim, k)) * scale
-        _, sv, vt = np.linalg.svd(zs, full_matrices=False)
-        comps = np.vstack([snr, vt[: max(min(k, vt.shape[0]) - len(snr), 0)]])
+        n_pca = max(min(k, zs.shape[1]) - len(snr), 0)
+        pcs = np.linalg.svd(zs, full_matrices=False)[2][:n_pca] if n_pca else snr[:0]  # no SVD when unused
+        comps = np.vstack([snr, pcs])
         scores = zs @ comps.T
         comp_scale = np.maximum(scores.std(0, ddof=1) if len(zs) > 1 else np.ones(len(comps)), 1e-8)
         return cls(mean, scale, comps, comp_scale)
