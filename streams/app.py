@@ -15,13 +15,14 @@ changelog-backed table partitioned like the input topic). Per batch, in this ord
 3. Forecasts, alerts, advice and dead letters go to their output topics as JSON.
 4. The touched states are written to the table, whose changelog records the worker sends
    itself and waits for until the broker has acknowledged each (``ProductTable``), followed by
-   each partition's state offset (the last input offset the states include); only then are the
-   batch's events acknowledged, and Faust commits acknowledged offsets.
+   each partition's state offset (the last input offset the states include); only then does the
+   lane commit the batch's offsets.
 
-A crash anywhere replays the uncommitted events against the last saved states, or, should the
-recovered states stop before the committed offset (a commit that overtook its changelog
-records), the events after their state offset (``Worker.resume_from_states``): at-least-once
-delivery, and every row's deterministic key (ReplacingMergeTree) makes the replay harmless.
+After a crash or any rebalance, each input partition resumes right after its recovered state
+offset (``Worker.resume_offset``), whatever the committed offset says, and the batch lane takes
+its events strictly in offset order from there: events after the last saved states are replayed
+(their rows and outputs may have been written already: every row's deterministic key,
+ReplacingMergeTree, makes that harmless), and none is skipped.
 
 Late sales: with ``day_close_timeout_s > 0`` a timer closes the open day of a product whose next
 ``SalesDaily`` has not arrived that many seconds after its last day closed, by feeding the
@@ -56,7 +57,6 @@ from urllib.parse import unquote, urlsplit
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
-from faust.transport.consumer import ensure_TP
 from faust.types import TP
 from pydantic import BaseModel
 
@@ -181,15 +181,13 @@ class ProductTable(faust.Table):
     killed then came back with older states (tests/test_stream_e2e.py, ``slow_changelog``). Here
     a write only queues its record (``on_key_set``/``on_key_del``) and ``changelog_delivered``
     sends the queue straight to the producer, in order, and returns once the broker has
-    acknowledged every record. The worker awaits it before a batch's events are acknowledged.
+    acknowledged every record. The worker awaits it before a batch's offsets are committed.
 
     State offsets: each batch ends, in every changelog partition it wrote and every input
     partition it read, with a record ``OFFSET_KEY.format(p)`` holding the last input offset of
     partition ``p`` whose effects the states before it include. A recovered table therefore
     says itself where its partition's events must resume, whatever the group's committed offset
-    says; where that is before the committed offset (a commit that overtook its changelog
-    records, or a changelog read short), ``Worker.resume_from_states`` seeks and commits the
-    partition there before Faust seeks it, so those events are replayed instead of skipped.
+    says, and the batch lane resumes the partition there (``Worker.resume_offset``).
     """
 
     def partition_for_key(self, key: str) -> int:
@@ -361,7 +359,7 @@ class Worker:
             raise
         t3 = time.perf_counter()
         committed = self.states.commit()
-        # the batch's events are acknowledged when this returns: their states must be durable
+        # the batch's offsets are committed when this returns: their states must be durable
         await self.table.changelog_delivered(offsets)
         t4 = time.perf_counter()
         for stage, dt in (
@@ -485,50 +483,28 @@ class Worker:
             return []
         return sorted(tp.partition for tp in tps if tp.topic == self.topics["events"])
 
-    def resume_offsets(self, committed: dict[TP, int | None]) -> dict[TP, int]:
-        """The input partitions whose recovered states stop before the group's committed offset
-        (``committed``), or that have none, and where they resume: right after the last offset
-        their states include (``ProductTable.state_offset``)."""
-        moves = {}
-        for tp, offset in committed.items():
-            if tp.topic != self.topics["events"]:
-                continue
-            done = self.table.state_offset(tp.partition)
-            # only back: states ahead of the committed offset (the usual case after a crash, by
-            # up to a commit interval) replay those events as duplicates, as Faust does
-            if done is not None and (offset is None or offset < 0 or done + 1 < offset):
-                moves[tp] = done + 1
-        if moves:
-            self.totals["resumed_from_state"] += len(moves)
+    def resume_offset(self, partition: int, committed: int | None) -> int | None:
+        """Where the events of input ``partition`` resume after a rebalance (the batch lane's
+        ``resume``): right after the last offset its recovered states include
+        (``ProductTable.state_offset``), wherever the group's committed offset is; the committed
+        offset only for a partition whose states say nothing (a new group, an older changelog).
+
+        Behind the committed offset (a commit that overtook its changelog records, or a
+        changelog read short) the events after the states are replayed instead of skipped; ahead
+        of it (the usual case after a crash: the commit follows the states) the events the
+        states include are not read again."""
+        done = self.table.state_offset(partition)
+        if done is None:
+            return committed
+        if committed is not None and committed > done + 1:
+            self.totals["resumed_from_state"] += 1
             log.warning(
-                "resuming where the states stop, not at the committed offsets: %s",
-                ", ".join(
-                    f"partition {tp.partition} at {o} (committed {committed[tp]})"
-                    for tp, o in sorted(moves.items())
-                ),
+                "partition %d resumes where its states stop, at %d, not at the committed %d",
+                partition,
+                done + 1,
+                committed,
             )
-        return moves
-
-    async def resume_from_states(self) -> dict[TP, int]:
-        """Seek and commit each held input partition whose recovered states stop before the
-        group's committed offset to where they stop (``resume_offsets``).
-
-        Runs when recovery has ended (``on_rebalance_complete``), before Faust resumes the input
-        partitions and seeks them to the committed offsets: seeking while they are paused means
-        no record fetched from the old position can reach the batch lane, and committing makes
-        Faust's own seek land on the same offsets. Nothing moves in the usual case (states at or
-        ahead of the committed offset, whose replayed events count as duplicates)."""
-        consumer = self.app.consumer
-        committed = {ensure_TP(tp): offset for tp, offset in (await consumer.seek_to_committed()).items()}
-        moves = self.resume_offsets(committed)
-        for tp, offset in moves.items():
-            await consumer.seek(tp, offset)
-        if moves:
-            try:
-                await consumer._commit(moves)  # faust's own commit call (thread-delegated)
-            except Exception as exc:  # noqa: BLE001 - said loudly; Faust seeks to the committed ones
-                log.error("committing the states' offsets failed, events after them are skipped: %r", exc)
-        return moves
+        return done + 1
 
     def forget_partitions(self) -> None:
         """A rebalance moved products: timers start again from their next event, and decoded
@@ -677,9 +653,9 @@ def create_app(
     app.liftstream = worker
 
     # the input: the topic's messages reach Worker.handle in micro-batches through a batch
-    # lane (streams/faust_fast.py) and are acknowledged once it returns (rows in ClickHouse,
-    # outputs and changelog records acknowledged by the broker); Faust commits their offsets.
-    # A batch that raises is never acknowledged: its events are processed again.
+    # lane (streams/faust_fast.py), in offset order per partition from where the states stop;
+    # their offsets are committed once it returns (rows in ClickHouse, outputs and changelog
+    # records acknowledged by the broker). A batch that raises is never committed.
     async def score(messages):
         offsets: dict[int, int] = {}
         for m in messages:  # in fetch order: offsets rise within a partition
@@ -687,7 +663,13 @@ def create_app(
         # a tombstone (null value) is bad input like any other: it becomes a dead letter
         await worker.handle([b"" if m.value is None else m.value for m in messages], offsets)
 
-    app.batch_lane(events, score, max_batch=settings.batch_max, within_s=settings.batch_within_s)
+    app.batch_lane(
+        events,
+        score,
+        max_batch=settings.batch_max,
+        within_s=settings.batch_within_s,
+        resume=worker.resume_offset,
+    )
 
     if settings.day_close_timeout_s > 0:
         tick = min(max(settings.day_close_timeout_s / 4, 0.25), 60.0)
@@ -714,10 +696,6 @@ def create_app(
 
     @app.on_rebalance_complete.connect
     async def on_rebalanced(app, **kwargs):
-        try:
-            await worker.resume_from_states()
-        except Exception as exc:  # noqa: BLE001 - never fail a recovery over it
-            log.error("resuming from the states' offsets failed: %r", exc)
         worker._write_stats()
 
     @app.on_before_shutdown.connect

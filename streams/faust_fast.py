@@ -13,17 +13,28 @@
    (``faust.App`` with an empty agent drains 13.5k events/s, 18k with the fast path above). A topic
    registered with ``LiftStreamApp.batch_lane`` skips it: its fetched messages are collected into
    batches (at most ``max_batch`` messages, at most ``within_s`` after the first) and handed to
-   the lane's handler, which runs inline in the drain loop. Right before the handler runs they
-   are tracked like Faust tracks them (``Consumer.track_message``); when it returns, each is
-   acknowledged through ``Consumer.ack``, so offsets are committed by Faust exactly as for a
-   stream, and a handler that raises leaves its batch unacknowledged (processed again). A batch
-   collected before a rebalance began is dropped unprocessed and fetched again from the
-   committed offsets after it (``_run_lane``). A lane partition's messages are collected in
-   offset order from its last seek: one already passed is skipped, and one past the next
-   expected offset means the records in between were fetched and lost on the way, so the
-   partition is sought back to them (``_lane_in_order``). Under CPU load a restarted worker of
-   the crash test lost exactly one fetch (200 records) of a partition at its resume point
-   without this: never processed, never fetched again, its commits stuck there.
+   the lane's handler, which runs inline in the drain loop.
+
+   The handler saves, with its states, the last offset of each partition they include; the lane
+   keeps no offsets of its own that could disagree with them:
+
+   - *Opening.* A lane is closed from the start of a rebalance until the rebalance has recovered
+     the tables and Faust seeks to the committed offsets (``perform_seek``); then each of its
+     partitions is sought to where the lane's ``resume`` says (the worker: right after the last
+     offset its recovered states include) and the lane opens. What is fetched while it is closed
+     (Faust resumes the flow to read the changelogs, with input records still on the way) is
+     dropped, and so is a batch collected before the rebalance.
+   - *Order.* A partition's messages are taken strictly in offset order from there
+     (``_lane_in_order``): the expected offset is taken whichever fetch brought it, an offset
+     already passed is skipped, and a later one means aiokafka's position went past records the
+     lane never took (around a seek), so the partition is sought back to the expected offset.
+     A batch therefore always continues its partition's states exactly.
+   - *Commits.* Lane messages are neither tracked nor acknowledged through Faust: after the
+     handler returns, the lane commits each partition's next offset itself. The commit only
+     matters where the states say nothing (a new group) and for the lag an operator sees, so a
+     failed or late commit (a rebalance under way) loses nothing. A handler that raises closes
+     the lanes until the next rebalance.
+
    Changelog and other topics keep Faust's path.
 3. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
    the *root* logger to DEBUG even at ``--loglevel warning``, so every ``log.debug`` in aiokafka
@@ -93,77 +104,140 @@ def start(coro: Coroutine) -> tuple[bool, Any]:
 
 @dataclass(frozen=True)
 class BatchLane:
-    """A topic whose messages go to ``handler(messages)`` in batches instead of Faust streams."""
+    """A topic whose messages go to ``handler(messages)`` in batches instead of Faust streams.
+
+    ``resume(partition, committed)``: where a partition's messages must resume once a rebalance
+    has recovered the tables (default: the group's committed offset; None: wherever the consumer
+    starts)."""
 
     topic: str
     handler: Callable[[list], Awaitable[None]]
     max_batch: int = 2000
     within_s: float = 0.2
+    resume: Callable[[int, int | None], int | None] | None = None
 
 
 class FastDrainConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with an inline fast path for message delivery (see module doc)."""
+    """faust's aiokafka consumer with an inline fast path for message delivery and batch lanes
+    (see the module doc)."""
 
     _fetch_no = 0  # getmany calls made by the drain loop
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lane_next: dict = {}  # lane partition -> the offset its next message must have
-        self._lane_reseek: dict = {}  # lane partition -> (offset sought again, _fetch_no then)
+        # lane partition -> (offset sought, _fetch_no then, sought from the drain loop itself)
+        self._lane_sought: dict = {}
+        self._lane_open_in: int | None = None  # app.rebalancing_count the lanes were opened in
+
+    def lanes_open(self) -> bool:
+        """Whether lane messages may be collected and handled now: the lanes were opened (sought
+        to where the recovered tables resume) after the current rebalance, and the flow runs."""
+        app = self.app
+        return (
+            self._lane_open_in == app.rebalancing_count
+            and self.flow_active
+            and app.flow_control.is_active()
+            and not self.should_stop
+        )
+
+    def _lane_expect(self, tp: Any, offset: int, *, inside: bool) -> None:
+        """Expect ``offset`` next on a lane partition, about to be sought there. ``inside``: sought
+        from the drain loop between two ``getmany`` calls, so every record of the calls made so
+        far was returned before the seek."""
+        self._lane_next[tp] = offset
+        self._lane_sought[tp] = (offset, self._fetch_no, inside)
+        self._read_offset[tp] = offset if offset else None
+
+    async def _lane_seek(self, tp: Any, offset: int) -> None:
+        """Seek a lane partition to ``offset`` on the consumer's own thread (aiokafka is not
+        thread-safe; Faust's ``seek`` calls it from this one)."""
+        consumer = self._thread._ensure_consumer()
+
+        async def seek() -> None:
+            consumer.seek(tp, offset)
+
+        try:
+            await self._thread.call_thread(seek)
+        except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the rebalance reopens the lanes
+            self.log.warning("seeking partition %d to %d failed: %r", tp.partition, offset, exc)
 
     async def _lane_in_order(self, tp: Any, offset: int, fetched_in: int) -> bool:
         """Whether a lane message is the next one of its partition (see the module doc).
 
-        A partition's messages are collected in offset order from where the consumer last sought
-        it: an offset already passed is skipped (fetched again after a seek), and one past the
-        expected offset means that the records in between were fetched and lost on the way; the
-        partition is then sought back to the expected offset and the message skipped. Only a
-        message fetched after that seek and still past it is taken, the log having no records in
-        between (transaction markers, compaction), and the gap is acknowledged as Faust does."""
+        A partition's messages are taken strictly in offset order from where the lanes were
+        opened (``perform_seek``): an offset is a record's identity, so the expected one is taken
+        whichever fetch brought it, and one already passed is skipped. One past the expected
+        offset means that aiokafka's position went past records the lane never took (fetched
+        around a seek, or dropped with a batch): the partition is sought back from the drain
+        loop, and the rest of that fetch skipped. Only when a fetch started after such a seek
+        still brings a later offset does the log have no records in between (transaction
+        markers, compaction), and the message is taken."""
         nxt = self._lane_next.get(tp)
-        if nxt is not None and offset != nxt:
-            if offset < nxt:
-                return False
-            sought = self._lane_reseek.get(tp)
-            if sought is None or sought[0] != nxt:
-                self.log.warning(
-                    "batch lane %s: offsets %d-%d of partition %d never arrived; fetching them again",
-                    tp.topic,
-                    nxt,
-                    offset - 1,
-                    tp.partition,
-                )
-                self._lane_reseek[tp] = (nxt, self._fetch_no)
-                try:
-                    await self.seek(tp, nxt)
-                except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the rebalance seeks
-                    self._lane_reseek.pop(tp, None)
-                    self.log.warning("seeking partition %d back failed: %r", tp.partition, exc)
-                return False
+        if nxt is None or offset == nxt:
+            self._lane_next[tp] = offset + 1
+            return True
+        if offset < nxt:
+            return False
+        sought = self._lane_sought.get(tp)
+        if sought is not None and sought[0] == nxt and sought[2]:
             if fetched_in <= sought[1]:
-                return False  # fetched before that seek
-            await self._add_gap(tp, nxt, offset)
-        self._lane_next[tp] = offset + 1
-        return True
-
-    def _lane_uncollect(self, messages: list) -> None:
-        """Collected messages dropped unprocessed: their partitions expect them again, so that a
-        rebalance's seek or, without one, ``_lane_in_order`` fetches them again."""
-        for message in messages:
-            tp = message.tp
-            self._lane_next[tp] = min(self._lane_next.get(tp, message.offset), message.offset)
+                return False  # returned before that seek, which fetches the partition again
+            self.log.warning(
+                "batch lane %s: partition %d has no records at offsets %d-%d; going on from %d",
+                tp.topic,
+                tp.partition,
+                nxt,
+                offset - 1,
+                offset,
+            )
+            self._lane_next[tp] = offset + 1
+            return True
+        self.log.warning(
+            "batch lane %s: offsets %d-%d of partition %d never arrived; fetching them again",
+            tp.topic,
+            nxt,
+            offset - 1,
+            tp.partition,
+        )
+        self._lane_expect(tp, nxt, inside=True)
+        await self._lane_seek(tp, nxt)
+        return False
 
     async def perform_seek(self) -> None:
-        """Faust's seek of every partition to its committed offset; lanes expect those next."""
+        """Faust's seek of every partition to its committed offset; then, when the flow runs
+        (the call that ends a rebalance, after the tables were recovered, not the one ``getmany``
+        makes while the flow is stopped), the lanes open (``_open_lanes``)."""
+        opening = self.flow_active
+        count = self.app.rebalancing_count
         await super().perform_seek()
+        if opening:
+            await self._open_lanes(count)
+
+    async def _open_lanes(self, rebalancing_count: int) -> None:
+        """Open the lanes for that rebalance, each partition expected at where its lane's
+        ``resume`` says (from the committed offsets Faust's seek just read), then seek them there.
+
+        The lanes open before the seeks: a record fetched meanwhile is then judged by its offset
+        (``_lane_in_order``), where a closed lane would drop it after aiokafka's position had
+        passed it, with nothing later in a partition's tail to show the loss."""
+        lanes = self.app.batch_lanes
+        seeks = []
         for tp in self.assignment():
-            if tp.topic in self.app.batch_lanes:
-                self._lane_reseek.pop(tp, None)
-                offset = self._committed_offset.get(tp)
-                if offset is None:
-                    self._lane_next.pop(tp, None)
-                else:
-                    self._lane_next[tp] = offset
+            lane = lanes.get(tp.topic)
+            if lane is None:
+                continue
+            committed = self._committed_offset.get(tp)
+            offset = committed if lane.resume is None else lane.resume(tp.partition, committed)
+            if offset is None:
+                self._lane_next.pop(tp, None)
+                self._lane_sought.pop(tp, None)
+            else:
+                self._lane_expect(tp, offset, inside=False)
+                seeks.append((tp, offset))
+        self._lane_open_in = rebalancing_count
+        for tp, offset in seeks:
+            await self._lane_seek(tp, offset)
 
     async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - runs in every worker test
         callback = self.callback
@@ -188,7 +262,6 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         pending: dict[str, list] = {name: [] for name in lanes}
         deadline: float | None = None  # when the oldest collected message must be handed over
         collected_in = 0  # app.rebalancing_count when the oldest collected message was fetched
-        flow_control = self.app.flow_control  # Faust's switch for its streams (off until recovered)
 
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -211,26 +284,20 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                         offset = message.offset
                         lane = lanes.get(tp.topic) if lanes else None
                         if lane is not None:  # LiftStream: collected for the lane's handler
-                            if not flow_control.is_active():
-                                # streams are suspended (table recovery, rebalance): Faust
-                                # clears what its queues hold when it resumes, after seeking
-                                # to the committed offsets; so is this message
+                            if not self.lanes_open():
+                                # a rebalance, table recovery or a stop: the rebalance ends
+                                # by seeking the lane's partitions to where the recovered
+                                # states resume (perform_seek), so this message comes again
                                 set_read_offset(tp, offset)
                                 continue
-                            if not await self._lane_in_order(tp, offset, fetched_in):
-                                continue
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
                             if deadline is not None and self.app.rebalancing_count != collected_in:
-                                # what was collected before a rebalance is dropped: the
-                                # rebalance ended with a seek to the committed offsets, and
-                                # this message may be one of those fetched again, so it must
-                                # not share a batch with them (the whole batch is dropped)
+                                # collected before a rebalance: dropped, the rebalance sought
+                                # the partitions to where the recovered states resume
                                 for name in pending:
-                                    self._lane_uncollect(pending[name])
                                     pending[name] = []
                                 deadline = None
+                            if not await self._lane_in_order(tp, offset, fetched_in):
+                                continue
                             batch = pending[tp.topic]
                             batch.append(message)
                             if deadline is None:
@@ -296,38 +363,39 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
             unset_flag(flag_consumer_fetching)
 
     async def _run_lane(self, lane: BatchLane, messages: list, collected_in: int) -> None:
-        """Process one batch of a lane and acknowledge its messages (see the module doc).
+        """Process one batch of a lane, then commit its offsets (see the module doc).
 
-        Collected messages are tracked (``track_message``) only here, right before the handler
-        runs: a rebalance waits (``Consumer.wait_empty``) for every tracked message to be acked,
-        and the drain loop cannot hand a batch over while ``getmany`` waits for the flow to
-        resume, so messages tracked while still being collected would stall the rebalance. A
-        batch collected before a rebalance began (or while one runs, or while Faust's streams are
-        suspended for table recovery: ``app.flow_control``) is dropped unprocessed and
-        unacknowledged: the rebalance ends with a seek to the committed offsets, which fetches
-        those messages again. Processing them would apply events to states not yet recovered.
+        A batch collected before the current rebalance, or while the lanes are closed (a
+        rebalance, table recovery, a stop), is dropped unprocessed: processing it would apply
+        events to states not yet recovered, and the rebalance ends by seeking each lane partition
+        to where its recovered states resume (``perform_seek``), which fetches it again. (Faust
+        stops the flow only for a rebalance or a stop.) Lane messages are neither tracked nor
+        acknowledged through Faust: the handler saves, with the states, the last offset of each
+        partition they include, and the lanes resume there (``BatchLane.resume``), so the commit
+        after the handler is only where a partition resumes when its states say nothing, and
+        what an operator sees as the group's lag. A handler that raises closes the lanes until
+        the next rebalance; nothing of its batch is committed.
         """
-        app = self.app
-        if (
-            app.rebalancing_count != collected_in
-            or not app.flow_control.is_active()
-            or not self.flow_active
-            or self.should_stop
-        ):
+        if self.app.rebalancing_count != collected_in or not self.lanes_open():
             self.log.info(
                 "batch lane %s: %d message(s) dropped, fetched again after the rebalance",
                 lane.topic,
                 len(messages),
             )
-            self._lane_uncollect(messages)
             return
-        track = self.track_message
-        for message in messages:  # no await between the check above and this: no rebalance starts
-            track(message)
-        await lane.handler(messages)
-        ack = self.ack
+        try:
+            await lane.handler(messages)
+        except BaseException:
+            self._lane_open_in = None
+            raise
+        offsets = {}
         for message in messages:
-            ack(message)
+            offsets[message.tp] = message.offset + 1
+        try:
+            if await self._commit(offsets):
+                self._committed_offset.update(offsets)
+        except Exception as exc:  # noqa: BLE001 - the states hold the offsets; the next one commits
+            self.log.warning("committing %s failed: %r", lane.topic, exc)
 
 
 class FastTransport(faust_aiokafka.Transport):
@@ -342,11 +410,22 @@ class LiftStreamApp(faust.App):
         self.batch_lanes: dict[str, BatchLane] = {}  # topic name -> lane
         super().__init__(*args, **kwargs)
 
-    def batch_lane(self, topic, handler, *, max_batch: int = 2000, within_s: float = 0.2) -> BatchLane:
+    def batch_lane(
+        self,
+        topic,
+        handler,
+        *,
+        max_batch: int = 2000,
+        within_s: float = 0.2,
+        resume: Callable[[int, int | None], int | None] | None = None,
+    ) -> BatchLane:
         """Subscribe ``topic`` (a ``faust.Topic`` of one topic name) and send its messages to
-        ``handler(list of Message)`` in batches; each is acknowledged once the handler returns."""
+        ``handler(list of Message)`` in batches, in offset order per partition from where
+        ``resume(partition, committed offset)`` says after each rebalance (see ``BatchLane``)."""
         (name,) = topic.topics
-        lane = self.batch_lanes[name] = BatchLane(name, handler, max_batch=max_batch, within_s=within_s)
+        lane = self.batch_lanes[name] = BatchLane(
+            name, handler, max_batch=max_batch, within_s=within_s, resume=resume
+        )
         self.topics.add(topic)  # the conductor subscribes it; no stream reads it
         return lane
 

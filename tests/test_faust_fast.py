@@ -12,7 +12,7 @@ import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
-from streams.faust_fast import FAUST_VERSION, QuietWorker, finish, start
+from streams.faust_fast import FAUST_VERSION, FastDrainConsumer, QuietWorker, finish, start
 
 # sha256 of inspect.getsource(faust.transport.consumer.Consumer._drain_messages) in the version
 # FastDrainConsumer was copied from; a new faust-streaming must be reviewed and this updated
@@ -107,13 +107,31 @@ def test_quiet_worker_keeps_the_root_logger_level():
         root.setLevel(level)
 
 
-def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=True):
-    """What FastDrainConsumer._run_lane reads of its consumer, recording tracks and acks."""
+class _Msg:
+    def __init__(self, tp, offset):
+        self.tp, self.offset = tp, offset
+
+
+def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=True, open_in=3):
+    """A FastDrainConsumer's lane state without a broker: seeks and commits are recorded."""
     from types import SimpleNamespace
 
     from streams.faust_fast import FastDrainConsumer
 
-    seen = {"tracked": [], "acked": []}
+    seen = {"seeks": [], "commits": []}
+
+    class Kafka:  # aiokafka's consumer, on its thread
+        def seek(self, tp, offset):
+            seen["seeks"].append((tp, offset))
+            seen.setdefault("open_at_seek", []).append(consumer.lanes_open())
+
+    async def call_thread(fun, *args):
+        return await fun(*args)
+
+    async def commit(offsets):
+        seen["commits"].append(dict(offsets))
+        return True
+
     consumer = SimpleNamespace(
         app=SimpleNamespace(
             rebalancing_count=rebalancing_count,
@@ -122,111 +140,175 @@ def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=Tr
         flow_active=flow_active,
         should_stop=False,
         log=logging.getLogger("test.lane"),
-        track_message=seen["tracked"].append,
-        ack=seen["acked"].append,
+        _thread=SimpleNamespace(_ensure_consumer=Kafka, call_thread=call_thread),
+        _commit=commit,
+        _committed_offset={},
+        _read_offset={},
         _lane_next={},
+        _lane_sought={},
+        _lane_open_in=open_in,
+        _fetch_no=1,
     )
-    consumer._lane_uncollect = lambda messages: FastDrainConsumer._lane_uncollect(consumer, messages)
+    for name in ("lanes_open", "_lane_expect", "_lane_seek", "_lane_in_order", "_run_lane"):
+        setattr(consumer, name, getattr(FastDrainConsumer, name).__get__(consumer))
     return consumer, seen
 
 
 def _run_lane(consumer, handler, messages, collected_in=3):
-    from streams.faust_fast import BatchLane, FastDrainConsumer
+    from streams.faust_fast import BatchLane
 
-    lane = BatchLane("events", handler)
-    asyncio.run(FastDrainConsumer._run_lane(consumer, lane, messages, collected_in))
+    asyncio.run(consumer._run_lane(BatchLane("events", handler), messages, collected_in))
 
 
-def test_lane_batch_is_tracked_handled_then_acked():
+E0, E1 = TP("events", 0), TP("events", 1)
+
+
+def test_lane_batch_is_handled_then_its_next_offsets_committed():
     consumer, seen = _lane_consumer()
     handled = []
 
     async def handler(messages):
-        assert seen["tracked"] == [1, 2, 3] and seen["acked"] == []  # tracked first, acked after
+        assert seen["commits"] == []  # committed only once the handler returned
         handled.append(list(messages))
 
-    _run_lane(consumer, handler, [1, 2, 3])
-    assert handled == [[1, 2, 3]] and seen["acked"] == [1, 2, 3]
+    batch = [_Msg(E0, 5), _Msg(E1, 9), _Msg(E0, 6)]
+    _run_lane(consumer, handler, batch)
+    assert handled == [batch] and seen["commits"] == [{E0: 7, E1: 10}]
+    assert consumer._committed_offset == {E0: 7, E1: 10}
 
 
-def test_lane_batch_that_raises_is_never_acked():
+def test_lane_batch_that_raises_is_never_committed_and_closes_the_lanes():
     consumer, seen = _lane_consumer()
 
     async def handler(messages):
         raise RuntimeError("model down")
 
     with pytest.raises(RuntimeError):
-        _run_lane(consumer, handler, [1, 2])
-    assert seen["acked"] == []  # its offsets stay uncommitted: the batch is processed again
+        _run_lane(consumer, handler, [_Msg(E0, 1), _Msg(E0, 2)])
+    assert seen["commits"] == [] and not consumer.lanes_open()  # until a rebalance reopens them
 
 
 @pytest.mark.parametrize(
-    "state", [{"rebalancing_count": 4}, {"flow_control_active": False}, {"flow_active": False}]
+    "state",
+    [
+        {"rebalancing_count": 4},  # collected before the current rebalance
+        {"rebalancing_count": 4, "open_in": 4},  # ... even once the lanes reopened
+        {"open_in": None},  # lanes closed: recovery under way
+        {"flow_control_active": False},
+        {"flow_active": False},
+    ],
 )
-def test_lane_batch_from_before_a_rebalance_is_dropped_untracked(state):
-    """Collected before the current rebalance, or while streams/flow are suspended: dropped, never
-    tracked (a rebalance would wait for it) nor acked (the seek to committed fetches it again)."""
+def test_lane_batch_from_before_a_rebalance_is_dropped(state):
+    """Dropped unhandled and uncommitted: the rebalance seeks the partitions to where their
+    recovered states resume, which fetches it again."""
     consumer, seen = _lane_consumer(**state)
-    consumer._lane_next[TP("events", 0)] = 13  # collected up to 12
 
     async def handler(messages):
         raise AssertionError("a dropped batch must not be handled")
 
-    _run_lane(consumer, handler, [_Msg(TP("events", 0), 11), _Msg(TP("events", 0), 12)])
-    assert seen == {"tracked": [], "acked": []}
-    # and its partition expects them again (a seek, or _lane_in_order, fetches them again)
-    assert consumer._lane_next == {TP("events", 0): 11}
+    _run_lane(consumer, handler, [_Msg(E0, 11), _Msg(E0, 12)])
+    assert seen == {"seeks": [], "commits": []}
 
 
-class _Msg:
-    def __init__(self, tp, offset):
-        self.tp, self.offset = tp, offset
-
-
-def _in_order_consumer():
-    """What FastDrainConsumer._lane_in_order reads and does, recording its seeks and gaps."""
-    from types import SimpleNamespace
-
-    from streams.faust_fast import FastDrainConsumer
-
-    seen = {"seeks": [], "gaps": []}
-
-    async def seek(tp, offset):
-        seen["seeks"].append((tp, offset))
-
-    async def add_gap(tp, a, b):
-        seen["gaps"].append((tp, a, b))
-
-    consumer = SimpleNamespace(
-        _lane_next={},
-        _lane_reseek={},
-        _fetch_no=1,
-        log=logging.getLogger("test.lane"),
-        seek=seek,
-        _add_gap=add_gap,
-    )
-
-    def in_order(offset, fetched_in):
-        return asyncio.run(FastDrainConsumer._lane_in_order(consumer, TP("events", 0), offset, fetched_in))
-
-    return consumer, seen, in_order
+def _in_order(consumer, offset, fetched_in):
+    return asyncio.run(consumer._lane_in_order(E0, offset, fetched_in))
 
 
 def test_lane_takes_each_partition_in_offset_order():
-    consumer, seen, in_order = _in_order_consumer()
-    assert in_order(40, 1)  # nothing expected yet: taken
-    assert in_order(41, 1) and not in_order(41, 1) and not in_order(30, 1)  # passed already: skipped
-    # 43 when 42 is expected: 42 never arrived, so the partition is sought back to it
-    assert not in_order(43, 1) and seen["seeks"] == [(TP("events", 0), 42)]
-    assert not in_order(44, 1)  # the rest of that fetch, from before the seek: skipped
+    consumer, seen = _lane_consumer()
+    assert _in_order(consumer, 40, 1)  # nothing expected yet: taken
+    assert _in_order(consumer, 41, 1) and not _in_order(consumer, 41, 1)  # passed already: skipped
+    assert not _in_order(consumer, 30, 1)
+    # 43 when 42 is expected: aiokafka's position went past 42, so the partition is sought back
+    assert not _in_order(consumer, 43, 1) and seen["seeks"] == [(E0, 42)]
+    assert not _in_order(consumer, 44, 1)  # the rest of that fetch, returned before the seek
+    assert len(seen["seeks"]) == 1
     consumer._fetch_no = 2
-    assert in_order(42, 2) and in_order(43, 2)  # fetched again, in order
-    assert seen["gaps"] == [] and len(seen["seeks"]) == 1
+    assert _in_order(consumer, 42, 2) and _in_order(consumer, 43, 2)  # fetched again, in order
+
+
+def test_lane_takes_the_expected_offset_from_any_fetch():
+    """An offset is a record's identity: the expected one is taken even from a fetch made before
+    the last seek, and what aiokafka then fetches again from the seek is skipped."""
+    consumer, seen = _lane_consumer()
+    consumer._lane_next[E0] = 10
+    consumer._lane_sought[E0] = (10, 5, False)  # the rebalance's seek, while fetch 5 ran
+    assert _in_order(consumer, 10, 5) and _in_order(consumer, 11, 5)
+    assert not _in_order(consumer, 10, 6) and not _in_order(consumer, 11, 6) and _in_order(consumer, 12, 6)
+    assert seen["seeks"] == []
+
+
+def test_lane_seeks_again_after_a_seek_made_while_a_fetch_ran():
+    """perform_seek runs beside the drain loop: the fetch in flight may have moved aiokafka's
+    position past the sought offset, so a later offset from it seeks again (from the loop)."""
+    consumer, seen = _lane_consumer()
+    consumer._fetch_no = 5
+    consumer._lane_next[E0] = 10
+    consumer._lane_sought[E0] = (10, 5, False)
+    assert not _in_order(consumer, 14, 5) and seen["seeks"] == [(E0, 10)]
+    assert consumer._lane_sought[E0] == (10, 5, True)
+    assert not _in_order(consumer, 15, 5) and len(seen["seeks"]) == 1  # the rest of fetch 5
 
 
 def test_lane_accepts_a_gap_that_is_in_the_log():
-    consumer, seen, in_order = _in_order_consumer()
-    assert in_order(10, 1) and not in_order(13, 1)  # sought back to 11
+    consumer, seen = _lane_consumer()
+    assert _in_order(consumer, 10, 1) and not _in_order(consumer, 13, 1)  # sought back to 11
     consumer._fetch_no = 2
-    assert in_order(13, 2)  # fetched after the seek and still past 11: the log has no 11, 12
-    assert seen["gaps"] == [(TP("events", 0), 11, 13)] and in_order(14, 2)
+    assert _in_order(consumer, 13, 2)  # fetched after the seek and still past 11: no 11, 12 in the log
+    assert _in_order(consumer, 14, 2) and seen["seeks"] == [(E0, 11)]
+
+
+def test_lanes_open_at_the_resume_offsets():
+    """After a rebalance's seek each lane partition is sought to where its lane's ``resume``
+    says (None: left where the consumer is), and the lanes open for that rebalance."""
+    from streams.faust_fast import BatchLane
+
+    consumer, seen = _lane_consumer(rebalancing_count=7, open_in=None)
+    resumed = []
+
+    def resume(partition, committed):
+        resumed.append((partition, committed))
+        return {0: 100, 1: None}[partition]
+
+    consumer.app.batch_lanes = {"events": BatchLane("events", None, resume=resume)}
+    consumer.assignment = lambda: {E0, E1, TP("changelog", 0)}
+    consumer._committed_offset = {E0: 60, E1: 3}
+    consumer._lane_next[E1] = 50
+    assert not consumer.lanes_open()
+    asyncio.run(FastDrainConsumer._open_lanes(consumer, 7))
+    assert sorted(resumed) == [(0, 60), (1, 3)]
+    assert seen["seeks"] == [(E0, 100)] and consumer._lane_next == {E0: 100}
+    assert consumer._lane_sought[E0] == (100, 1, False) and consumer.lanes_open()
+    # open before the seek: what a fetch brings meanwhile is judged by its offset, not dropped
+    assert seen["open_at_seek"] == [True]
+
+
+def test_only_the_seek_that_ends_a_rebalance_opens_the_lanes():
+    """``perform_seek`` with the flow running (the end of a rebalance) opens the lanes after
+    Faust's own seek; the one ``getmany`` makes while the flow is stopped does not."""
+    from unittest import mock
+
+    consumer = object.__new__(FastDrainConsumer)  # no broker: only what perform_seek reads
+    calls = []
+
+    async def faust_seek(self):
+        calls.append("faust")
+
+    async def open_lanes(count):
+        calls.append(("open", count))
+
+    consumer.app = type("App", (), {"rebalancing_count": 4})()
+    consumer._open_lanes = open_lanes
+    with mock.patch.object(faust_aiokafka_consumer(), "perform_seek", faust_seek):
+        consumer.flow_active = False
+        asyncio.run(consumer.perform_seek())
+        assert calls == ["faust"]
+        consumer.flow_active = True
+        asyncio.run(consumer.perform_seek())
+        assert calls == ["faust", "faust", ("open", 4)]
+
+
+def faust_aiokafka_consumer():
+    from faust.transport.drivers import aiokafka
+
+    return aiokafka.Consumer

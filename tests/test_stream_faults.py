@@ -164,16 +164,14 @@ def test_table_states_failed_batch_leaves_no_trace():
 
 
 def test_partitions_resume_where_their_states_stop():
-    """``Worker.resume_offsets``: a partition whose recovered states stop at offset w, before the
-    group's committed offset (or with none committed), resumes at w + 1; one whose states are at
-    or ahead of it (ahead: replayed as duplicates), one with no saved offset and other topics
-    are left alone."""
-    from faust.types import TP
-
+    """``Worker.resume_offset`` (the batch lane's ``resume``): a partition resumes right after the
+    last offset its recovered states include, whether the group's committed offset is ahead of
+    that (replayed), behind it (not read again) or missing; only a partition whose states say
+    nothing resumes at the committed offset. Replays past a commit are counted."""
     from streams.app import OFFSET_KEY, Worker
     from streams.settings import Settings
 
-    class Table(dict):  # the part of ProductTable that resume_offsets reads
+    class Table(dict):  # the part of ProductTable that resume_offset reads
         def state_offset(self, p):
             raw = self.get(OFFSET_KEY.format(p))
             return None if raw is None else int(raw)
@@ -181,17 +179,13 @@ def test_partitions_resume_where_their_states_stop():
     saved = {0: b"99", 1: b"41", 2: b"9", 4: b"5"}
     table = Table({OFFSET_KEY.format(p): v for p, v in saved.items()})
     worker = Worker(Settings(), app=None, table=table, topics={"events": "ev"}, out_topics={})
-    committed = {
-        TP("ev", 0): 60,  # states ahead
-        TP("ev", 1): 42,  # in step
-        TP("ev", 2): 30,  # states behind: 10-29 replayed
-        TP("ev", 3): 7,  # nothing saved
-        TP("ev", 4): None,  # nothing committed
-        TP("ev-changelog", 0): None,
-    }
-    assert worker.resume_offsets(committed) == {TP("ev", 2): 10, TP("ev", 4): 6}
-    assert worker.totals["resumed_from_state"] == 2
-    assert worker.resume_offsets({TP("ev", 2): 10, TP("ev", 4): 6}) == {}
+    assert worker.resume_offset(0, 60) == 100  # states ahead: 60-99 are not read again
+    assert worker.resume_offset(1, 42) == 42  # in step
+    assert worker.resume_offset(2, 30) == 10  # states behind: 10-29 replayed
+    assert worker.resume_offset(3, 7) == 7  # nothing saved
+    assert worker.resume_offset(3, None) is None  # nothing at all: where the consumer starts
+    assert worker.resume_offset(4, None) == 6  # nothing committed
+    assert worker.totals["resumed_from_state"] == 1
 
 
 # ----------------------------------------------------------------------------------------------
