@@ -71,6 +71,9 @@ class DeepIVConfig:
     # itself causes (h holds them fixed; see ControlFunctionIV)
     first_stage_exclude: tuple[int, ...] = ()
     control_hidden: tuple[int, ...] = ()  # ControlFunctionIV's k(V): () linear, else an MLP of V
+    # covariate columns that move only h's level, linearly (ResponseNet), not the shape of h in t:
+    # e.g. content components that say how many impressions a video gets but not how they grow
+    level_only: tuple[int, ...] = ()
     seed: int = 0
     threads: int = 2
     progress: bool = False
@@ -206,11 +209,26 @@ class ResponseNet(nn.Module):
     knots m_k evenly over [-knot_range, knot_range] (t is standardized), so dh/dt is a smooth sum
     of sigmoids whose weights depend on the content. The network runs once per row however many
     treatment samples are scored, which makes stage 2 several times cheaper.
+
+    ``cfg.level_only`` columns of x skip the MLP and add a linear term to h (a partially linear
+    model): they can set how many impressions a video gets, not how they grow with t, so many such
+    columns cost few parameters and cannot add noise to dh/dt.
     """
 
     def __init__(self, d_x: int, cfg: DeepIVConfig):
         super().__init__()
         self.kind = cfg.response
+        level = sorted(set(int(i) for i in cfg.level_only))
+        if level and (level[0] < 0 or level[-1] >= d_x):
+            raise ValueError(f"level_only: columns {level} outside 0..{d_x - 1}")
+        shape = [i for i in range(d_x) if i not in set(level)]
+        # derived from cfg, not saved: states from before level_only load unchanged
+        self.register_buffer("shape_cols", torch.tensor(shape, dtype=torch.long), persistent=False)
+        self.register_buffer("level_cols", torch.tensor(level, dtype=torch.long), persistent=False)
+        self.level = nn.Linear(len(level), 1, bias=False) if level else None
+        if self.level is not None:
+            nn.init.zeros_(self.level.weight)  # no level effect until the data show one
+        d_x = len(shape)
         if self.kind == "mlp":
             self.body = _mlp(1 + d_x, cfg.second_hidden, 1, cfg.activation, cfg.dropout)
         elif self.kind == "basis":
@@ -231,10 +249,16 @@ class ResponseNet(nn.Module):
             f"expected t (B, M), x (B, P), got {tuple(t.shape)}, {tuple(x.shape)}"
         )
         b, m = t.shape
+        level = 0.0
+        if self.level is not None:
+            level = self.level(x[:, self.level_cols])  # (B, 1)
+            x = x[:, self.shape_cols]
         if self.kind == "mlp":
-            return self.body(torch.cat([t.reshape(-1, 1), x.repeat_interleave(m, 0)], 1)).reshape(b, m)
-        coef = self.body(x)  # (B, 2+K)
-        return (self._basis(t) * coef[:, None, :]).sum(-1)  # (B, M)
+            h = self.body(torch.cat([t.reshape(-1, 1), x.repeat_interleave(m, 0)], 1)).reshape(b, m)
+        else:
+            coef = self.body(x)  # (B, 2+K)
+            h = (self._basis(t) * coef[:, None, :]).sum(-1)  # (B, M)
+        return h + level
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         assert t.ndim == 1 and x.ndim == 2 and t.shape[0] == x.shape[0], (

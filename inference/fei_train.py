@@ -51,6 +51,10 @@ class FitConfig:
     # of which the first snr_dim are noise-whitened directions of the segment means (fei.PooledPCA;
     # measured against plain PCA in docs/fei.md, "Noise-whitened content")
     snr_dim: int = 16
+    # plain principal components of all pooled statistics appended to those, which reach the IV
+    # estimator's h only through its level (DeepIVConfig.level_only): they read how many
+    # impressions a video's content earns (docs/fei.md, "Level components")
+    level_dim: int = 0
     vsvae: V.VSVAEConfig = field(default_factory=V.VSVAEConfig)
     # the IV estimator behind the FEI: "control_function" (default; measured better on the paper
     # world, docs/fei.md) or "deepiv" (the paper's Deep IV); each has its own network settings
@@ -215,7 +219,11 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
         stats = dataset_pooled(feats, rows, progress=progress)
         noise = dataset_segment_noise(feats, rows, seed=cfg.deepiv.seed) if cfg.snr_dim else None
         pooled = F.PooledPCA.fit(
-            stats, cfg.pooled_dim, seed=cfg.deepiv.seed, noise=noise, snr_dim=cfg.snr_dim
+            stats,
+            cfg.pooled_dim + cfg.level_dim,
+            seed=cfg.deepiv.seed,
+            noise=noise,
+            snr_dim=min(cfg.snr_dim, cfg.pooled_dim),
         )
         r = pooled.transform(stats)
     t_vae = time.time() - t0
@@ -286,10 +294,13 @@ def iv_config(cfg: FitConfig, content_dim: int) -> DeepIVConfig:
     columns. The control function leaves ``verified`` out of its first stage: verification follows
     follower count (the treatment), so it carries the confounder; given t it says nothing more about
     it, and h keeps it as a covariate (docs/fei.md, "Control function")."""
+    level = {}
+    if cfg.content == "pooled" and cfg.level_dim:
+        level = {"level_only": tuple(range(content_dim - cfg.level_dim, content_dim))}
     if cfg.estimator == "deepiv":
-        return cfg.deepiv
+        return replace(cfg.deepiv, **level)
     verified = content_dim + F.COVARIATE_POST_STATS.index("verified")
-    return replace(cfg.control, first_stage_exclude=(verified,))
+    return replace(cfg.control, first_stage_exclude=(verified,), **level)
 
 
 @dataclass
@@ -371,6 +382,12 @@ def cli_fit(argv: list[str]) -> int:
         default=FitConfig.snr_dim,
         help="pooled content: noise-whitened components of the segment means (0: plain PCA)",
     )
+    p.add_argument(
+        "--level-dim",
+        type=int,
+        default=FitConfig.level_dim,
+        help="pooled content: principal components that move only the level of the impression curve",
+    )
     a = p.parse_args(argv)
     base = FitConfig()
     epochs = {} if a.iv_epochs is None else {"max_epochs": a.iv_epochs}
@@ -378,6 +395,7 @@ def cli_fit(argv: list[str]) -> int:
         content=a.content,
         members=a.members,
         snr_dim=a.snr_dim,
+        level_dim=a.level_dim,
         vsvae=V.VSVAEConfig(max_train_videos=a.vae_train_videos, max_epochs=a.vae_epochs, seed=a.seed),
         estimator=a.estimator,
         deepiv=replace(base.deepiv, seed=a.seed, **epochs),

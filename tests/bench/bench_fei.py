@@ -74,6 +74,7 @@ def fit_config(args) -> FT.FitConfig:
         content=args.content,
         pooled_dim=args.pooled_dim,
         snr_dim=args.snr_dim,
+        level_dim=args.level_dim,
         estimator=args.estimator,
         members=args.members,
         vsvae=V.VSVAEConfig(max_train_videos=args.vae_train_videos, max_epochs=args.vae_epochs),
@@ -186,14 +187,19 @@ def fei_errors(est, x, params, grid, n_eval, seed=0) -> dict:
     }
 
 
-def profit_bounds(dataset: Path, params: dict, r: np.ndarray, idx: np.ndarray, adv, sim) -> dict:
+def profit_bounds(
+    dataset: Path, params: dict, r: np.ndarray, idx: np.ndarray, adv, sim, x: np.ndarray | None = None
+) -> dict:
     """Profit shares at (VALUE, COST) of decisions that know each video's true style and level
     (intercept) and the simulator's curve family, and know the intensity (which sets the S-curve's
     peak) only as well as the content does: ``style_only`` averages the curve over the intensity
     prior, ``content_intensity`` over its posterior given a cross-fitted within-style least-squares
     estimate from the content vector r (normal likelihood with the residual variance), each
     video's follower size maximising expected profit: what an estimator that reads r perfectly
-    could reach (knowing the true intensity too would reach 1)."""
+    could reach (knowing the true intensity too would reach 1). ``content_intensity_and_level``
+    also knows the level only as well as the advisor's covariates x read it (a cross-fitted
+    least-squares probe of the intercept, times exp(residual variance / 2)): the level moves the
+    optimum of every curve shape, so this is the bound for an estimator that reads x."""
     from inference.sim.content import curve_params
 
     tv = pq.read_table(dataset / "truth" / "videos.parquet", columns=["style", "intensity"])
@@ -215,11 +221,13 @@ def profit_bounds(dataset: Path, params: dict, r: np.ndarray, idx: np.ndarray, a
     pos = p_true > 0
     style_i = np.array([PH_STYLE_CODE[st] for st in styles[idx]])
 
-    def share(weights: np.ndarray) -> float:
+    def share(
+        weights: np.ndarray, intercept: np.ndarray = params["intercept"][idx], factor: float = 1.0
+    ) -> float:
         expected = np.zeros_like(true_grid)
         for j, kj in enumerate(ks):
-            p = curve_params(style_i, np.full(len(idx), kj), params["intercept"][idx])
-            expected += weights[:, j : j + 1] * true_expected_impressions(adv.log_grid, p, sim)
+            p = curve_params(style_i, np.full(len(idx), kj), intercept)
+            expected += weights[:, j : j + 1] * true_expected_impressions(adv.log_grid, p, sim) * factor
         best, _ = F.optimal_followers(expected, adv.grid_followers, VALUE, COST)
         got = F.profit(VALUE, COST, true_grid[np.arange(len(idx)), best], adv.grid_followers[best])
         return float(got[pos].sum() / p_true[pos].sum())
@@ -227,9 +235,20 @@ def profit_bounds(dataset: Path, params: dict, r: np.ndarray, idx: np.ndarray, a
     flat = np.tile(prior / prior.sum(), (len(idx), 1))
     var = np.array([resid_var[st] for st in styles[idx]])[:, None]
     post = prior[None, :] * np.exp(-0.5 * (k_hat[idx][:, None] - ks[None, :]) ** 2 / var)
+    post /= post.sum(1, keepdims=True)
+    out = {"style_only": share(flat), "content_intensity": share(post)}
+    if x is not None:
+        icpt = params["intercept"]
+        ax = np.column_stack([x, np.ones(len(x))])
+        i_hat = np.zeros_like(icpt)
+        for f in (0, 1):
+            tr, te = fold != f, fold == f
+            i_hat[te] = ax[te] @ np.linalg.lstsq(ax[tr], icpt[tr], rcond=None)[0]
+        s2 = float(np.mean((icpt - i_hat) ** 2))
+        out["content_intensity_and_level"] = share(post, i_hat[idx], float(np.exp(s2 / 2)))
+        out["level_r2_from_x"] = float(1 - s2 / np.var(icpt))
     return {
-        "style_only": share(flat),
-        "content_intensity": share(post / post.sum(1, keepdims=True)),
+        **out,
         "intensity_r2_within_style": {
             str(st): float(1 - resid_var[st] / np.var(k[styles == st])) for st in np.unique(styles)
         },
@@ -332,7 +351,7 @@ def part_eval(dataset: Path, args) -> dict:
     )
 
     res["profit_bounds"] = profit_bounds(
-        dataset, params, x[:, : x.shape[1] - len(F.COVARIATE_POST_STATS)], idx, adv, sim
+        dataset, params, x[:, : x.shape[1] - len(F.COVARIATE_POST_STATS)], idx, adv, sim, x
     )
     print(f"profit share bounds (decisions on the true curve family, exact level): {res['profit_bounds']}")
 
@@ -555,6 +574,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=FT.FitConfig.snr_dim,
         help="of which noise-whitened directions of the segment means (fei.PooledPCA)",
+    )
+    p.add_argument(
+        "--level-dim",
+        type=int,
+        default=FT.FitConfig.level_dim,
+        help="principal components added that reach h only through its level (DeepIVConfig.level_only)",
     )
     p.add_argument("--members", type=int, default=FT.FitConfig.members, help="IV fits averaged (IVEnsemble)")
     p.add_argument("--seed", type=int, default=0, help="seed of the IV fits (and of the PCA sample)")
