@@ -288,6 +288,8 @@ def test_only_the_seek_that_ends_a_rebalance_opens_the_lanes():
     Faust's own seek; the one ``getmany`` makes while the flow is stopped does not."""
     from unittest import mock
 
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
     consumer = object.__new__(FastDrainConsumer)  # no broker: only what perform_seek reads
     calls = []
 
@@ -299,16 +301,10 @@ def test_only_the_seek_that_ends_a_rebalance_opens_the_lanes():
 
     consumer.app = type("App", (), {"rebalancing_count": 4})()
     consumer._open_lanes = open_lanes
-    with mock.patch.object(faust_aiokafka_consumer(), "perform_seek", faust_seek):
+    with mock.patch.object(faust_aiokafka.Consumer, "perform_seek", faust_seek):
         consumer.flow_active = False
         asyncio.run(consumer.perform_seek())
         assert calls == ["faust"]
         consumer.flow_active = True
         asyncio.run(consumer.perform_seek())
         assert calls == ["faust", "faust", ("open", 4)]
-
-
-def faust_aiokafka_consumer():
-    from faust.transport.drivers import aiokafka
-
-    return aiokafka.Consumer
