@@ -75,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     target, _ = COMMANDS[name]
     module, func = target.split(":")
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    from schemas.dataset import DatasetError
+
+    try:
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    except DatasetError as e:  # a dataset folder that is missing or malformed: one line, not a traceback
+        print(f"liftstream {name}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

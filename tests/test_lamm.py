@@ -514,3 +514,15 @@ def test_ablation_match_needs_positive_significant_increases():
     assert s["ablation_order"] == ["frame", "text", "motion", "audio"] and s["ablation_order_same_as_truth"]
     assert not s["ablation_increases_positive"]
     assert s["ablation_order_matches_truth"] is False
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "fit-fei"])
+def test_cli_reports_a_bad_dataset_folder_in_one_line(tmp_path, capsys, command):
+    """A folder that is not a dataset: exit 2 and a message naming what is missing, no traceback."""
+    from streams.cli import main
+
+    flag = "--dataset" if command == "fit-fei" else "--data"
+    assert main([command, flag, str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr()
+    assert "missing" in err.err + err.out and "Traceback" not in err.err
+    assert not (tmp_path / "out").exists()
