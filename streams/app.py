@@ -701,6 +701,7 @@ def create_app(
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kwargs):
         await worker.stop()
+        worker._write_stats()  # the final totals: the timer's last write can miss the last batches
 
     return app
 

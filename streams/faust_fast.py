@@ -32,8 +32,11 @@
    - *Commits.* Lane messages are neither tracked nor acknowledged through Faust: after the
      handler returns, the lane commits each partition's next offset itself. The commit only
      matters where the states say nothing (a new group) and for the lag an operator sees, so a
-     failed or late commit (a rebalance under way) loses nothing. A handler that raises closes
-     the lanes until the next rebalance.
+     failed or late commit (a rebalance under way) loses nothing. Where the recovered states
+     are ahead of the group's committed offset (the last owner's final commit failed or never
+     came), the lane commits their resume offset on opening, so a partition with no new records
+     does not show that lag for ever. A handler that raises closes the lanes until the next
+     rebalance.
 
    Changelog and other topics keep Faust's path.
 3. **The spinner's root logger.** ``faust.Worker`` installs a terminal-spinner handler and sets
@@ -222,7 +225,7 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         (``_lane_in_order``), where a closed lane would drop it after aiokafka's position had
         passed it, with nothing later in a partition's tail to show the loss."""
         lanes = self.app.batch_lanes
-        seeks = []
+        seeks, ahead = [], {}
         for tp in self.assignment():
             lane = lanes.get(tp.topic)
             if lane is None:
@@ -235,9 +238,26 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
             else:
                 self._lane_expect(tp, offset, inside=False)
                 seeks.append((tp, offset))
+                if committed is None or offset > committed:
+                    ahead[tp] = offset
         self._lane_open_in = rebalancing_count
         for tp, offset in seeks:
             await self._lane_seek(tp, offset)
+        if ahead:
+            self.log.info(
+                "batch lanes open where their states stop, ahead of the group's commits: committing %s",
+                {tp.partition: offset for tp, offset in ahead.items()},
+            )
+            await self._commit_lane_offsets(ahead)
+
+    async def _commit_lane_offsets(self, offsets: dict) -> None:
+        """Commit lane partitions' next offsets; a failure is logged, not raised (the states hold
+        the offsets, and the next batch commits again)."""
+        try:
+            if await self._commit(offsets):
+                self._committed_offset.update(offsets)
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("committing %s failed: %r", sorted({tp.topic for tp in offsets}), exc)
 
     async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - runs in every worker test
         callback = self.callback
@@ -391,11 +411,7 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         offsets = {}
         for message in messages:
             offsets[message.tp] = message.offset + 1
-        try:
-            if await self._commit(offsets):
-                self._committed_offset.update(offsets)
-        except Exception as exc:  # noqa: BLE001 - the states hold the offsets; the next one commits
-            self.log.warning("committing %s failed: %r", lane.topic, exc)
+        await self._commit_lane_offsets(offsets)
 
 
 class FastTransport(faust_aiokafka.Transport):

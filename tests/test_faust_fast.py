@@ -149,7 +149,14 @@ def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=Tr
         _lane_open_in=open_in,
         _fetch_no=1,
     )
-    for name in ("lanes_open", "_lane_expect", "_lane_seek", "_lane_in_order", "_run_lane"):
+    for name in (
+        "lanes_open",
+        "_lane_expect",
+        "_lane_seek",
+        "_lane_in_order",
+        "_run_lane",
+        "_commit_lane_offsets",
+    ):
         setattr(consumer, name, getattr(FastDrainConsumer, name).__get__(consumer))
     return consumer, seen
 
@@ -260,27 +267,53 @@ def test_lane_accepts_a_gap_that_is_in_the_log():
 
 def test_lanes_open_at_the_resume_offsets():
     """After a rebalance's seek each lane partition is sought to where its lane's ``resume``
-    says (None: left where the consumer is), and the lanes open for that rebalance."""
+    says (None: left where the consumer is), and the lanes open for that rebalance. Where the
+    resume offset is ahead of the group's committed one (the last owner's final commit never
+    came) it is committed at once; a resume offset behind the committed one is never committed
+    (the commit would move back)."""
     from streams.faust_fast import BatchLane
 
     consumer, seen = _lane_consumer(rebalancing_count=7, open_in=None)
     resumed = []
+    E2 = TP("events", 2)
 
     def resume(partition, committed):
         resumed.append((partition, committed))
-        return {0: 100, 1: None}[partition]
+        return {0: 100, 1: None, 2: 40}[partition]
 
     consumer.app.batch_lanes = {"events": BatchLane("events", None, resume=resume)}
-    consumer.assignment = lambda: {E0, E1, TP("changelog", 0)}
-    consumer._committed_offset = {E0: 60, E1: 3}
+    consumer.assignment = lambda: {E0, E1, E2, TP("changelog", 0)}
+    consumer._committed_offset = {E0: 60, E1: 3, E2: 45}
     consumer._lane_next[E1] = 50
     assert not consumer.lanes_open()
     asyncio.run(FastDrainConsumer._open_lanes(consumer, 7))
-    assert sorted(resumed) == [(0, 60), (1, 3)]
-    assert seen["seeks"] == [(E0, 100)] and consumer._lane_next == {E0: 100}
+    assert sorted(resumed) == [(0, 60), (1, 3), (2, 45)]
+    assert sorted(seen["seeks"]) == [(E0, 100), (E2, 40)] and consumer._lane_next == {E0: 100, E2: 40}
     assert consumer._lane_sought[E0] == (100, 1, False) and consumer.lanes_open()
     # open before the seek: what a fetch brings meanwhile is judged by its offset, not dropped
-    assert seen["open_at_seek"] == [True]
+    assert seen["open_at_seek"] == [True, True]
+    assert seen["commits"] == [{E0: 100}] and consumer._committed_offset[E0] == 100
+    assert consumer._committed_offset[E2] == 45
+
+
+def test_a_failed_commit_on_opening_is_logged_not_raised(caplog):
+    """The states hold the offsets: a commit refused on opening (a rebalance again) must not
+    stop the lanes from opening."""
+    from streams.faust_fast import BatchLane
+
+    consumer, seen = _lane_consumer(rebalancing_count=2, open_in=None)
+
+    async def refused(offsets):
+        raise RuntimeError("rebalance in progress")
+
+    consumer._commit = refused
+    consumer.app.batch_lanes = {"events": BatchLane("events", None, resume=lambda p, c: 10)}
+    consumer.assignment = lambda: {E0}
+    consumer._committed_offset = {}
+    with caplog.at_level(logging.WARNING, logger="test.lane"):
+        asyncio.run(FastDrainConsumer._open_lanes(consumer, 2))
+    assert consumer.lanes_open() and seen["seeks"] == [(E0, 10)] and E0 not in consumer._committed_offset
+    assert "rebalance in progress" in caplog.text
 
 
 def test_only_the_seek_that_ends_a_rebalance_opens_the_lanes():

@@ -141,6 +141,78 @@ def test_two_workers_split_products(world, kafka_broker, clickhouse_server, uniq
             w.stop()
 
 
+@pytest.mark.parametrize("fetch", ["plain", "slow_fetch"])
+def test_a_worker_joining_and_leaving_mid_stream_loses_nothing(
+    world, kafka_broker, clickhouse_server, unique_name, tmp_path, fetch
+):
+    """Scale out and back in while events flow (what an operator does with a Faust deployment):
+    a second worker joins a running one part way through the stream and takes half the
+    partitions, whose states it recovers from the changelog; later it stops (SIGTERM) and the
+    first takes them back. Every event is applied exactly once across the two and the rows equal
+    an in-process run's. ``slow_fetch`` holds every 3rd non-empty fetch 0.25 s on the consumer
+    thread, so records fetched before a rebalance's seeks arrive after them
+    (tests/faults/sitecustomize.py)."""
+    items, expected, totals = world
+    db = f"db_{unique_name}"
+    argv = worker_argv(
+        kafka_broker.bootstrap, clickhouse_server.url + db, unique_name, batch_max=200, loglevel="info"
+    )
+    env = (
+        {"PYTHONPATH": str(FAULTS), "LIFTSTREAM_FAULT_SLOW_FETCH": "3:0.25"} if fetch == "slow_fetch" else {}
+    )
+    first, second = ws = _workers(2, tmp_path, argv, env)
+    topic = topic_names(f"{unique_name}.")["events"]
+    group = f"app_{unique_name}"
+    n = len(items)
+    first.start()
+    producer = None
+    try:
+        wait_for(
+            lambda: len(first.stats().get("assigned", [])) == 4,
+            60,
+            "the first worker to take all 4 partitions",
+        )
+        producer = threading.Thread(
+            target=produce, args=(kafka_broker.bootstrap, topic, items), kwargs={"rate": 250}
+        )
+        producer.start()
+        wait_for(lambda: first.received() >= n // 5, 30, "the first worker to be mid-stream")
+        second.start()
+        wait_for(
+            lambda: len(second.stats().get("assigned", [])) == 2 and second.received() > 0,
+            60,
+            "the second worker to take 2 partitions and events from them",
+        )
+        at_join = first.received()
+        time.sleep(2)  # both workers process side by side for a while
+        second.stop()  # scale back in: the first worker takes its partitions back
+        assert at_join < n, "the second worker joined after the end of the stream"
+        producer.join(60)
+        applied = lambda: [w.stats().get("totals", {}).get("applied", 0) for w in ws]  # noqa: E731
+        try:
+            # the group's committed offsets reach the end too: a partition with nothing new after
+            # the rebalance has its lag cleared when the lane opens (FastDrainConsumer._open_lanes)
+            wait_for(
+                lambda: committed_total(kafka_broker.bootstrap, group, topic) >= n and sum(applied()) >= n,
+                90,
+                "the first worker to take the rest and commit it",
+                interval_s=0.5,
+            )
+        except AssertionError:
+            print(
+                "committed:", committed_offsets(kafka_broker.bootstrap, group, topic), "applied:", applied()
+            )
+            print("stats:", [w.stats().get("offsets") for w in ws])
+            raise
+        assert all(applied()) and sum(applied()) == totals["applied"], applied()  # each event once
+        _assert_same(open_store(clickhouse_server.url + db), db, expected, ws)
+    finally:
+        if producer is not None:
+            producer.join(60)
+        first.stop()
+        second.stop()
+
+
 def _process_first_half(bootstrap, topic, group, first_half):
     """Produce the first half and wait until the running worker has committed all of it."""
     produce(bootstrap, topic, first_half)
@@ -156,7 +228,7 @@ SESSION_TIMEOUT_S = 6  # worker_argv's --session-timeout
 FAULTS = REPO / "tests" / "faults"  # sitecustomize.py: fault injection in worker subprocesses
 
 
-@pytest.mark.parametrize("restart", ["after_session_timeout", "at_once", "slow_changelog"])
+@pytest.mark.parametrize("restart", ["after_session_timeout", "at_once", "slow_changelog", "slow_fetch"])
 def test_crash_recovery_restores_state_from_changelog(
     world, kafka_broker, clickhouse_server, unique_name, tmp_path, restart
 ):
@@ -165,7 +237,9 @@ def test_crash_recovery_restores_state_from_changelog(
     member (one rebalance); ``at_once`` restarts while it is still in the group (two);
     ``slow_changelog`` is ``at_once`` with every 25th changelog record delayed 0.3 s before
     aiokafka's producer takes it (Faust's flush before a commit gives up after 0.1 s): offsets
-    must still never be committed ahead of the states (tests/faults/sitecustomize.py)."""
+    must still never be committed ahead of the states; ``slow_fetch`` is ``at_once`` with every
+    3rd non-empty fetch held 0.25 s on the consumer thread, so fetches are in flight while the
+    rebalances' seeks move the partitions (tests/faults/sitecustomize.py)."""
     items, expected, _ = world
     db = f"db_{unique_name}"
     argv = worker_argv(
@@ -174,6 +248,8 @@ def test_crash_recovery_restores_state_from_changelog(
     env = {}
     if restart == "slow_changelog":
         env = {"PYTHONPATH": str(FAULTS), "LIFTSTREAM_FAULT_SLOW_CHANGELOG": "25:0.3"}
+    elif restart == "slow_fetch":
+        env = {"PYTHONPATH": str(FAULTS), "LIFTSTREAM_FAULT_SLOW_FETCH": "3:0.25"}
     first, second = _workers(2, tmp_path, argv, env)
     topic = topic_names(f"{unique_name}.")["events"]
     group = f"app_{unique_name}"
