@@ -10,9 +10,10 @@ same information:
 - ``no history``: without log history sales / videos;
 - ``x information``: only the columns LAMM's x also has (today's units, lags 1 / 2, 3- / 7-day
   means, weekday, price, rating, active / new video counts, the five engagement sums);
-- ``x information + history``: those plus history sales / videos.
+- ``x information + history``: those plus history sales / videos;
+- with ``--one-at-a-time``: that plus each other column alone (what each is worth to the trees).
 
-    .venv/bin/python -m tests.bench.lgbm_information [--data data/paper] [--out runs/lgbm-information]
+    .venv/bin/python -m tests.bench.lgbm_information [--data data/paper] [--out runs/lgbm-information] [--one-at-a-time]
 """
 
 from __future__ import annotations
@@ -59,15 +60,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="runs/lgbm-information")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="also 'x information + history' plus each column x lacks, one at a time",
+    )
     a = ap.parse_args(argv)
     assert set(B.LGBM_FEATURES) >= IN_X, f"unknown columns {IN_X - set(B.LGBM_FEATURES)}"
+    variants = dict(VARIANTS)
+    if a.one_at_a_time:
+        base = VARIANTS["x information + history"]
+        variants.update({f"x information + history + {c}": base - {c} for c in B.LGBM_FEATURES if c in base})
     data = load_lamm_data(a.data, in_memory=False)
     tc = TrainConfig()
     fold_of = fold_assignment(data.n_products, a.folds, tc.seed)  # as evaluate: same folds, same seeds
     full_table = B.lgbm_table
-    res: dict = {name: [] for name in VARIANTS}
+    res: dict = {name: [] for name in variants}
     try:
-        for name, zeroed in VARIANTS.items():
+        for name, zeroed in variants.items():
             cols = [B.LGBM_FEATURES.index(c) for c in zeroed]
 
             def table(d, p, cols=cols):
