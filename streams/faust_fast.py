@@ -223,7 +223,9 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
 
         The lanes open before the seeks: a record fetched meanwhile is then judged by its offset
         (``_lane_in_order``), where a closed lane would drop it after aiokafka's position had
-        passed it, with nothing later in a partition's tail to show the loss."""
+        passed it, with nothing later in a partition's tail to show the loss. Resume offsets ahead
+        of the group's committed ones are committed first, while the lanes are still closed, so
+        that no batch's later commit can be overtaken by them."""
         lanes = self.app.batch_lanes
         seeks, ahead = [], {}
         for tp in self.assignment():
@@ -240,15 +242,15 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                 seeks.append((tp, offset))
                 if committed is None or offset > committed:
                     ahead[tp] = offset
-        self._lane_open_in = rebalancing_count
-        for tp, offset in seeks:
-            await self._lane_seek(tp, offset)
-        if ahead:
+        if ahead:  # before opening: no batch of this rebalance can have committed a later offset yet
             self.log.info(
-                "batch lanes open where their states stop, ahead of the group's commits: committing %s",
+                "batch lanes resume where their states stop, ahead of the group's commits: committing %s",
                 {tp.partition: offset for tp, offset in ahead.items()},
             )
             await self._commit_lane_offsets(ahead)
+        self._lane_open_in = rebalancing_count
+        for tp, offset in seeks:
+            await self._lane_seek(tp, offset)
 
     async def _commit_lane_offsets(self, offsets: dict) -> None:
         """Commit lane partitions' next offsets; a failure is logged, not raised (the states hold

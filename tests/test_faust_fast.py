@@ -130,6 +130,7 @@ def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=Tr
 
     async def commit(offsets):
         seen["commits"].append(dict(offsets))
+        seen.setdefault("open_at_commit", []).append(consumer.lanes_open())
         return True
 
     consumer = SimpleNamespace(
@@ -293,6 +294,7 @@ def test_lanes_open_at_the_resume_offsets():
     # open before the seek: what a fetch brings meanwhile is judged by its offset, not dropped
     assert seen["open_at_seek"] == [True, True]
     assert seen["commits"] == [{E0: 100}] and consumer._committed_offset[E0] == 100
+    assert seen["open_at_commit"] == [False]  # before any batch of this rebalance can commit
     assert consumer._committed_offset[E2] == 45
 
 
