@@ -475,6 +475,13 @@ class Worker:
         except Exception:  # noqa: BLE001 - no consumer yet
             return {}
 
+    def lane_counts(self) -> dict[str, int]:
+        """What the batch lane had to mend so far (``FastDrainConsumer.lane_counts``)."""
+        try:
+            return dict(self.app.consumer.lane_counts)
+        except Exception:  # noqa: BLE001 - no consumer yet, or another transport
+            return {}
+
     def assigned(self) -> list[int]:
         """Input partitions this worker holds now."""
         try:
@@ -565,6 +572,7 @@ class Worker:
             "products": len(self.states),
             "assigned": self.assigned(),
             "offsets": self.offsets(),
+            "lane": self.lane_counts(),
             "rss_bytes": _rss_bytes(),
             "cpu_s": round(cpu.user + cpu.system, 3),
             "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()},

@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from time import monotonic
@@ -132,6 +133,10 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         # lane partition -> (offset sought, _fetch_no then, sought from the drain loop itself)
         self._lane_sought: dict = {}
         self._lane_open_in: int | None = None  # app.rebalancing_count the lanes were opened in
+        # what the lanes had to mend, for the worker's stats: records skipped as already taken
+        # ("passed"), re-seeks for records that never arrived ("refetched"), holes accepted,
+        # messages of dropped batches, catch-up commits on opening, commits refused or failed
+        self.lane_counts: Counter[str] = Counter()
 
     def lanes_open(self) -> bool:
         """Whether lane messages may be collected and handled now: the lanes were opened (sought
@@ -181,6 +186,7 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
             self._lane_next[tp] = offset + 1
             return True
         if offset < nxt:
+            self.lane_counts["passed"] += 1
             return False
         sought = self._lane_sought.get(tp)
         if sought is not None and sought[0] == nxt and sought[2]:
@@ -195,7 +201,9 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                 offset,
             )
             self._lane_next[tp] = offset + 1
+            self.lane_counts["holes"] += 1
             return True
+        self.lane_counts["refetched"] += 1
         self.log.warning(
             "batch lane %s: offsets %d-%d of partition %d never arrived; fetching them again",
             tp.topic,
@@ -243,6 +251,7 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
                 if committed is None or offset > committed:
                     ahead[tp] = offset
         if ahead:  # before opening: no batch of this rebalance can have committed a later offset yet
+            self.lane_counts["catchup_commits"] += len(ahead)
             self.log.info(
                 "batch lanes resume where their states stop, ahead of the group's commits: committing %s",
                 {tp.partition: offset for tp, offset in ahead.items()},
@@ -258,7 +267,10 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         try:
             if await self._commit(offsets):
                 self._committed_offset.update(offsets)
+            else:
+                self.lane_counts["commits_refused"] += 1
         except Exception as exc:  # noqa: BLE001
+            self.lane_counts["commits_failed"] += 1
             self.log.warning("committing %s failed: %r", sorted({tp.topic for tp in offsets}), exc)
 
     async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - runs in every worker test
@@ -399,6 +411,7 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         the next rebalance; nothing of its batch is committed.
         """
         if self.app.rebalancing_count != collected_in or not self.lanes_open():
+            self.lane_counts["dropped"] += len(messages)
             self.log.info(
                 "batch lane %s: %d message(s) dropped, fetched again after the rebalance",
                 lane.topic,

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+from collections import Counter
 
 import faust
 import pytest
@@ -149,6 +150,7 @@ def _lane_consumer(rebalancing_count=3, flow_control_active=True, flow_active=Tr
         _lane_sought={},
         _lane_open_in=open_in,
         _fetch_no=1,
+        lane_counts=Counter(),
     )
     for name in (
         "lanes_open",
@@ -215,7 +217,7 @@ def test_lane_batch_from_before_a_rebalance_is_dropped(state):
         raise AssertionError("a dropped batch must not be handled")
 
     _run_lane(consumer, handler, [_Msg(E0, 11), _Msg(E0, 12)])
-    assert seen == {"seeks": [], "commits": []}
+    assert seen == {"seeks": [], "commits": []} and consumer.lane_counts == {"dropped": 2}
 
 
 def _in_order(consumer, offset, fetched_in):
@@ -233,6 +235,7 @@ def test_lane_takes_each_partition_in_offset_order():
     assert len(seen["seeks"]) == 1
     consumer._fetch_no = 2
     assert _in_order(consumer, 42, 2) and _in_order(consumer, 43, 2)  # fetched again, in order
+    assert consumer.lane_counts == {"passed": 2, "refetched": 1}  # the worker's stats show these
 
 
 def test_lane_takes_the_expected_offset_from_any_fetch():
@@ -264,6 +267,7 @@ def test_lane_accepts_a_gap_that_is_in_the_log():
     consumer._fetch_no = 2
     assert _in_order(consumer, 13, 2)  # fetched after the seek and still past 11: no 11, 12 in the log
     assert _in_order(consumer, 14, 2) and seen["seeks"] == [(E0, 11)]
+    assert consumer.lane_counts == {"refetched": 1, "holes": 1}
 
 
 def test_lanes_open_at_the_resume_offsets():
@@ -295,6 +299,7 @@ def test_lanes_open_at_the_resume_offsets():
     assert seen["open_at_seek"] == [True, True]
     assert seen["commits"] == [{E0: 100}] and consumer._committed_offset[E0] == 100
     assert seen["open_at_commit"] == [False]  # before any batch of this rebalance can commit
+    assert consumer.lane_counts == {"catchup_commits": 1}
     assert consumer._committed_offset[E2] == 45
 
 
@@ -315,7 +320,7 @@ def test_a_failed_commit_on_opening_is_logged_not_raised(caplog):
     with caplog.at_level(logging.WARNING, logger="test.lane"):
         asyncio.run(FastDrainConsumer._open_lanes(consumer, 2))
     assert consumer.lanes_open() and seen["seeks"] == [(E0, 10)] and E0 not in consumer._committed_offset
-    assert "rebalance in progress" in caplog.text
+    assert "rebalance in progress" in caplog.text and consumer.lane_counts["commits_failed"] == 1
 
 
 def test_only_the_seek_that_ends_a_rebalance_opens_the_lanes():

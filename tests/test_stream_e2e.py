@@ -202,7 +202,7 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_nothing(
             print(
                 "committed:", committed_offsets(kafka_broker.bootstrap, group, topic), "applied:", applied()
             )
-            print("stats:", [w.stats().get("offsets") for w in ws])
+            print("stats:", [(w.stats().get("offsets"), w.stats().get("lane")) for w in ws])
             raise
         assert all(applied()) and sum(applied()) == totals["applied"], applied()  # each event once
         _assert_same(open_store(clickhouse_server.url + db), db, expected, ws)
