@@ -749,10 +749,58 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+class PartitionCountError(RuntimeError):
+    """The input topic or the state changelog has another partition count than the settings."""
+
+
+async def topic_partition_counts(
+    bootstrap: str, topics: Sequence[str], timeout_s: float = 10.0
+) -> dict[str, int]:
+    """Partition counts of those of ``topics`` that exist, from the cluster's metadata."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=int(timeout_s * 1000)
+    )
+    await asyncio.wait_for(consumer.start(), timeout_s)
+    try:
+        existing = await asyncio.wait_for(consumer.topics(), timeout_s)  # refreshes the metadata
+        return {t: len(consumer.partitions_for_topic(t) or ()) for t in topics if t in existing}
+    finally:
+        await consumer.stop()
+
+
+async def check_partitions(settings: Settings, changelog: str) -> dict[str, int]:
+    """Refuse to run where the input topic or the state changelog (``changelog``) already has
+    another partition count than ``settings.topic_partitions``: a product's state lives in the
+    changelog partition of its input partition, and the worker finds a product's partition with
+    that count, so the three must agree. Growing the partitions of a running deployment is a
+    migration (deploy/README.md, "Scaling"), not a restart with a new count. Topics that do not
+    exist yet are created with the settings' count."""
+    events = topic_names(settings.topic_prefix)["events"]
+    counts = await topic_partition_counts(settings.kafka_bootstrap, [events, changelog])
+    bad = {t: n for t, n in counts.items() if n != settings.topic_partitions}
+    if bad:
+        found = ", ".join(f"{t} has {n}" for t, n in sorted(bad.items()))
+        raise PartitionCountError(
+            f"the settings say {settings.topic_partitions} partitions, but {found}: the input topic, the "
+            "state changelog and the settings must agree (a product's state lives in the changelog "
+            "partition of its input partition); to move to more partitions see deploy/README.md, 'Scaling'"
+        )
+    return counts
+
+
 def cli_worker(argv: list[str]) -> int:
     args = worker_parser().parse_args(argv)
     settings = settings_from_args(args)
     app = create_app(settings, stats_file=args.stats_file)
+    try:
+        asyncio.run(check_partitions(settings, app.liftstream.table.changelog_topic.get_topic_name()))
+    except PartitionCountError as e:
+        print(f"liftstream worker: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - broker not up yet: the worker itself waits and retries
+        print(f"liftstream worker: partition check skipped ({e!r})", file=sys.stderr)
     # The worker allocates many short-lived objects per event (messages, events, rows) while
     # holding a large, long-lived heap (states, table, Faust): with the default thresholds the
     # cyclic collector runs thousands of times a minute and rescans that heap (bench_stream

@@ -23,10 +23,14 @@ from schemas.limits import MAX_RAW_PAYLOAD_BYTES
 from schemas.topics import EVENTS, event_key, topic_names
 from streams.sinks import open_store
 from tests.stream_support import (
+    PY,
+    REPO,
     WorkerProc,
     engagement_event,
     expected_rows,
+    payloads,
     produce,
+    sim_events,
     store_rows,
     synthetic_events,
     wait_for,
@@ -317,3 +321,31 @@ def _read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> 
         return out
 
     return asyncio.run(go())
+
+
+def test_a_worker_refuses_partition_counts_that_disagree(kafka_broker, unique_name):
+    """The input topic has 2 partitions, the settings say 4: the worker stops at start-up with
+    a message naming both (a product's state lives in the changelog partition of its input
+    partition, so running on would put states where no worker looks for them)."""
+    import subprocess
+
+    from streams.app import PartitionCountError, check_partitions
+    from streams.settings import Settings
+
+    events = topic_names(f"{unique_name}.")["events"]
+    produce(kafka_broker.bootstrap, events, payloads(sim_events("tiny", seed=0))[:3], partitions=2)
+    changelog = f"app_{unique_name}-product_state-changelog"
+    settings = Settings(
+        kafka_bootstrap=kafka_broker.bootstrap, topic_prefix=f"{unique_name}.", app_id=f"app_{unique_name}"
+    )
+    assert settings.topic_partitions == 4
+    with pytest.raises(PartitionCountError, match=f"{events} has 2"):
+        asyncio.run(check_partitions(settings, changelog))
+    assert asyncio.run(check_partitions(settings.model_copy(update={"topic_partitions": 2}), changelog)) == {
+        events: 2
+    }
+    argv = worker_argv(kafka_broker.bootstrap, "clickhouse://127.0.0.1:9/none", unique_name, partitions=4)
+    out = subprocess.run(
+        [PY, "-m", "streams.app", *argv], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and f"{events} has 2" in out.stderr, out.stderr[-2000:]
