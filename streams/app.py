@@ -759,8 +759,12 @@ async def topic_partition_counts(
     """Partition counts of those of ``topics`` that exist, from the cluster's metadata."""
     from aiokafka import AIOKafkaConsumer
 
+    from streams.produce import bootstrap_servers
+
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=int(timeout_s * 1000)
+        bootstrap_servers=bootstrap_servers(bootstrap),
+        enable_auto_commit=False,
+        request_timeout_ms=int(timeout_s * 1000),
     )
     await asyncio.wait_for(consumer.start(), timeout_s)
     try:
