@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "streams.produce:cli",
         "replay an event file or a simulated world into Kafka at a given rate",
     ),
+    "repartition": (
+        "streams.produce:cli_repartition",
+        "copy the input topic into a new one with more partitions (keys kept), to scale past them",
+    ),
     "stack": (
         "streams.stack:cli",
         "start/stop the local real services (Tansu broker, ClickHouse server, tritonserver)",

@@ -163,6 +163,132 @@ def world_events(preset: str, seed: int, home: Path, inline_features: bool = Tru
         yield event_json(ev).encode()
 
 
+class CopyError(RuntimeError):
+    """A topic copy that cannot start: no source, a source equal to the target, a non-empty
+    target or one with another partition count."""
+
+
+async def copy_topic(
+    bootstrap: str,
+    source: str,
+    target: str,
+    partitions: int,
+    progress_every: int = 0,
+    idle_s: float = 3.0,
+) -> ProduceResult:
+    """Copy every record of ``source`` into ``target``, created with ``partitions`` partitions
+    (an existing target must have that count and be empty). Keys, values, headers and timestamps
+    are kept; the producer's partitioner places each key by the target's count, and each key
+    keeps its order (a key lives in one source partition, read in order, and the producer keeps
+    the order per target partition). This is how the input topic moves to more partitions
+    (deploy/README.md, "Scaling"); pause the producers first.
+
+    The copy ends once every partition has reached the end offsets read at the start and no
+    record has come for ``idle_s`` seconds: Tansu answers ``end_offsets`` with the base offset
+    of a partition's last batch + 1 (tests/bench/tansu_end_offsets.py), so the end offsets alone
+    would stop inside the last batch."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    if source == target:
+        raise CopyError(f"source and target are the same topic {source!r}")
+    servers = bootstrap_servers(bootstrap)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=MAX_REQUEST_BYTES,
+        fetch_max_bytes=4 * MAX_REQUEST_BYTES,
+    )
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        if source not in existing:
+            raise CopyError(f"{source}: no such topic")
+        if target in existing:
+            have = len(consumer.partitions_for_topic(target) or ())
+            ends = await consumer.end_offsets([TopicPartition(target, p) for p in range(have)])
+            if have != partitions or any(ends.values()):
+                raise CopyError(
+                    f"{target} exists with {have} partitions and {sum(ends.values())} records or more; "
+                    f"the copy needs an empty topic of {partitions}"
+                )
+        await ensure_topics(bootstrap, [target], partitions)
+        tps = [TopicPartition(source, p) for p in sorted(consumer.partitions_for_topic(source) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=servers,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            max_request_size=MAX_REQUEST_BYTES,
+            enable_idempotence=False,  # Tansu has no idempotent producer (see docs/streaming.md)
+        )
+        await producer.start()
+        n, t0, pending, idle_since = 0, time.monotonic(), [], None
+        try:
+            while True:
+                fetched = await consumer.getmany(*tps, timeout_ms=500)
+                for records in fetched.values():
+                    for r in records:
+                        pending.append(
+                            await producer.send(
+                                target, r.value, key=r.key, headers=list(r.headers), timestamp_ms=r.timestamp
+                            )
+                        )
+                        n += 1
+                        if progress_every and n % progress_every == 0:
+                            print(f"copy: {n} records, {n / (time.monotonic() - t0):.0f}/s", file=sys.stderr)
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                if any(fetched.values()):
+                    idle_since = None
+                    continue
+                positions = [await consumer.position(tp) for tp in tps]
+                if any(pos < end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    continue  # not at the end offsets yet
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= idle_s:
+                    break
+            await producer.flush()
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+    finally:
+        await consumer.stop()
+    return ProduceResult(n, time.monotonic() - t0)
+
+
+def cli_repartition(argv: list[str]) -> int:
+    """``liftstream repartition``: copy the input topic into a new one with more partitions."""
+    from streams.settings import Settings
+
+    defaults = Settings()
+    p = argparse.ArgumentParser(
+        prog="liftstream repartition",
+        description="Copy a topic (by default the input topic of --from-prefix) into a new, empty one "
+        "with --partitions partitions, keys kept: the first step of moving to more partitions "
+        "(deploy/README.md, 'Scaling').",
+    )
+    p.add_argument("--bootstrap", default=defaults.kafka_bootstrap, help="host:port[,...]")
+    p.add_argument("--from-prefix", default=defaults.topic_prefix, help="topic prefix of the source")
+    p.add_argument("--to-prefix", required=True, help="topic prefix of the target (the new deployment's)")
+    p.add_argument("--partitions", type=int, required=True, help="the target's partition count")
+    a = p.parse_args(argv)
+    source = topic_names(a.from_prefix)["events"]
+    target = topic_names(a.to_prefix)["events"]
+    try:
+        res = asyncio.run(copy_topic(a.bootstrap, source, target, a.partitions, progress_every=100_000))
+    except CopyError as e:
+        print(f"liftstream repartition: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"copied {res.sent} records from {source} to {target} ({a.partitions} partitions) in {res.seconds:.1f} s"
+    )
+    return 0
+
+
 def cli(argv: list[str]) -> int:
     from streams.settings import Settings
 

@@ -213,6 +213,39 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_nothing(
         second.stop()
 
 
+def test_moving_to_more_partitions_by_copy_and_replay(
+    world, kafka_broker, clickhouse_server, unique_name, tmp_path
+):
+    """The documented way past the partition count (deploy/README.md, "Scaling"): the events sit
+    on a 2-partition input topic; ``liftstream repartition`` copies them into a new 4-partition
+    one, and a new deployment (its own prefix and app id, 4 partitions, 2 workers) replays them.
+    Its rows equal the in-process run's, each event applied once."""
+    items, expected, totals = world
+    db = f"db_{unique_name}"
+    old = f"{unique_name}.old."
+    produce(kafka_broker.bootstrap, topic_names(old)["events"], items, partitions=2)
+    out = subprocess.run(
+        [PY, "-m", "streams.cli", "repartition", "--bootstrap", kafka_broker.bootstrap]
+        + ["--from-prefix", old, "--to-prefix", f"{unique_name}.", "--partitions", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and f"copied {len(items)} records" in out.stdout, out.stdout + out.stderr
+    ws = _workers(2, tmp_path, worker_argv(kafka_broker.bootstrap, clickhouse_server.url + db, unique_name))
+    for w in ws:
+        w.start()
+    try:
+        applied = lambda: sum(w.stats().get("totals", {}).get("applied", 0) for w in ws)  # noqa: E731
+        wait_for(lambda: applied() >= totals["applied"], 90, "the new deployment to replay every event")
+        assert applied() == totals["applied"]
+        _assert_same(open_store(clickhouse_server.url + db), db, expected, ws)
+    finally:
+        for w in ws:
+            w.stop()
+
+
 def _process_first_half(bootstrap, topic, group, first_half):
     """Produce the first half and wait until the running worker has committed all of it."""
     produce(bootstrap, topic, first_half)

@@ -349,3 +349,66 @@ def test_a_worker_refuses_partition_counts_that_disagree(kafka_broker, unique_na
         [PY, "-m", "streams.app", *argv], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and f"{events} has 2" in out.stderr, out.stderr[-2000:]
+
+
+def _records_by_partition(bootstrap: str, topic: str, n: int) -> dict[int, list[tuple[bytes | None, bytes]]]:
+    """The records of ``topic``, partition -> [(key, value)] in order: read until there are
+    ``n``, then once more to catch any beyond (Tansu's end offsets stop inside a last batch)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def go():
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer.topics()
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            out = {tp.partition: [] for tp in tps}
+            async with asyncio.timeout(30):
+                while sum(map(len, out.values())) < n:
+                    for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
+                        out[tp.partition] += [(m.key, m.value) for m in msgs]
+            for tp, msgs in (await consumer.getmany(timeout_ms=1000)).items():
+                out[tp.partition] += [(m.key, m.value) for m in msgs]
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())
+
+
+def test_repartition_copies_the_input_topic_keys_and_order_kept(kafka_broker, unique_name):
+    """``liftstream repartition``: the 2-partition input topic copied into an empty 4-partition
+    one; every record arrives once, each product's events in their order, each on the partition
+    a worker with 4 partitions looks for it (``partition_of``). A second copy into the now
+    non-empty target is refused, as is a target of another partition count."""
+    from streams.app import partition_of
+    from streams.cli import main
+    from streams.produce import CopyError, copy_topic
+
+    items = payloads(sim_events("tiny", seed=0))[:1500]
+    source = topic_names(f"{unique_name}.")["events"]
+    target = topic_names(f"{unique_name}.v2.")["events"]
+    produce(kafka_broker.bootstrap, source, items, partitions=2)
+    argv = ["--bootstrap", kafka_broker.bootstrap, "--from-prefix", f"{unique_name}.", "--partitions", "4"]
+    assert main(["repartition", *argv, "--to-prefix", f"{unique_name}.v2."]) == 0
+
+    def by_key(parts):
+        out: dict[bytes | None, list[bytes]] = {}
+        for records in parts.values():
+            for key, value in records:
+                out.setdefault(key, []).append(value)
+        return out
+
+    src = _records_by_partition(kafka_broker.bootstrap, source, len(items))
+    dst = _records_by_partition(kafka_broker.bootstrap, target, len(items))
+    assert len(src) == 2 and len(dst) == 4 and sum(map(len, dst.values())) == len(items)
+    assert by_key(dst) == by_key(src) and len(by_key(src)) > 4  # per key: same events, same order
+    for p, records in dst.items():
+        assert all(partition_of(key.decode(), 4) == p for key, _ in records)
+    with pytest.raises(CopyError, match="the copy needs an empty topic of 4"):
+        asyncio.run(copy_topic(kafka_broker.bootstrap, source, target, 4))
+    other = topic_names(f"{unique_name}.v3.")["events"]
+    produce(kafka_broker.bootstrap, other, [], partitions=3)
+    assert main(["repartition", *argv, "--to-prefix", f"{unique_name}.v3."]) == 2
