@@ -61,6 +61,21 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         await admin.close()
 
 
+def new_producer(bootstrap: str, acks: int | str = 1, compression: str | None = None):
+    """An aiokafka producer as LiftStream's tools configure it (large events, no idempotence)."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(bootstrap),
+        acks=acks,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=MAX_REQUEST_BYTES,
+        compression_type=compression,
+        enable_idempotence=False,  # Tansu has no idempotent producer (see docs/streaming.md)
+    )
+
+
 @dataclass
 class ProduceResult:
     sent: int
@@ -88,18 +103,8 @@ async def produce(
 
     ``keys`` overrides the keys (one per payload). Returns once every message is acknowledged.
     """
-    from aiokafka import AIOKafkaProducer
-
     await ensure_topics(bootstrap, [topic], partitions)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(bootstrap),
-        acks=1,
-        linger_ms=5,
-        max_batch_size=512 * 1024,
-        max_request_size=MAX_REQUEST_BYTES,
-        compression_type=compression,
-        enable_idempotence=False,  # Tansu has no idempotent producer (see docs/streaming.md)
-    )
+    producer = new_producer(bootstrap, acks=1, compression=compression)
     await producer.start()
     key_it: Iterator[bytes | None] | None = iter(keys) if keys is not None else None
     times: list[float] | None = [] if record_times else None
@@ -187,13 +192,12 @@ async def copy_topic(
     record has come for ``idle_s`` seconds: Tansu answers ``end_offsets`` with the base offset
     of a partition's last batch + 1 (tests/bench/tansu_end_offsets.py), so the end offsets alone
     would stop inside the last batch."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     if source == target:
         raise CopyError(f"source and target are the same topic {source!r}")
-    servers = bootstrap_servers(bootstrap)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers,
+        bootstrap_servers=bootstrap_servers(bootstrap),
         enable_auto_commit=False,
         max_partition_fetch_bytes=MAX_REQUEST_BYTES,
         fetch_max_bytes=4 * MAX_REQUEST_BYTES,
@@ -216,14 +220,7 @@ async def copy_topic(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
-            acks="all",
-            linger_ms=5,
-            max_batch_size=512 * 1024,
-            max_request_size=MAX_REQUEST_BYTES,
-            enable_idempotence=False,  # Tansu has no idempotent producer (see docs/streaming.md)
-        )
+        producer = new_producer(bootstrap, acks="all")
         await producer.start()
         n, t0, pending, idle_since = 0, time.monotonic(), [], None
         try:
