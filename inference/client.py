@@ -15,7 +15,7 @@ same calls to a Triton server. ``load_client`` builds one from a URL-ish spec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -113,9 +113,33 @@ class AdviceBatch:
     curve_shape: list[str]  # "s_shaped" | "linear" | "concave"
     expected_impressions: np.ndarray  # (N,) at the actual follower count
     optimal_followers: np.ndarray  # (N,)
+    # (N,) each: the sizes around the optimum whose expected profit is within 95% of it
+    # (inference.fei.near_optimal_range); both equal optimal_followers where no size pays
+    optimal_followers_low: np.ndarray
+    optimal_followers_high: np.ndarray
     expected_impressions_optimal: np.ndarray  # (N,)
     profit_actual: np.ndarray  # (N,)
     profit_optimal: np.ndarray  # (N,)
+
+    @classmethod
+    def empty(cls) -> AdviceBatch:
+        z = np.zeros(0)
+        return cls(**{f.name: ([] if f.name == "curve_shape" else z) for f in fields(cls)})
+
+    @classmethod
+    def concat(cls, parts: list[AdviceBatch]) -> AdviceBatch:
+        if not parts:
+            return cls.empty()
+        return cls(
+            **{
+                f.name: (
+                    [s for p in parts for s in p.curve_shape]
+                    if f.name == "curve_shape"
+                    else np.concatenate([getattr(p, f.name) for p in parts])
+                )
+                for f in fields(cls)
+            }
+        )
 
 
 @runtime_checkable

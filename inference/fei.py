@@ -11,6 +11,9 @@ influencer size, and ``FeiAdvisor``, the fitted model the stream calls.
   concave (FEI falls from the low end), the paper's three campaign types (Tables 4-5).
 - ``optimal_followers``: maximise value x E[impressions](F, x) - cost_per_1k x F / 1000 over the
   grid (section 4.4); ``optimum_heatmap`` is Figure 12 (optimum over a grid of cost and value).
+- ``near_optimal_range``: the follower sizes around the optimum whose expected profit is within
+  ``NEAR_OPTIMAL_SHARE`` of it: how much room a buyer has when no creator of the optimal size is
+  at hand, and how sharp the optimum is (a wide range says the size hardly matters).
 
 Expected impressions are exp(h) times Duan's smearing factor mean_i exp(y_i - h(t_i, x_i)) taken on
 the training data: h is the conditional mean of log impressions, and E[exp(e)] != exp(E[e]); the
@@ -33,6 +36,7 @@ import torch
 from inference import vsvae as V
 from inference.client import AdviceBatch, VideoBatch, VideoMeta
 from inference.deepiv import ControlFunctionIV, DeepIV, load_iv_estimator
+from inference.optimum import NEAR_OPTIMAL_SHARE, near_optimal_range, optimal_followers, profit  # noqa: F401 (re-exported)
 from schemas import limits as L
 
 SHAPES = ("s_shaped", "linear", "concave")
@@ -284,27 +288,6 @@ def classify_shape(curves: np.ndarray, flat_range: float = 0.15, rise_fraction: 
     return out.astype(object)
 
 
-def profit(
-    value_per_impression: float,
-    cost_per_1k_followers: float,
-    expected_impressions: np.ndarray,
-    followers: np.ndarray,
-) -> np.ndarray:
-    return (
-        value_per_impression * expected_impressions
-        - cost_per_1k_followers * np.asarray(followers, dtype=np.float64) / 1000.0
-    )
-
-
-def optimal_followers(
-    exp_imp_grid: np.ndarray, grid_followers: np.ndarray, value: float, cost: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per video (N, G) expected impressions -> (best grid index (N,), best profit (N,))."""
-    p = profit(value, cost, exp_imp_grid, grid_followers[None, :])  # (N, G)
-    best = p.argmax(1)
-    return best, p[np.arange(p.shape[0]), best]
-
-
 def optimum_heatmap(
     exp_imp_grid: np.ndarray, grid_followers: np.ndarray, values: np.ndarray, costs: np.ndarray
 ) -> np.ndarray:
@@ -414,17 +397,8 @@ class FeiAdvisor:
             for i in range(0, n, self.config.batch_size)
         ]
         if not parts:
-            z = np.zeros(0)
-            return AdviceBatch(z, [], z, z, z, z, z)
-        return AdviceBatch(
-            fei=np.concatenate([p.fei for p in parts]),
-            curve_shape=[s for p in parts for s in p.curve_shape],
-            expected_impressions=np.concatenate([p.expected_impressions for p in parts]),
-            optimal_followers=np.concatenate([p.optimal_followers for p in parts]),
-            expected_impressions_optimal=np.concatenate([p.expected_impressions_optimal for p in parts]),
-            profit_actual=np.concatenate([p.profit_actual for p in parts]),
-            profit_optimal=np.concatenate([p.profit_optimal for p in parts]),
-        )
+            return AdviceBatch.empty()
+        return AdviceBatch.concat(parts)
 
     def advise_x(self, x: np.ndarray, followers: np.ndarray, value: float, cost: float) -> AdviceBatch:
         """advise() from covariates x (N, P) already built (evaluation and benchmarks use this)."""
@@ -435,12 +409,15 @@ class FeiAdvisor:
         h_grid = impression_curves(self.estimator, x, self.log_grid)  # (N, G)
         exp_grid = np.exp(h_grid) * self.smearing
         best, p_best = optimal_followers(exp_grid, self.grid_followers, value, cost)
+        low, high = near_optimal_range(exp_grid, self.grid_followers, value, cost)
         exp_actual = np.exp(h_actual) * self.smearing
         return AdviceBatch(
             fei=fei_actual,
             curve_shape=list(classify_shape(curves, self.config.flat_range, self.config.rise_fraction)),
             expected_impressions=exp_actual,
             optimal_followers=self.grid_followers[best],
+            optimal_followers_low=self.grid_followers[low],
+            optimal_followers_high=self.grid_followers[high],
             expected_impressions_optimal=exp_grid[np.arange(len(best)), best],
             profit_actual=profit(value, cost, exp_actual, followers),
             profit_optimal=p_best,

@@ -16,6 +16,7 @@ import numpy as np
 
 from inference.client import AdviceBatch, StepOutput, VideoBatch, VideoMeta
 from inference.daily import PRODUCT_DIM
+from inference.optimum import near_optimal_range
 
 Z80 = 1.2815515655446004  # standard normal quantile for a central 80% interval
 MAE_TO_SIGMA = 1.2533141373155001  # sqrt(pi/2): sigma of a normal from its mean absolute deviation
@@ -78,11 +79,16 @@ class ConstantElasticityAdvisor:
             value_per_impression * self._impressions(self.grid) - cost_per_1k_followers * self.grid / 1000.0
         )
         best = int(np.argmax(grid_profit))
+        lo, hi = near_optimal_range(
+            self._impressions(self.grid)[None, :], self.grid, value_per_impression, cost_per_1k_followers
+        )
         return AdviceBatch(
             fei=np.full(n, self.elasticity),
             curve_shape=["linear"] * n,
             expected_impressions=imp,
             optimal_followers=np.full(n, self.grid[best]),
+            optimal_followers_low=np.full(n, self.grid[lo[0]]),
+            optimal_followers_high=np.full(n, self.grid[hi[0]]),
             expected_impressions_optimal=np.full(n, self._impressions(self.grid[best])),
             profit_actual=profit,
             profit_optimal=np.full(n, grid_profit[best]),

@@ -86,6 +86,14 @@ class ServedInfo:
                     f"model {name} has no config parameter {key!r}: not exported by this version"
                 ) from None
 
+        for m, (_, outputs) in N.SPECS.items():
+            served = {o["name"] for o in configs[m].get("output", [])}
+            missing = [s.name for s in outputs if s.name not in served]
+            if missing:
+                raise TritonClientError(
+                    f"model {m} does not serve outputs {missing}: exported by an older version; "
+                    "re-export the repository with `liftstream export-triton`"
+                )
         h_dims = [o for o in configs[N.ENCODER]["output"] if o["name"] == "H"][0]["dims"]
         return cls(
             model_version=param(N.STEP, N.P_MODEL_VERSION),
@@ -153,8 +161,7 @@ def _decode_step(results, info: ServedInfo) -> StepOutput:
 
 def _decode_advice(results) -> AdviceBatch:
     if not results:  # zero rows
-        z = np.zeros(0)
-        return AdviceBatch(z, [], z, z, z, z, z)
+        return AdviceBatch.empty()
     cols = {}
     for spec, field in N.ADVISOR_OUTPUTS_FIELDS:
         v = np.concatenate([r.as_numpy(spec.name) for r in results])[:, 0]

@@ -122,6 +122,8 @@ ADVISOR_OUTPUTS_FIELDS = (
     (TensorSpec("CURVE_SHAPE", "TYPE_INT32", (1,)), "curve_shape"),
     (TensorSpec("EXPECTED_IMPRESSIONS", "TYPE_FP64", (1,)), "expected_impressions"),
     (TensorSpec("OPTIMAL_FOLLOWERS", "TYPE_FP64", (1,)), "optimal_followers"),
+    (TensorSpec("OPTIMAL_FOLLOWERS_LOW", "TYPE_FP64", (1,)), "optimal_followers_low"),
+    (TensorSpec("OPTIMAL_FOLLOWERS_HIGH", "TYPE_FP64", (1,)), "optimal_followers_high"),
     (TensorSpec("EXPECTED_IMPRESSIONS_OPTIMAL", "TYPE_FP64", (1,)), "expected_impressions_optimal"),
     (TensorSpec("PROFIT_ACTUAL", "TYPE_FP64", (1,)), "profit_actual"),
     (TensorSpec("PROFIT_OPTIMAL", "TYPE_FP64", (1,)), "profit_optimal"),

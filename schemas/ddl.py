@@ -125,6 +125,8 @@ TABLES: dict[str, tuple[list[tuple[str, str]], str, str | None]] = {
             ("expected_impressions", "Float64"),
             ("optimal_followers", "UInt64"),
             ("optimal_tier", "String"),
+            ("optimal_followers_low", "UInt64"),  # COLUMN_DEFAULTS
+            ("optimal_followers_high", "UInt64"),
             ("expected_impressions_optimal", "Float64"),
             ("profit_actual", "Float64"),
             ("profit_optimal", "Float64"),
@@ -152,6 +154,12 @@ TABLES: dict[str, tuple[list[tuple[str, str]], str, str | None]] = {
     ),
 }
 
+# DEFAULT expressions of columns added after the first release (schema evolution,
+# ``add_missing_columns``): what rows written before the column existed read
+COLUMN_DEFAULTS: dict[str, dict[str, str]] = {
+    "advice": {"optimal_followers_low": "optimal_followers", "optimal_followers_high": "optimal_followers"},
+}
+
 COLUMNS: dict[str, list[str]] = {name: [c for c, _ in cols] for name, (cols, _, _) in TABLES.items()}
 
 # which pydantic model fills which table
@@ -172,7 +180,7 @@ def create_database(database: str) -> str:
 
 def create_table(database: str, name: str) -> str:
     cols, order_by, partition_by = TABLES[name]
-    body = ",\n  ".join(f"{c} {t}" for c, t in cols)
+    body = ",\n  ".join(_column_def(name, c, t) for c, t in cols)
     part = f"\nPARTITION BY {partition_by}" if partition_by else ""
     return (
         f"CREATE TABLE IF NOT EXISTS {database}.{name} (\n  {body}\n)\n"
@@ -180,9 +188,37 @@ def create_table(database: str, name: str) -> str:
     )
 
 
+def _column_def(table: str, column: str, typ: str) -> str:
+    default = COLUMN_DEFAULTS.get(table, {}).get(column)
+    return f"{column} {typ}" + (f" DEFAULT {default}" if default else "")
+
+
 def create_all(database: str) -> list[str]:
     """Every statement needed to set up ``database``, in order."""
     return [create_database(database)] + [create_table(database, n) for n in TABLES]
+
+
+def add_missing_columns(database: str, existing: dict[str, set[str]]) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` statements that bring tables written by an earlier version
+    up to ``TABLES`` (schema evolution). Only the columns of ``COLUMN_DEFAULTS`` are ever added,
+    each with the default that the rows already there read; a table that lacks any other column
+    is not one this code wrote and is left alone (its inserts fail loudly). ``existing``: table
+    -> its column names now (``system.columns``); tables missing from it are left to
+    ``create_all``."""
+    out = []
+    for table, added in COLUMN_DEFAULTS.items():
+        have = existing.get(table)
+        if not have:
+            continue
+        cols = TABLES[table][0]
+        if any(c not in have and c not in added for c, _ in cols):
+            continue
+        for i, (name, typ) in enumerate(cols):
+            if name not in have:  # in COLUMN_DEFAULTS, so never the first column
+                out.append(
+                    f"ALTER TABLE {database}.{table} ADD COLUMN {_column_def(table, name, typ)} AFTER {cols[i - 1][0]}"
+                )
+    return out
 
 
 def _naive_utc(ts: datetime) -> datetime:
@@ -234,4 +270,15 @@ _DATETIME_COLUMNS = {
 }
 
 
-__all__ = ["TABLES", "COLUMNS", "TABLE_OF", "create_all", "create_table", "create_database", "row_of", "date"]
+__all__ = [
+    "TABLES",
+    "COLUMNS",
+    "COLUMN_DEFAULTS",
+    "TABLE_OF",
+    "add_missing_columns",
+    "create_all",
+    "create_table",
+    "create_database",
+    "row_of",
+    "date",
+]

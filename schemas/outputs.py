@@ -11,7 +11,7 @@ import hashlib
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import limits as L
 
@@ -77,6 +77,16 @@ class InfluencerAdvice(_Row):
     expected_impressions: float
     optimal_followers: int = Field(ge=0, le=2**63 - 1)
     optimal_tier: str
+    optimal_followers_low: int = Field(
+        ge=0,
+        le=2**63 - 1,
+        description="Smallest follower count around the optimum whose expected profit is >= 95% of the optimal profit.",
+    )
+    optimal_followers_high: int = Field(
+        ge=0,
+        le=2**63 - 1,
+        description="Largest follower count around the optimum whose expected profit is >= 95% of the optimal profit.",
+    )
     expected_impressions_optimal: float
     profit_actual: float
     profit_optimal: float
@@ -84,6 +94,15 @@ class InfluencerAdvice(_Row):
     cost_per_1k_followers: float
     model_version: str
     emitted_at: datetime
+
+    @model_validator(mode="after")
+    def _range_holds_the_optimum(self) -> InfluencerAdvice:
+        if not self.optimal_followers_low <= self.optimal_followers <= self.optimal_followers_high:
+            raise ValueError(
+                f"optimal_followers_low <= optimal_followers <= optimal_followers_high must hold, got "
+                f"{self.optimal_followers_low}, {self.optimal_followers}, {self.optimal_followers_high}"
+            )
+        return self
 
 
 class DeadLetter(_Row):

@@ -157,6 +157,12 @@ class Advice(_Out):
     expected_impressions: float
     optimal_followers: int
     optimal_tier: str
+    optimal_followers_low: int = Field(
+        description="Smallest follower count around the optimum with >= 95% of its expected profit."
+    )
+    optimal_followers_high: int = Field(
+        description="Largest follower count around the optimum with >= 95% of its expected profit."
+    )
     expected_impressions_optimal: float
     profit_actual: float
     profit_optimal: float
@@ -345,7 +351,8 @@ def create_app(store: Store) -> FastAPI:
         rows = _records(
             store,
             "SELECT video_id, product_id, influencer_id, day, followers, tier, fei, curve_shape, "
-            "expected_impressions, optimal_followers, optimal_tier, expected_impressions_optimal, profit_actual, "
+            "expected_impressions, optimal_followers, optimal_tier, optimal_followers_low, optimal_followers_high, "
+            "expected_impressions_optimal, profit_actual, "
             "profit_optimal, value_per_impression, cost_per_1k_followers, model_version, emitted_at "
             f"FROM {db}.advice FINAL WHERE {where} "
             "ORDER BY video_id, emitted_at DESC, model_version DESC LIMIT 1 BY video_id",

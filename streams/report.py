@@ -157,7 +157,9 @@ def write_report(store, db: str, out: Path, run) -> str:
     dlq = dict(_q(store, f"SELECT error_type, count() FROM {db}.dead_letters FINAL GROUP BY error_type"))
     adv = _q(
         store,
-        f"SELECT avg(profit_optimal >= profit_actual), median(optimal_followers), median(followers) FROM {db}.advice FINAL",
+        "SELECT avg(profit_optimal >= profit_actual), median(optimal_followers), median(followers), "
+        "medianIf(log10(optimal_followers_high / optimal_followers_low), optimal_followers_low > 0) "
+        f"FROM {db}.advice FINAL",
     )[0]
 
     lines = [
@@ -176,7 +178,10 @@ def write_report(store, db: str, out: Path, run) -> str:
     lines.append("  alerts            " + (", ".join(f"{k} {v}" for k, v in sev.items()) or "none"))
     lines.append("  advice shapes     " + (", ".join(f"{k} {v}" for k, v in shapes.items()) or "none"))
     if counts["advice"]:
-        lines.append(f"  advice            median followers used {adv[2]:,.0f}, median advised {adv[1]:,.0f}")
+        lines.append(
+            f"  advice            median followers used {adv[2]:,.0f}, median advised {adv[1]:,.0f} "
+            f"(sizes within 95% of its profit span a median {adv[3]:.2f} decades)"
+        )
     lines.append("  dead letters      " + (", ".join(f"{k} {v}" for k, v in dlq.items()) or "none"))
     summary = "\n".join(lines)
 

@@ -202,6 +202,8 @@ def advice_rows(
                 expected_impressions=float(batch.expected_impressions[i]),
                 optimal_followers=opt,
                 optimal_tier=L.follower_tier(opt),
+                optimal_followers_low=min(opt, int(round(float(batch.optimal_followers_low[i])))),
+                optimal_followers_high=max(opt, int(round(float(batch.optimal_followers_high[i])))),
                 expected_impressions_optimal=float(batch.expected_impressions_optimal[i]),
                 profit_actual=float(batch.profit_actual[i]),
                 profit_optimal=float(batch.profit_optimal[i]),

@@ -15,7 +15,8 @@ turned into tuples by ``schemas.ddl.row_of`` and inserted per table in batches:
   rows taken, so the caller may retry the same rows. Async agents use ``write_async`` /
   ``flush_async`` (the blocking call runs in a worker thread).
 
-Both create the schema (``schemas.ddl.create_all``) first. Writes are idempotent: every table is
+Both create the schema first (``ensure_schema``: ``schemas.ddl.create_all``, then the columns
+that tables written by an earlier version lack, added with a default). Writes are idempotent: every table is
 a ReplacingMergeTree keyed by the row's deterministic key, so a retried or redelivered row
 replaces itself; read with ``FINAL`` (``count_final``) for exact counts.
 
@@ -36,7 +37,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -46,10 +47,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from schemas.ddl import COLUMNS, TABLES, create_all, row_of
+from schemas.ddl import COLUMNS, TABLES, add_missing_columns, create_all, row_of
 
 DEFAULT_DATABASE = "liftstream"
 log = logging.getLogger(__name__)
+
+
+def ensure_schema(
+    database: str, run: Callable[[str], Any], rows: Callable[[str], Iterable[Sequence[Any]]]
+) -> list[str]:
+    """Create ``database``'s tables where missing and add the columns a table written by an
+    earlier version lacks (``schemas.ddl.add_missing_columns``); returns the ALTERs it ran.
+    ``run`` executes a statement, ``rows`` runs a query and returns its rows."""
+    for stmt in create_all(database):
+        run(stmt)
+    existing: dict[str, set[str]] = defaultdict(set)
+    for table, column in rows(f"SELECT table, name FROM system.columns WHERE database = '{database}'"):
+        existing[str(table)].add(str(column))
+    alters = add_missing_columns(database, existing)
+    for stmt in alters:
+        log.warning("schema: %s", stmt)
+        run(stmt)
+    return alters
+
+
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -270,8 +291,10 @@ class ChdbSink:
         self._buffered = 0
         self._closed = False
         self._lock = threading.RLock()
-        for stmt in create_all(self.database):
-            self._chdb.query(stmt)
+        self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        ensure_schema(self.database, self._chdb.query, ChdbStore(self._chdb, self.database).query)
 
     @property
     def session(self) -> ChdbSession:
@@ -288,8 +311,7 @@ class ChdbSink:
             self._buffered = 0
             for table in TABLES:
                 self._chdb.query(f"DROP TABLE IF EXISTS {self.database}.{table}")
-            for stmt in create_all(self.database):
-                self._chdb.query(stmt)
+            self._ensure_schema()
 
     def write(self, rows: Iterable[BaseModel]) -> None:
         grouped, n = group_rows(rows)
@@ -575,8 +597,7 @@ class ClickHouseSink:
                     self._buf, self._buffered, self._inflight = defaultdict(list), 0, pending_n
             try:
                 if not self._schema_ready:
-                    for stmt in create_all(self.database):
-                        self._client.execute(stmt)
+                    ensure_schema(self.database, self._client.execute, self._client.execute)
                     self._schema_ready = True
                 for table in list(pending or ()):
                     cols = ", ".join(f"`{c}`" for c in COLUMNS[table])
@@ -717,8 +738,7 @@ class ChdbStore(_StoreBase):
         return list(tbl.column_names), _python_rows(tbl)
 
     def ensure_schema(self) -> None:
-        for stmt in create_all(self.database):
-            self._chdb.query(stmt)
+        ensure_schema(self.database, self._chdb.query, self.query)
 
     def close(self) -> None:
         if self._owned:
@@ -760,8 +780,7 @@ class ClickHouseStore(_StoreBase):
 
     def ensure_schema(self) -> None:
         with self._lock:
-            for stmt in create_all(self.database):
-                self._client.execute(stmt)
+            ensure_schema(self.database, self._client.execute, self._client.execute)
 
     def close(self) -> None:
         self._client.disconnect()

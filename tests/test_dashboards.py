@@ -109,6 +109,8 @@ def _advice(vid, pid, tier, opt_tier, actual, optimal) -> InfluencerAdvice:
         expected_impressions=1000.0,
         optimal_followers=200_000,
         optimal_tier=opt_tier,
+        optimal_followers_low=120_000,
+        optimal_followers_high=350_000,
         expected_impressions_optimal=5000.0,
         profit_actual=actual,
         profit_optimal=optimal,

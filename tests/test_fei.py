@@ -63,6 +63,29 @@ def test_optimum_matches_the_power_law_closed_form():
     assert p[0] == pytest.approx(v * a * f_star**b - c * f_star / 1000, rel=1e-4)
 
 
+def test_near_optimal_range_is_the_run_of_sizes_within_the_share_of_the_optimum():
+    # profit v a F^b - c F / 1000 on a fine grid: the range's ends are where profit = 95% of the
+    # best, one on each side of F*; a flat curve (b = 1, profit linear in F) has no interior optimum
+    a, b, v, c = 50.0, 0.6, 0.02, 10.0
+    grid = np.exp(np.linspace(np.log(1e2), np.log(1e7), 4001))
+    curves = np.stack([a * grid**b, a * grid**b * 0.0 + 1.0, 2.0 * grid])  # (3, G)
+    lo, hi = F.near_optimal_range(curves, grid, v, c)
+    best, p = F.optimal_followers(curves, grid, v, c)
+    prof = F.profit(v, c, curves, grid[None, :])
+    assert lo[0] < best[0] < hi[0]
+    assert prof[0, lo[0]] >= 0.95 * p[0] > prof[0, lo[0] - 1]
+    assert prof[0, hi[0]] >= 0.95 * p[0] > prof[0, hi[0] + 1]
+    f_star = grid[best[0]]
+    assert 0.3 * f_star < grid[lo[0]] < f_star < grid[hi[0]] < 3 * f_star
+    # no size pays (constant impressions, cost grows): the range is the optimum alone
+    assert p[1] <= 0 and lo[1] == hi[1] == best[1] == 0
+    # profit rises to the grid's end (0.04 F - 0.01 F): the range ends there
+    assert best[2] == hi[2] == len(grid) - 1 and lo[2] < hi[2]
+    assert np.all(prof[2, lo[2] : hi[2] + 1] >= 0.95 * p[2])
+    with pytest.raises(ValueError, match="share"):
+        F.near_optimal_range(curves, grid, v, c, share=0.0)
+
+
 def test_heatmap_optimum_falls_with_cost_and_rises_with_value(tmp_path):
     grid = np.exp(np.linspace(np.log(1e2), np.log(1e7), 400))
     values, costs = np.array([0.02, 0.1, 0.2]), np.array([5.0, 20.0, 100.0])
@@ -147,6 +170,19 @@ def test_advisor_advises_through_the_client_interface(world, advisor):
     grid_imp = np.exp(F.impression_curves(advisor.estimator, x, advisor.log_grid)) * advisor.smearing
     grid_profit = F.profit(0.02, 10.0, grid_imp, advisor.grid_followers[None, :])
     assert np.allclose(out.profit_optimal, grid_profit.max(1))
+    # the near-optimal range holds the optimum and only sizes within 95% of its profit
+    assert np.all(
+        (out.optimal_followers_low <= out.optimal_followers)
+        & (out.optimal_followers <= out.optimal_followers_high)
+    )
+    g = advisor.grid_followers
+    inside = (g[None, :] >= out.optimal_followers_low[:, None] - 1e-6) & (
+        g[None, :] <= out.optimal_followers_high[:, None] + 1e-6
+    )
+    pays = out.profit_optimal > 0
+    assert np.all(
+        np.where(inside[pays], grid_profit[pays] >= 0.95 * out.profit_optimal[pays, None] - 1e-9, True)
+    )
 
 
 def test_advise_is_batch_invariant(world, advisor):

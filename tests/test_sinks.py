@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from schemas import limits as L
-from schemas.ddl import COLUMNS, TABLE_OF, TABLES, row_of
+from schemas.ddl import COLUMN_DEFAULTS, COLUMNS, TABLE_OF, TABLES, create_table, row_of
 from schemas.events import (
     EngagementDaily,
     InfluencerSnapshot,
@@ -40,7 +40,9 @@ from streams.sinks import (
     StoreError,
     StoreURLError,
     chdb_session,
+    ensure_schema,
     open_store,
+    substitute_params,
 )
 
 TRICKY = 'it\'s "quoted" \\ back\\slash\nnew line\ttab, ünïcødé 中文 🚀 %(x)s {y:String}'
@@ -99,12 +101,14 @@ def sample_models() -> list:
         InfluencerAdvice(video_id="v1", product_id="p.1", influencer_id="inf-1", day=date(2024, 3, 5),
                          followers=L.MAX_FOLLOWERS, tier="mega", fei=-0.25, curve_shape="s_shaped",
                          expected_impressions=1.0e9, optimal_followers=12_345, optimal_tier="micro",
+                         optimal_followers_low=0, optimal_followers_high=L.MAX_FOLLOWERS,
                          expected_impressions_optimal=5.5, profit_actual=-1e6, profit_optimal=0.0,
                          value_per_impression=0.001, cost_per_1k_followers=2.5, model_version="fei-v1",
                          emitted_at=t0),
         InfluencerAdvice(video_id="v2", product_id="p.1", influencer_id="inf:2", day=date(1970, 1, 2),
                          followers=0, tier="sub_nano", fei=0.0, curve_shape="concave", expected_impressions=0.0,
                          optimal_followers=0, optimal_tier="sub_nano", expected_impressions_optimal=0.0,
+                         optimal_followers_low=0, optimal_followers_high=0,
                          profit_actual=0.0, profit_optimal=0.0, value_per_impression=0.0,
                          cost_per_1k_followers=0.0, model_version="fei-v1", emitted_at=datetime(1970, 1, 2)),
         DeadLetter.from_raw(b'{"type": "video_published", "x": "\xff\xfe"}', source="liftstream.events",
@@ -208,6 +212,37 @@ def test_every_table_round_trips_exactly(engine):
         f"SELECT video_id, age, price, n_segments FROM {store.database}.videos ORDER BY video_id"
     )
     assert got == [("v1", None, 1e7, 0), ("v2", 120, None, 3)]
+
+
+def test_a_table_of_an_earlier_version_gains_the_new_columns(engine):
+    """Schema evolution: an advice table written before optimal_followers_low/high existed gets
+    them when a sink opens (its old rows read the optimum itself), and new rows write them."""
+    make_sink, store = engine
+    db = store.database
+    added = COLUMN_DEFAULTS["advice"]
+    old_ddl = "\n".join(
+        line for line in create_table(db, "advice").splitlines() if line.strip().split(" ")[0] not in added
+    )
+    store.query(f"DROP TABLE {db}.advice")
+    store.query(old_ddl)
+    old_cols = [c for c in COLUMNS["advice"] if c not in added]
+    first = next(m for m in sample_models() if isinstance(m, InfluencerAdvice))
+    assert (first.optimal_followers, first.optimal_followers_low) == (12_345, 0)
+    old = dict(zip(COLUMNS["advice"], row_of(first)[1], strict=True))
+    values = ", ".join("%(" + c + ")s" for c in old_cols)
+    # INSERT ... SELECT of literals: over the native protocol an INSERT ... VALUES waits for data blocks
+    store.query(substitute_params(f"INSERT INTO {db}.advice ({', '.join(old_cols)}) SELECT {values}", old))
+    sink = make_sink()  # the sink evolves the schema before its first insert
+    sink.write([first.model_copy(update={"video_id": "v3"})])
+    sink.flush()
+    assert [r[0] for r in store.query(f"DESCRIBE TABLE {db}.advice")] == COLUMNS["advice"]
+    got = store.query(
+        f"SELECT video_id, optimal_followers, optimal_followers_low, optimal_followers_high "
+        f"FROM {db}.advice FINAL ORDER BY video_id"
+    )
+    assert got == [("v1", 12_345, 12_345, 12_345), ("v3", 12_345, 0, L.MAX_FOLLOWERS)]
+    sink.close()
+    assert ensure_schema(db, store.query, store.query) == []  # once evolved, nothing more to add
 
 
 def test_same_rows_twice_keep_one_row_per_key(engine):

@@ -24,6 +24,7 @@ from torch import nn
 
 from inference.client import AdviceBatch, StepOutput, VideoBatch, VideoMeta
 from inference.daily import PRODUCT_DIM, SIDE_DIM
+from inference.optimum import near_optimal_range
 from inference.triton_names import CURVE_SHAPES
 from inference.triton_server import TritonNotInstalled, TritonServer, TritonStartError
 from schemas import limits as L
@@ -148,6 +149,9 @@ class TinyTorchAdvisor:
             - cost_per_1k_followers * self.grid / 1e3
         )
         best = profit_grid.argmax(1)
+        lo, hi = near_optimal_range(
+            imp(self.grid[None, :], e[:, None]), self.grid, value_per_impression, cost_per_1k_followers
+        )
         return AdviceBatch(
             fei=e,
             curve_shape=[
@@ -155,6 +159,8 @@ class TinyTorchAdvisor:
             ],
             expected_impressions=imp(f, e),
             optimal_followers=self.grid[best],
+            optimal_followers_low=self.grid[lo],
+            optimal_followers_high=self.grid[hi],
             expected_impressions_optimal=imp(self.grid[best], e),
             profit_actual=value_per_impression * imp(f, e) - cost_per_1k_followers * f / 1e3,
             profit_optimal=profit_grid[np.arange(len(e)), best],

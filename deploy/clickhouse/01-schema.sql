@@ -106,6 +106,8 @@ CREATE TABLE IF NOT EXISTS liftstream.advice (
   expected_impressions Float64,
   optimal_followers UInt64,
   optimal_tier String,
+  optimal_followers_low UInt64 DEFAULT optimal_followers,
+  optimal_followers_high UInt64 DEFAULT optimal_followers,
   expected_impressions_optimal Float64,
   profit_actual Float64,
   profit_optimal Float64,

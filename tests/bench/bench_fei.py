@@ -337,11 +337,28 @@ def part_eval(dataset: Path, args) -> dict:
         best_true, p_true = F.optimal_followers(true_grid, adv.grid_followers, v, c)
         p_chosen = F.profit(v, c, true_grid[np.arange(len(idx)), best_est], adv.grid_followers[best_est])
         pos = p_true > 0
+        # the advised near-optimal range (sizes within 95% of the advised optimum's expected profit)
+        lo, hi = F.near_optimal_range(est_grid, adv.grid_followers, v, c)
+        end_share = {}
+        for end, k in (("low", lo), ("high", hi)):  # the true profit if the buyer takes that end
+            got = F.profit(v, c, true_grid[np.arange(len(idx)), k], adv.grid_followers[k])
+            end_share[end] = float(got[pos].sum() / p_true[pos].sum())
+
         row = {
             "value": v,
             "cost": c,
             "share_of_true_optimal_profit_total": float(p_chosen[pos].sum() / p_true[pos].sum()),
             "median_ratio": float(np.median(p_chosen[pos] / p_true[pos])),
+            "videos_at_95pct_of_true_optimum": float(
+                np.mean(p_chosen[pos] >= F.NEAR_OPTIMAL_SHARE * p_true[pos])
+            ),
+            "range_holds_true_optimum": float(np.mean((lo <= best_true) & (best_true <= hi))),
+            "range_holds_true_optimum_positive": float(np.mean(((lo <= best_true) & (best_true <= hi))[pos])),
+            "range_low_end_share_total": end_share["low"],
+            "range_high_end_share_total": end_share["high"],
+            "median_range_decades": float(
+                np.median(np.log10(adv.grid_followers[hi] / adv.grid_followers[lo]))
+            ),
             "videos_with_positive_optimum": int(pos.sum()),
             "median_log10_ratio_chosen_to_true_F": float(
                 np.median(np.log10(adv.grid_followers[best_est] / adv.grid_followers[best_true]))
@@ -351,6 +368,13 @@ def part_eval(dataset: Path, args) -> dict:
     p0 = res["profit"][0]
     print(
         f"profit share of the true optimum at value {VALUE}, cost {COST}: {p0['share_of_true_optimal_profit_total']:.4f} (median per video {p0['median_ratio']:.4f})"
+    )
+    print(
+        f"near-optimal range (advised sizes within {F.NEAR_OPTIMAL_SHARE:.0%} of the advised optimum's profit): "
+        f"holds the true optimum for {p0['range_holds_true_optimum_positive']:.3f} of videos with a positive "
+        f"optimum; median width {p0['median_range_decades']:.2f} decades; profit share at its low / high end "
+        f"{p0['range_low_end_share_total']:.4f} / {p0['range_high_end_share_total']:.4f}; "
+        f"{p0['videos_at_95pct_of_true_optimum']:.3f} of videos get >= 95% of their true optimum at the advised size"
     )
 
     res["profit_bounds"] = profit_bounds(

@@ -65,7 +65,8 @@ def advice(i: int) -> InfluencerAdvice:
     return InfluencerAdvice(
         video_id=f"v{i}", product_id=f"p{i % 5000}", influencer_id=f"inf{i % 9000}", day=D0 + timedelta(i // ROWS_PER_DAY),
         followers=1000 + i, tier="micro", fei=0.8, curve_shape="s_shaped", expected_impressions=1.5e4,
-        optimal_followers=40_000, optimal_tier="micro", expected_impressions_optimal=3e4, profit_actual=10.0,
+        optimal_followers=40_000, optimal_tier="micro", optimal_followers_low=25_000, optimal_followers_high=60_000,
+        expected_impressions_optimal=3e4, profit_actual=10.0,
         profit_optimal=25.0, value_per_impression=0.02, cost_per_1k_followers=5.0, model_version="fei-v1",
         emitted_at=T0,
     )  # fmt: skip
