@@ -12,6 +12,7 @@ typed client errors. Needs ``bash deploy/scripts/install_triton.sh`` (``make ser
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import socket
@@ -129,10 +130,9 @@ def _close(a, b) -> None:
 
 def _assert_advice_equal(got, want) -> None:
     assert got.curve_shape == want.curve_shape
-    for field in ("fei", "expected_impressions", "optimal_followers", "expected_impressions_optimal"):
-        _close(getattr(got, field), getattr(want, field))
-    for field in ("profit_actual", "profit_optimal"):
-        _close(getattr(got, field), getattr(want, field))
+    for field in dataclasses.fields(want):
+        if field.name != "curve_shape":
+            _close(getattr(got, field.name), getattr(want, field.name))
 
 
 # --- the contract: config.pbtxt == inference.triton_names -----------------------------------
@@ -173,6 +173,29 @@ def test_config_pbtxt_matches_names(tmp_path: Path, device: str) -> None:
     }
     assert step[N.P_LEVEL] == "0.9" and step[N.P_HAS_BASELINE] == "1"
     assert step[N.P_MODEL_VERSION] == "tiny-torch-seed0"
+
+
+def test_client_refuses_a_repository_that_lacks_an_output_it_reads(tmp_path: Path) -> None:
+    """A repository exported by an older release (fewer advisor outputs) is refused at connect
+    time, naming the output, instead of failing on the first advice request."""
+    from google.protobuf import json_format
+
+    from inference.triton_client import ServedInfo, TritonClientError
+
+    fsrc, asrc = _tiny(tmp_path)
+    export_repository(tmp_path / "repo", fsrc, asrc)
+    configs = {
+        m: json_format.MessageToDict(
+            _parse(tmp_path / "repo" / m / "config.pbtxt"), preserving_proto_field_name=True
+        )
+        for m in N.MODELS
+    }
+    assert ServedInfo.from_configs(configs).hidden_dim == 16
+    configs[N.ADVISOR]["output"] = [
+        o for o in configs[N.ADVISOR]["output"] if o["name"] != "OPTIMAL_FOLLOWERS_LOW"
+    ]
+    with pytest.raises(TritonClientError, match="OPTIMAL_FOLLOWERS_LOW.*re-export"):
+        ServedInfo.from_configs(configs)
 
 
 def test_export_is_deterministic(tmp_path: Path) -> None:
