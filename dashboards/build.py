@@ -227,6 +227,13 @@ FROM {T["advice"]} FINAL
 WHERE {FILTERS}
 GROUP BY tier
 ORDER BY profit_gap DESC, tier""",
+    "advice_table": f"""
+SELECT video_id, product_id, followers, tier, optimal_followers, optimal_followers_low,
+  optimal_followers_high, curve_shape, profit_optimal - profit_actual AS profit_gap
+FROM {T["advice"]} FINAL
+WHERE {FILTERS}
+ORDER BY profit_gap DESC, video_id
+LIMIT 100""",
     "dead_letter_rate": f"""
 SELECT $__timeInterval(received_at) AS time, source, count() AS dead_letters
 FROM {T["dead_letters"]} FINAL
@@ -458,6 +465,20 @@ def build_dashboard() -> dm.Dashboard:
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(True))
     )
 
+    advice_table = (
+        table.Panel()
+        .id(10)
+        .title("Influencer advice: videos with the largest profit gap")
+        .description(
+            "Per video: the follower count used, the advised one and the range of sizes whose expected "
+            "profit is within 95% of the advised optimum's (optimal_followers_low .. _high)."
+        )
+        .datasource(DS)
+        .with_target(ClickHouseQuery(SQL["advice_table"]).table())
+        .show_header(True)
+        .grid_pos(_pos(0, 36, 24, 8))
+    )
+
     builder = (
         db.Dashboard("LiftStream: live campaign")
         .uid(DASHBOARD_UID)
@@ -480,6 +501,7 @@ def build_dashboard() -> dm.Dashboard:
         alerts,
         tiers,
         gap,
+        advice_table,
     ):
         builder = builder.with_panel(panel)
     return builder.build()

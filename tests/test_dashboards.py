@@ -273,7 +273,7 @@ def test_json_is_sorted_and_uids_stable():
         "liftstream-no-forecast",
     ]
     assert sorted(VARS) == ["category", "product"]
-    assert [p["id"] for p in DASH["panels"]] == list(range(1, 10))
+    assert [p["id"] for p in DASH["panels"]] == list(range(1, 11))
     targets = [t for p in DASH["panels"] for t in p["targets"]] + [
         r["data"][0]["model"] for r in RULES.values()
     ]
@@ -350,6 +350,14 @@ EXPECTED_PANELS = {
     ),
     "Influencer advice: optimal tier": ({}, [["mid_tier", "2"], ["macro", "1"]]),
     "Influencer advice: profit gap by actual tier": ({}, [["micro", "50"], ["nano", "30"], ["mega", "20"]]),
+    "Influencer advice: videos with the largest profit gap": (
+        {},
+        [
+            ["v1", "p1", "20000", "micro", "200000", "120000", "350000", "s_shaped", "50"],
+            ["v2", "p1", "20000", "nano", "200000", "120000", "350000", "s_shaped", "30"],
+            ["v3", "p2", "20000", "mega", "200000", "120000", "350000", "s_shaped", "20"],
+        ],
+    ),
 }
 EXPECTED_RULES = {
     "liftstream-forecast-drop": [["1"]],  # p2's alert at 00:10 is inside the 15 minutes before 00:20
@@ -411,7 +419,7 @@ def test_sdk_reads_the_json_back():
 
     register_default_plugins()
     board = Dashboard.from_json(DASH)
-    assert board.uid == "liftstream-campaign" and len(board.panels) == 9
+    assert board.uid == "liftstream-campaign" and len(board.panels) == 10
     for panel, raw in zip(board.panels, DASH["panels"], strict=True):
         (target,) = panel.targets
         assert isinstance(target, build.ClickHouseDataquery)
