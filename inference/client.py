@@ -114,7 +114,7 @@ class AdviceBatch:
     expected_impressions: np.ndarray  # (N,) at the actual follower count
     optimal_followers: np.ndarray  # (N,)
     # (N,) each: the sizes around the optimum whose expected profit is within 95% of it
-    # (inference.fei.near_optimal_range); both equal optimal_followers where no size pays
+    # (inference.optimum.near_optimal_range); both equal optimal_followers where no size pays
     optimal_followers_low: np.ndarray
     optimal_followers_high: np.ndarray
     expected_impressions_optimal: np.ndarray  # (N,)

@@ -11,9 +11,8 @@ influencer size, and ``FeiAdvisor``, the fitted model the stream calls.
   concave (FEI falls from the low end), the paper's three campaign types (Tables 4-5).
 - ``optimal_followers``: maximise value x E[impressions](F, x) - cost_per_1k x F / 1000 over the
   grid (section 4.4); ``optimum_heatmap`` is Figure 12 (optimum over a grid of cost and value).
-- ``near_optimal_range``: the follower sizes around the optimum whose expected profit is within
-  ``NEAR_OPTIMAL_SHARE`` of it: how much room a buyer has when no creator of the optimal size is
-  at hand, and how sharp the optimum is (a wide range says the size hardly matters).
+- ``near_optimal_range`` (from ``inference.optimum``, with ``profit`` and ``optimal_followers``):
+  the follower sizes around the optimum whose expected profit is within 95% of it.
 
 Expected impressions are exp(h) times Duan's smearing factor mean_i exp(y_i - h(t_i, x_i)) taken on
 the training data: h is the conditional mean of log impressions, and E[exp(e)] != exp(E[e]); the
@@ -396,8 +395,6 @@ class FeiAdvisor:
             )
             for i in range(0, n, self.config.batch_size)
         ]
-        if not parts:
-            return AdviceBatch.empty()
         return AdviceBatch.concat(parts)
 
     def advise_x(self, x: np.ndarray, followers: np.ndarray, value: float, cost: float) -> AdviceBatch:
