@@ -512,6 +512,23 @@ def scaled_data(n: int, x_src: np.ndarray, params_src: dict, sim, seed: int):
     return ln_f, x_src[rows], F.instrument(hearts), y, params
 
 
+def scaled_profit_share(est, t, x, y, params, sim, n_eval: int, seed: int = 0) -> float:
+    """The eval part's profit share at (VALUE, COST) for an estimator fitted on scaled rows: the
+    advisor's grid (64 sizes, 100 to 10M followers within the 0.5-99.5% quantiles of t) and
+    Duan's smearing factor on the fitted rows, scored on the true curves of n_eval rows."""
+    lo = max(np.log(F.FeiConfig().grid_min_followers), float(np.quantile(t, 0.005)))
+    hi = min(np.log(F.FeiConfig().grid_max_followers), float(np.quantile(t, 0.995)))
+    grid_f = np.unique(np.round(np.exp(np.linspace(lo, hi, F.FeiConfig().n_grid))))
+    idx = np.random.default_rng(seed).choice(len(x), min(n_eval, len(x)), replace=False)
+    est_grid = np.exp(F.impression_curves(est, x[idx], np.log(grid_f))) * F.smearing_factor(est, t, x, y)
+    true_grid = true_expected_impressions(np.log(grid_f), {k: v[idx] for k, v in params.items()}, sim)
+    best, _ = F.optimal_followers(est_grid, grid_f, VALUE, COST)
+    _, p_true = F.optimal_followers(true_grid, grid_f, VALUE, COST)
+    got = F.profit(VALUE, COST, true_grid[np.arange(len(idx)), best], grid_f[best])
+    pos = p_true > 0
+    return float(got[pos].sum() / p_true[pos].sum())
+
+
 def part_scale(dataset: Path, args) -> dict:
     import matplotlib
 
@@ -542,6 +559,7 @@ def part_scale(dataset: Path, args) -> dict:
             "fit_seconds": secs,
             "fei_mae_support": e["mae"],
             "fei_mae_central_95": e95["mae"],
+            "profit_share": scaled_profit_share(est, t, x, y, params, sim, args.n_eval),
             "estimator": args.estimator,
             "epochs": [
                 [len(v) for v in h.values() if isinstance(v, list)]
@@ -555,7 +573,8 @@ def part_scale(dataset: Path, args) -> dict:
             row["naive_fei_mae_support"] = fei_errors(nv, x, params, grid, args.n_eval)["mae"]
         res[f"{args.estimator}:{n}"] = row
         print(
-            f"n={n:>7}: {args.estimator} fit {secs:.0f} s, FEI MAE support {e['mae']:.4f}, central 95% {e95['mae']:.4f}, epochs {row['epochs']}",
+            f"n={n:>7}: {args.estimator} fit {secs:.0f} s, FEI MAE support {e['mae']:.4f}, central 95% {e95['mae']:.4f}, "
+            f"profit share at {VALUE} / {COST} {row['profit_share']:.4f}, epochs {row['epochs']}",
             flush=True,
         )
         _json(path, res)
