@@ -387,6 +387,67 @@ def test_offsets_committed_ahead_of_the_states_are_replayed(
         second.stop()
 
 
+def test_states_ahead_of_the_group_commits_are_committed_on_opening(
+    world, kafka_broker, clickhouse_server, unique_name, tmp_path
+):
+    """The other direction: the group's committed offsets lag the states (a commit that failed or
+    never came before the worker died). The first worker processes the first half and is
+    killed; the group's offsets are moved back 40 events per partition. The restarted worker's
+    lanes commit where the recovered states stop as they open, before any new event (so a
+    partition that gets nothing new does not sit behind), apply none of the 160 events again,
+    then take the second half: the rows equal an uninterrupted run's."""
+    items, expected, _ = world
+    db = f"db_{unique_name}"
+    argv = worker_argv(
+        kafka_broker.bootstrap, clickhouse_server.url + db, unique_name, batch_max=200, loglevel="info"
+    )
+    first, second = _workers(2, tmp_path, argv)
+    topic = topic_names(f"{unique_name}.")["events"]
+    group = f"app_{unique_name}"
+    half = len(items) // 2
+    first.start()
+    try:
+        _process_first_half(kafka_broker.bootstrap, topic, group, items[:half])
+        first.kill()
+        time.sleep(SESSION_TIMEOUT_S + 2)  # the killed member expires: the group is empty
+        states_end = committed_offsets(kafka_broker.bootstrap, group, topic)
+        behind = {p: o - 40 for p, o in states_end.items()}
+        commit_offsets(kafka_broker.bootstrap, group, topic, behind)
+        assert committed_total(kafka_broker.bootstrap, group, topic) == half - 160
+        second.start()
+        lane = lambda: second.stats().get("lane", {})  # noqa: E731
+        wait_for(
+            lambda: (
+                committed_offsets(kafka_broker.bootstrap, group, topic) == states_end or not second.alive()
+            ),
+            60,
+            "the restarted worker to commit where its states stop, with no new event",
+            interval_s=0.5,
+        )
+        assert committed_offsets(kafka_broker.bootstrap, group, topic) == states_end, second.log_tail()
+        wait_for(lambda: lane().get("catchup_commits", 0) >= 4, 10, "the lane's stats")
+        produce(kafka_broker.bootstrap, topic, items[half:])
+        applied = lambda: second.stats().get("totals", {}).get("applied", 0)  # noqa: E731
+        wait_for(
+            lambda: (
+                (
+                    applied() >= len(items) - half
+                    and committed_total(kafka_broker.bootstrap, group, topic) >= len(items)
+                )
+                or not second.alive()
+            ),
+            90,
+            "the restarted worker to take the second half",
+            interval_s=0.5,
+        )
+        assert applied() == len(items) - half, second.log_tail()  # none of the 160 again
+        assert lane()["catchup_commits"] == 4 and lane().get("commits_failed", 0) == 0, lane()
+        _assert_same(open_store(clickhouse_server.url + db), db, expected, [first, second])
+    finally:
+        first.stop()
+        second.stop()
+
+
 def test_clickhouse_outage_loses_nothing(world, kafka_broker, unique_name, tmp_path):
     items, expected, _ = world
     ch = start_clickhouse(tmp_path / "ch")
