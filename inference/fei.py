@@ -190,6 +190,96 @@ class PooledPCA:
             *(np.asarray(st[k], dtype=np.float64) for k in ("mean", "scale", "components", "comp_scale"))
         )
 
+    def with_direction(self, weights: np.ndarray) -> PooledPCA:
+        """A copy with one more output: ``weights`` (P,) over the standardized statistics, scaled to
+        unit variance like the others (``level_score`` appends its direction this way, so
+        ``transform`` and the saved state keep their form)."""
+        w = np.asarray(weights, dtype=np.float64)[None, :]
+        return PooledPCA(
+            self.mean, self.scale, np.vstack([self.components, w]), np.append(self.comp_scale, 1.0)
+        )
+
+
+@dataclass
+class LevelScore:
+    """A content direction fitted to say how many impressions a video earns at any follower count.
+
+    Log impressions are regressed (ridge) on the standardized pooled statistics with the treatment
+    (a linear spline of log followers) and the post covariates as unpenalized controls; blocks of
+    statistics (``POOLED_STATS``) enter by greedy forward selection on 5-fold out-of-fold MSE, and
+    the statistics' coefficients on the chosen blocks are the direction. The unsupervised
+    components keep what varies most per unit of segment noise; the level of a video's impressions
+    lives in a low-variance direction they miss (docs/fei.md, "Supervised level score"). The
+    direction reaches the IV estimator's h only through its level (``DeepIVConfig.level_only``), so
+    it cannot bend dh/dt."""
+
+    weights: np.ndarray  # (P,) on standardized statistics, zero outside the chosen blocks
+    scale: float  # std of the score on the fitting rows
+    blocks: list[str]
+    cv_mse: dict[str, float]  # out-of-fold MSE of the selection steps (and "none": controls only)
+
+    @classmethod
+    def fit(
+        cls,
+        zs: np.ndarray,
+        t: np.ndarray,
+        controls: np.ndarray,
+        y: np.ndarray,
+        ridge: float = 10.0,
+        seed: int = 0,
+    ) -> LevelScore:
+        """zs (N, 7 D) standardized pooled statistics; t (N,) log followers; controls (N, C) other
+        covariates; y (N,) log impressions. ``ridge``: penalty per 1,000 rows on each statistic."""
+        zs = np.asarray(zs, dtype=np.float64)
+        n, p = zs.shape
+        d = p // len(POOLED_STATS)
+        knots = np.quantile(t, np.linspace(0.05, 0.95, 8))
+        base = np.column_stack([np.ones(n), t, *(np.maximum(t - k, 0.0) for k in knots), controls])
+        fold = np.random.default_rng(seed).integers(0, 5, n)
+        a = np.column_stack([base, zs])  # (N, B + P); statistics' columns start at nb
+        nb = base.shape[1]
+        # Gram matrices once: a fold's training Gram is the total minus the fold's own
+        gram_f = [a[fold == f].T @ a[fold == f] for f in range(5)]
+        rhs_f = [a[fold == f].T @ y[fold == f] for f in range(5)]
+        gram, rhs = sum(gram_f), sum(rhs_f)
+
+        def solve(cols: list[int], g: np.ndarray, r: np.ndarray, rows: int) -> np.ndarray:
+            idx = np.r_[np.arange(nb), nb + np.asarray(cols, dtype=int)]
+            pen = np.full(
+                len(idx), 1e-6 * rows
+            )  # the controls may be collinear (a one-hot and the intercept)
+            pen[nb:] = ridge * rows / 1000.0
+            return idx, np.linalg.solve(g[np.ix_(idx, idx)] + np.diag(pen), r[idx])
+
+        def cv(cols: list[int]) -> float:
+            err = 0.0
+            for f in range(5):
+                held = fold == f
+                idx, beta = solve(cols, gram - gram_f[f], rhs - rhs_f[f], int((~held).sum()))
+                err += float(np.sum((y[held] - a[held][:, idx] @ beta) ** 2))
+            return err / n
+
+        block_cols = {b: list(range(i * d, (i + 1) * d)) for i, b in enumerate(POOLED_STATS)}
+        chosen: list[str] = []
+        best = cv([])
+        trace = {"none": best}
+        while len(chosen) < len(POOLED_STATS):
+            trials = {
+                b: cv(sum((block_cols[c] for c in chosen + [b]), [])) for b in POOLED_STATS if b not in chosen
+            }
+            b, err = min(trials.items(), key=lambda kv: kv[1])
+            if err > best * (1 - 1e-3):  # stop when a block buys less than 0.1% of the MSE
+                break
+            chosen.append(b)
+            best = err
+            trace["+" + b] = err
+        w = np.zeros(p)
+        if chosen:
+            cols = sum((block_cols[c] for c in chosen), [])
+            w[cols] = solve(cols, gram, rhs, n)[1][nb:]
+        score = zs @ w
+        return cls(w, float(score.std()) if score.std() > 0 else 1.0, chosen, trace)
+
 
 def _snr_directions(centred: np.ndarray, noise: np.ndarray, k: int) -> np.ndarray:
     """(k, 7 D) loadings on the raw pooled statistics (zero outside the segment-mean columns) of the

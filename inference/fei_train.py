@@ -55,6 +55,11 @@ class FitConfig:
     # estimator's h only through its level (DeepIVConfig.level_only): they read how many
     # impressions a video's content earns (docs/fei.md, "Level components")
     level_dim: int = 0
+    # one more content column fitted to the outcome: the direction of the pooled statistics that
+    # says how many impressions a video earns at any follower count (fei.LevelScore), also reaching
+    # h only through its level. Off by default: it raises the profit share but lowers the shape
+    # accuracy and helps the naive regression more (docs/fei.md, "Supervised level score")
+    level_score: bool = False
     vsvae: V.VSVAEConfig = field(default_factory=V.VSVAEConfig)
     # the IV estimator behind the FEI: "control_function" (default; measured better on the paper
     # world, docs/fei.md) or "deepiv" (the paper's Deep IV); each has its own network settings
@@ -227,6 +232,16 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
             noise=noise,
             snr_dim=min(cfg.snr_dim, cfg.pooled_dim),
         )
+        if cfg.level_score:
+            level = F.LevelScore.fit(
+                (stats - pooled.mean) / pooled.scale,
+                F.treatment(meta.followers),
+                F.covariates(np.zeros((len(rows), 0)), meta),
+                F.outcome(videos.column("impressions_14d").to_numpy()),
+                seed=cfg.deepiv.seed,
+            )
+            pooled = pooled.with_direction(level.weights / level.scale)
+            vs_report = {"level_score": {"blocks": level.blocks, "cv_mse": level.cv_mse}}
         r = pooled.transform(stats)
     t_vae = time.time() - t0
     x = F.covariates(r, meta)
@@ -297,8 +312,9 @@ def iv_config(cfg: FitConfig, content_dim: int) -> DeepIVConfig:
     follower count (the treatment), so it carries the confounder; given t it says nothing more about
     it, and h keeps it as a covariate (docs/fei.md, "Control function")."""
     level = {}
-    if cfg.content == "pooled" and cfg.level_dim:
-        level = {"level_only": tuple(range(content_dim - cfg.level_dim, content_dim))}
+    n_level = cfg.level_dim + int(cfg.level_score)
+    if cfg.content == "pooled" and n_level:
+        level = {"level_only": tuple(range(content_dim - n_level, content_dim))}
     if cfg.estimator == "deepiv":
         return replace(cfg.deepiv, **level)
     verified = content_dim + F.COVARIATE_POST_STATS.index("verified")
@@ -390,6 +406,11 @@ def cli_fit(argv: list[str]) -> int:
         default=FitConfig.level_dim,
         help="pooled content: principal components that move only the level of the impression curve",
     )
+    p.add_argument(
+        "--level-score",
+        action="store_true",
+        help="pooled content: add the supervised level score (fei.LevelScore), a level-only covariate",
+    )
     a = p.parse_args(argv)
     base = FitConfig()
     epochs = {} if a.iv_epochs is None else {"max_epochs": a.iv_epochs}
@@ -398,6 +419,7 @@ def cli_fit(argv: list[str]) -> int:
         members=a.members,
         snr_dim=a.snr_dim,
         level_dim=a.level_dim,
+        level_score=a.level_score,
         vsvae=V.VSVAEConfig(max_train_videos=a.vae_train_videos, max_epochs=a.vae_epochs, seed=a.seed),
         estimator=a.estimator,
         deepiv=replace(base.deepiv, seed=a.seed, **epochs),

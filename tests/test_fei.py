@@ -86,6 +86,43 @@ def test_near_optimal_range_is_the_run_of_sizes_within_the_share_of_the_optimum(
         F.near_optimal_range(curves, grid, v, c, share=0.0)
 
 
+def test_level_score_picks_the_block_that_carries_the_level():
+    """Log impressions = a content direction in one block (motion means) + follower effect +
+    controls + noise: the score chooses that block alone, its direction matches, and the
+    out-of-fold MSE falls; a block of pure noise is not taken."""
+    r = np.random.default_rng(3)
+    n, d = 6000, 8
+    zs = r.normal(size=(n, 7 * d))
+    t = r.normal(9.0, 1.5, size=n)
+    controls = np.column_stack([r.integers(0, 2, n), np.ones(n)])  # collinear with the intercept
+    true_w = np.zeros(7 * d)
+    k = F.POOLED_STATS.index("motion_mean")
+    true_w[k * d : (k + 1) * d] = r.normal(size=d) / np.sqrt(d)
+    y = zs @ true_w + 0.4 * t + 0.3 * controls[:, 0] + r.normal(0, 0.8, n)
+    ls = F.LevelScore.fit(zs, t, controls, y)
+    assert ls.blocks == ["motion_mean"]
+    assert ls.cv_mse["+motion_mean"] < 0.8 * ls.cv_mse["none"]
+    assert np.corrcoef(ls.weights, true_w)[0, 1] > 0.95
+    assert np.all(ls.weights[: k * d] == 0) and np.all(ls.weights[(k + 1) * d :] == 0)
+    # no content signal: no block is taken and the score is zero
+    empty = F.LevelScore.fit(zs, t, controls, 0.4 * t + r.normal(0, 0.8, n))
+    assert empty.blocks == [] and not empty.weights.any()
+
+
+def test_advisor_with_the_level_score_gives_it_to_h_as_a_level_only_column(world, tmp_path):
+    from dataclasses import replace
+
+    fit = FT.fit_advisor(world, replace(TINY, level_score=True, members=1), progress=False)
+    adv = fit.advisor
+    assert len(adv.pooled.comp_scale) == FT.FitConfig.pooled_dim + 1  # the score is the last output
+    assert fit.r.shape[1] == FT.FitConfig.pooled_dim + 1
+    assert adv.estimator.cfg.level_only == (FT.FitConfig.pooled_dim,)
+    assert set(adv.report["level_score"]) == {"blocks", "cv_mse"}
+    back = F.FeiAdvisor.load(adv.save(tmp_path / "a"))  # the score travels in the PooledPCA state
+    vb, meta = _batch(world, 10)
+    assert np.allclose(back.covariates(vb, meta), adv.covariates(vb, meta))
+
+
 def test_heatmap_optimum_falls_with_cost_and_rises_with_value(tmp_path):
     grid = np.exp(np.linspace(np.log(1e2), np.log(1e7), 400))
     values, costs = np.array([0.02, 0.1, 0.2]), np.array([5.0, 20.0, 100.0])
@@ -339,6 +376,7 @@ def test_default_advisor_uses_the_control_function_without_verified_in_its_first
     r_dim = n_cov - len(F.COVARIATE_POST_STATS)
     for m in members:
         assert m.cfg.first_stage_exclude == (r_dim + F.COVARIATE_POST_STATS.index("verified"),)
+        assert m.cfg.level_only == ()
     # advisors saved before the control function kept the estimator under "deepiv"
     advisor.save(tmp_path / "a")
     w = torch.load(tmp_path / "a" / "weights.pt", weights_only=False)

@@ -75,6 +75,7 @@ def fit_config(args) -> FT.FitConfig:
         pooled_dim=args.pooled_dim,
         snr_dim=args.snr_dim,
         level_dim=args.level_dim,
+        level_score=args.level_score,
         estimator=args.estimator,
         members=args.members,
         vsvae=V.VSVAEConfig(max_train_videos=args.vae_train_videos, max_epochs=args.vae_epochs),
@@ -628,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=FT.FitConfig.level_dim,
         help="principal components added that reach h only through its level (DeepIVConfig.level_only)",
+    )
+    p.add_argument(
+        "--level-score", action="store_true", help="add the supervised level score (fei.LevelScore)"
     )
     p.add_argument("--members", type=int, default=FT.FitConfig.members, help="IV fits averaged (IVEnsemble)")
     p.add_argument("--seed", type=int, default=0, help="seed of the IV fits (and of the PCA sample)")
