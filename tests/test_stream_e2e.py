@@ -333,6 +333,16 @@ def test_crash_recovery_restores_state_from_changelog(
         second.stop()
 
 
+def _restart_pair(kafka_broker, clickhouse_server, unique_name, tmp_path):
+    """(database, first worker, second worker, input topic, group) of a kill-and-restart test."""
+    db = f"db_{unique_name}"
+    argv = worker_argv(
+        kafka_broker.bootstrap, clickhouse_server.url + db, unique_name, batch_max=200, loglevel="info"
+    )
+    first, second = _workers(2, tmp_path, argv)
+    return db, first, second, topic_names(f"{unique_name}.")["events"], f"app_{unique_name}"
+
+
 def test_offsets_committed_ahead_of_the_states_are_replayed(
     world, kafka_broker, clickhouse_server, unique_name, tmp_path
 ):
@@ -344,13 +354,7 @@ def test_offsets_committed_ahead_of_the_states_are_replayed(
     ``slow_changelog`` variant provokes). The restarted worker must find in the recovered table
     that its states stop earlier and resume there: the rows equal an uninterrupted run's."""
     items, expected, _ = world
-    db = f"db_{unique_name}"
-    argv = worker_argv(
-        kafka_broker.bootstrap, clickhouse_server.url + db, unique_name, batch_max=200, loglevel="info"
-    )
-    first, second = _workers(2, tmp_path, argv)
-    topic = topic_names(f"{unique_name}.")["events"]
-    group = f"app_{unique_name}"
+    db, first, second, topic, group = _restart_pair(kafka_broker, clickhouse_server, unique_name, tmp_path)
     half = len(items) // 2
     first.start()
     try:
@@ -397,13 +401,7 @@ def test_states_ahead_of_the_group_commits_are_committed_on_opening(
     partition that gets nothing new does not sit behind), apply none of the 160 events again,
     then take the second half: the rows equal an uninterrupted run's."""
     items, expected, _ = world
-    db = f"db_{unique_name}"
-    argv = worker_argv(
-        kafka_broker.bootstrap, clickhouse_server.url + db, unique_name, batch_max=200, loglevel="info"
-    )
-    first, second = _workers(2, tmp_path, argv)
-    topic = topic_names(f"{unique_name}.")["events"]
-    group = f"app_{unique_name}"
+    db, first, second, topic, group = _restart_pair(kafka_broker, clickhouse_server, unique_name, tmp_path)
     half = len(items) // 2
     first.start()
     try:
