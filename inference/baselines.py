@@ -20,7 +20,6 @@ Classical (``fit_predict_*(data, fit_p, cal_p, test_p, norm) -> (B_test, D-1) pr
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -305,7 +304,7 @@ def fit_predict_lightgbm(
     seed: int = 0,
     threads: int = 2,
 ) -> np.ndarray:
-    import lightgbm as lgb
+    from inference.gbm_head import fit_lightgbm
 
     def xy(p):
         x = lgbm_table(data, p)[:, :-1]
@@ -313,31 +312,8 @@ def fit_predict_lightgbm(
         return x.reshape(-1, x.shape[-1]), y.reshape(-1)
 
     (x, y), (xv, yv) = xy(fit_p), xy(cal_p)
-    ok, okv = ~np.isnan(y), ~np.isnan(yv)
-    cat_idx = [LGBM_FEATURES.index("category")]
-    model = lgb.LGBMRegressor(
-        n_estimators=2000,
-        learning_rate=0.03,
-        num_leaves=31,
-        min_child_samples=20,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.8,
-        reg_lambda=1.0,
-        random_state=seed,
-        n_jobs=threads,
-        verbose=-1,
+    model = fit_lightgbm(
+        x, y, xv, yv, seed=seed, threads=threads, categorical=[LGBM_FEATURES.index("category")]
     )
-    with (
-        warnings.catch_warnings()
-    ):  # eval_set is deprecated in 4.7, but eval_X does not exist in 4.3 (our floor)
-        warnings.simplefilter("ignore")
-        model.fit(
-            x[ok],
-            y[ok],
-            eval_set=[(xv[okv], yv[okv])],
-            categorical_feature=cat_idx,
-            callbacks=[lgb.early_stopping(100, verbose=False)],
-        )
     xt, _ = xy(test_p)
     return model.predict(xt).reshape(len(test_p), data.n_days - 1)

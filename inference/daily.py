@@ -19,7 +19,11 @@ one and two days, mean log1p units over the last 3 and 7 days, today included: i
 see ``trailing_units``), today's weekday one-hot (Monday = 0, ``date.weekday()``) and the
 product's history before the campaign (log1p history sales and videos and a known flag, from
 ``VideoPublished.product``: the stream knows them from the product's first video on, and
-training uses the same rule).
+training uses the same rule), and the campaign columns (``CAMPAIGN_FEATURES``: the units of six
+days before, the product's day and discount since its first sales day, today's followers and
+new videos' impressions, yesterday's active videos and impressions, the category one-hot), the
+aggregates a tabular forecaster reads; the GBM head (``inference.gbm_head``) reads x without
+the video encodings.
 Everything here is computable from the input events alone (streams/state.py ``build_x``; the
 stream keeps the last ``TRAILING_DAYS`` closed days' units in ``ProductState.recent_units``).
 """
@@ -32,6 +36,17 @@ import numpy as np
 
 from schemas import limits as L
 
+# the product's campaign so far, as a tabular forecaster reads it (``campaign_features``)
+CAMPAIGN_FEATURES = (
+    "units_lag6",  # log1p units of day t-6 (0 before the product's first day)
+    "product_day",  # days since the product's first sales day / WINDOW_DAYS
+    "log_discount",  # log(price / price on the product's first sales day)
+    "sum_log_followers",  # log1p of the sum over active videos of log1p(creator followers)
+    "new_impressions",  # log1p impressions today of the videos published today
+    "n_active_lag1",  # log1p active videos on day t-1 (0 on the product's first day)
+    "impressions_lag1",  # log1p impressions summed over day t-1's active videos
+) + tuple(f"category_{c}" for c in L.PRODUCT_CATEGORIES)  # one-hot; all zero = unknown
+N_CAMPAIGN = len(CAMPAIGN_FEATURES)
 SIDE_FEATURES = ("likes", "shares", "comments", "collects", "impressions", "age_days", "followers")
 PRODUCT_FEATURES = (
     ("units", "price", "rating", "n_active", "n_new", "has_videos")
@@ -39,6 +54,7 @@ PRODUCT_FEATURES = (
     + ("units_lag1", "units_lag2", "units_mean3", "units_mean7")  # trailing log1p units (trailing_units)
     + tuple(f"weekday_{i}" for i in range(7))  # one-hot of date.weekday() of the day
     + ("history_sales", "history_videos", "history_known")  # log1p before the campaign; 0 0 0 = unknown
+    + CAMPAIGN_FEATURES  # product_campaign: the tabular aggregates the GBM head (and LightGBM) use
 )
 SIDE_DIM = len(SIDE_FEATURES)
 PRODUCT_DIM = len(PRODUCT_FEATURES)
@@ -118,18 +134,66 @@ def _trailing(units: float, previous: list[float]) -> list[float]:
 
 
 N_HISTORY = 3
-HISTORY_AT = PRODUCT_DIM - N_HISTORY  # first history column in the product part
+CAMPAIGN_AT = PRODUCT_DIM - N_CAMPAIGN  # first campaign column in the product part
+HISTORY_AT = CAMPAIGN_AT - N_HISTORY  # first history column in the product part
+# columns of the product part that say "there are videos today": the no-video counterfactual
+# zeroes them (yesterday's columns stay: the counterfactual is one day without videos)
+NO_VIDEO_FEATURES = ("n_active", "n_new", "has_videos", "sum_likes", "sum_shares", "sum_comments")
+NO_VIDEO_FEATURES += ("sum_collects", "sum_impressions", "sum_log_followers", "new_impressions")
+
+
+def campaign_features(
+    units_lag6,
+    product_day,
+    log_discount,
+    sum_log_followers,
+    new_impressions,
+    n_active_lag1,
+    impressions_lag1,
+    category,
+) -> np.ndarray:
+    """(..., N_CAMPAIGN) float64 ``CAMPAIGN_FEATURES`` from raw values (numpy broadcasting).
+
+    units_lag6: units of day t-6 (0 where none); product_day: days since the product's first
+    sales day; log_discount: log(price / first price); sum_log_followers: sum over the active
+    videos of log1p(followers); new_impressions: today's impressions of today's videos;
+    n_active_lag1 / impressions_lag1: yesterday's active videos and their summed impressions;
+    category: index into ``limits.PRODUCT_CATEGORIES``, -1 = unknown.
+    """
+    cols = [
+        np.log1p(np.asarray(units_lag6, dtype=np.float64)),
+        np.asarray(product_day, dtype=np.float64) / L.WINDOW_DAYS,
+        np.asarray(log_discount, dtype=np.float64),
+        np.log1p(np.asarray(sum_log_followers, dtype=np.float64)),
+        np.log1p(np.asarray(new_impressions, dtype=np.float64)),
+        np.log1p(np.asarray(n_active_lag1, dtype=np.float64)),
+        np.log1p(np.asarray(impressions_lag1, dtype=np.float64)),
+    ]
+    cat = np.asarray(category)
+    cols += [(cat == i).astype(np.float64) for i in range(len(L.PRODUCT_CATEGORIES))]
+    return np.stack(np.broadcast_arrays(*cols), axis=-1)
 
 
 def product_features(
-    units, price, rating, n_active, n_new, *, sums=None, weekday=None, trailing=None, history=None
+    units,
+    price,
+    rating,
+    n_active,
+    n_new,
+    *,
+    sums=None,
+    weekday=None,
+    trailing=None,
+    history=None,
+    campaign=None,
 ) -> np.ndarray:
     """(..., PRODUCT_DIM) float32 product side input for a closed (or provisional) day.
 
     sums: (..., 5) today's engagement counts summed over the active videos, COUNT_COLUMNS order
     (None = zeros); trailing: (..., N_TRAILING) ``trailing_units`` of the day (None = zeros);
     weekday: (...) int, ``date.weekday()`` of the day (None = all-zero one-hot); history: (..., 2)
-    history sales and videos, NaN where not known that day (None = unknown everywhere).
+    history sales and videos, NaN where not known that day (None = unknown everywhere); campaign:
+    (..., N_CAMPAIGN) ``campaign_features`` (None = zeros).
     """
     n_active = np.asarray(n_active, dtype=np.float64)
     cols = [
@@ -167,6 +231,14 @@ def product_features(
         known = ~np.isnan(history[..., 0])
         cols += [np.where(known, np.log1p(np.nan_to_num(history[..., i])), 0.0) for i in range(2)]
         cols.append(known.astype(np.float64))
+    if campaign is None:
+        cols += [np.zeros(())] * N_CAMPAIGN
+    else:
+        campaign = np.asarray(campaign, dtype=np.float64)
+        assert campaign.shape[-1] == N_CAMPAIGN, (
+            f"expected campaign (..., {N_CAMPAIGN}), got {campaign.shape}"
+        )
+        cols += [campaign[..., i] for i in range(N_CAMPAIGN)]
     return np.stack(np.broadcast_arrays(*cols), axis=-1).astype(np.float32)
 
 
@@ -181,12 +253,14 @@ def product_vector(
     weekday: int | None = None,
     previous: list[float] | None = None,
     history: tuple[float, float] | None = None,
+    campaign: np.ndarray | None = None,
 ) -> np.ndarray:
     """``product_features`` for one product-day from Python scalars (the stream's hot path).
 
     previous: the units of the days before this one, oldest first (None = no trailing columns,
     zeros like ``product_features(trailing=None)``; [] = the product's first day); history:
-    (history sales, history videos), None = unknown.
+    (history sales, history videos), None = unknown; campaign: (N_CAMPAIGN,) ``campaign_features``
+    (None = zeros).
     """
     out = np.zeros(PRODUCT_DIM, dtype=np.float64)
     out[:6] = (
@@ -204,7 +278,9 @@ def product_vector(
     if weekday is not None:
         out[11 + N_TRAILING + int(weekday)] = 1.0
     if history is not None:
-        out[HISTORY_AT:] = math.log1p(history[0]), math.log1p(history[1]), 1.0
+        out[HISTORY_AT:CAMPAIGN_AT] = math.log1p(history[0]), math.log1p(history[1]), 1.0
+    if campaign is not None:
+        out[CAMPAIGN_AT:] = campaign
     return out.astype(np.float32)
 
 

@@ -52,7 +52,8 @@ import torch
 from torch import nn
 
 from inference.client import StepOutput, VideoBatch
-from inference.daily import PRODUCT_DIM, PRODUCT_FEATURES, SIDE_DIM
+from inference.daily import NO_VIDEO_FEATURES, PRODUCT_DIM, PRODUCT_FEATURES, SIDE_DIM
+from inference.gbm_head import GbmHead
 from schemas import limits as L
 
 LADDER = ("text", "audio", "motion")  # fused in turn into the frame target (Figure 3)
@@ -258,11 +259,7 @@ class Lamm(nn.Module):
         return new_state, z, z0
 
     # columns of x's side + product part that say "there are videos" (zeroed for the counterfactual)
-    _no_video_cols = [
-        SIDE_DIM + i
-        for i, k in enumerate(PRODUCT_FEATURES)
-        if k in ("n_active", "n_new", "has_videos") or k.startswith("sum_")
-    ]
+    _no_video_cols = [SIDE_DIM + PRODUCT_FEATURES.index(k) for k in NO_VIDEO_FEATURES]
 
 
 class Skip(nn.Module):
@@ -350,7 +347,11 @@ class Conformal:
 
 @dataclass
 class LammForecaster:
-    """A trained LAMM behind ``encode`` / ``init_state`` / ``step`` (batched numpy, raw units out)."""
+    """A trained LAMM behind ``encode`` / ``init_state`` / ``step`` (batched numpy, raw units out).
+
+    With a ``gbm`` head (``inference.gbm_head``) ``step`` returns the blend of the LSTM's and the
+    head's forecasts (and the conformal interval the blend was calibrated with); without one, the
+    LSTM's alone."""
 
     model: Lamm
     conformal: Conformal
@@ -358,6 +359,7 @@ class LammForecaster:
     step_chunk: int = 2048  # rows per step call inside ``step``
     meta: dict = field(default_factory=dict)
     model_version: str = ""
+    gbm: GbmHead | None = None
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -382,6 +384,8 @@ class LammForecaster:
             h.update(k.encode())
             h.update(v.detach().cpu().numpy().tobytes())
         h.update(json.dumps(asdict(self.conformal), sort_keys=True).encode())
+        if self.gbm is not None:
+            h.update(f"gbm:{self.gbm.weight}:".encode() + self.gbm.model_str.encode())
         return h.hexdigest()[:12]
 
     def encode(self, videos: VideoBatch) -> np.ndarray:
@@ -424,6 +428,14 @@ class LammForecaster:
                     new[j], z[j] = self.model.step(s[j], xt[j])
         z = z.numpy()
         z0 = None if z0 is None else z0.numpy()
+        if self.gbm is not None:
+            tab = np.asarray(x[:, self.cfg.d_model :], dtype=np.float32)
+            z = self.gbm.blend(z, self.gbm.predict_z(tab))
+            if z0 is not None:
+                tab0 = tab.copy()  # the counterfactual's input, as Lamm.step builds it
+                tab0[:, :SIDE_DIM] = 0.0
+                tab0[:, Lamm._no_video_cols] = 0.0
+                z0 = self.gbm.blend(z0, self.gbm.predict_z(tab0))
         c = self.conformal
         return StepOutput(
             state=new.numpy(),
@@ -446,6 +458,10 @@ class LammForecaster:
         norm = {k: self.model.state_dict()[k].tolist() for k in ("x_mean", "x_std", "y_mean", "y_std")}
         meta = {**self.meta, "model_version": self.model_version, "normalisation": norm}
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
+        for stale in ("gbm.txt", "gbm.json"):  # a LAMM-only save over a blended one
+            (path / stale).unlink(missing_ok=True)
+        if self.gbm is not None:
+            self.gbm.save(path)
         return path
 
     @classmethod
@@ -470,4 +486,11 @@ class LammForecaster:
         model.load_state_dict(weights)
         meta = json.loads((path / "meta.json").read_text())
         conf = Conformal(**json.loads((path / "conformal.json").read_text()))
-        return cls(model, conf, with_baseline=with_baseline, meta=meta, model_version=meta["model_version"])
+        return cls(
+            model,
+            conf,
+            with_baseline=with_baseline,
+            meta=meta,
+            model_version=meta["model_version"],
+            gbm=GbmHead.load(path),
+        )

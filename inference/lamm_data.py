@@ -20,7 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from inference.daily import PRODUCT_DIM, SIDE_DIM, product_features, side_features, trailing_units
+from inference.daily import (
+    PRODUCT_DIM,
+    SIDE_DIM,
+    campaign_features,
+    product_features,
+    side_features,
+    trailing_units,
+)
 from schemas import dataset as ds
 from schemas import limits as L
 
@@ -153,6 +160,35 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
     known = np.arange(d)[None, :] >= first_video[:, None]  # (P, D)
     hist = products[["history_sales", "history_videos"]].to_numpy(dtype=np.float64)  # (P, 2)
     history = np.where(known[..., None], hist[:, None, :], np.nan)  # (P, D, 2)
+    # the campaign columns (inference.daily.campaign_features), by the stream's rules: the first
+    # sales day starts the product's clock and fixes its list price; yesterday's counts are 0
+    # until the product has a closed day; the category is known from its first video on
+    has_sales = ~np.isnan(units)
+    first_sale = np.where(has_sales.any(axis=1), has_sales.argmax(axis=1), d)  # (P,)
+    t = np.arange(d)[None, :]
+    list_price = np.take_along_axis(price, np.minimum(first_sale, d - 1)[:, None], axis=1)  # (P, 1)
+    units_lag6 = np.zeros_like(units0)
+    units_lag6[:, 6:] = units0[:, :-6]
+    sum_log_f = np.zeros((len(pid), d))
+    np.add.at(sum_log_f, (pair_p, pt), np.log1p(followers))
+    new_imp = np.zeros((len(pid), d))
+    is_new = pt == pub[pv]
+    np.add.at(new_imp, (pair_p[is_new], pt[is_new]), raw[is_new, ENGAGEMENT_COLS.index("impressions")])
+    after_first = t - 1 >= first_sale[:, None]  # day t-1 was closed
+    n_active_lag1 = np.zeros_like(n_active)
+    n_active_lag1[:, 1:] = n_active[:, :-1]
+    imp_lag1 = np.zeros_like(n_active)
+    imp_lag1[:, 1:] = eng_sums[:, :-1, ENGAGEMENT_COLS.index("impressions")]
+    campaign = campaign_features(
+        units_lag6,
+        np.maximum(t - first_sale[:, None], 0),
+        np.log(price / np.where(list_price > 0, list_price, price)),
+        sum_log_f,
+        new_imp,
+        np.where(after_first, n_active_lag1, 0.0),
+        np.where(after_first, imp_lag1, 0.0),
+        np.where(known, category[:, None], -1),
+    )
     product_x = product_features(
         units0,
         price,
@@ -163,6 +199,7 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
         weekday=weekday[None, :],
         trailing=trailing_units(units0),  # the lags / rolling means of that same column
         history=history,
+        campaign=campaign,
     )
 
     feats = ds.load_features(root, mmap=True)

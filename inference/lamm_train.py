@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from inference import daily as D
+from inference.gbm_head import GbmHead, fit_gbm_head, predict_gbm_z
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import LammData, build_day_inputs, load_lamm_data, make_batch, tabular_stats
 
@@ -47,10 +48,13 @@ class TrainConfig:
     threads: int = 1  # 1 by default: on a shared 2-core machine 2 OpenMP threads ran 5-8x slower (spinning)
     bf16: bool = True  # bf16 autocast for the video encoder while training (AVX-512 BF16 CPUs: ~2x)
     max_minutes: float = 0.0  # wall-clock cap per fit (0 = none); stops after the current epoch
+    # weight of the GBM head (inference.gbm_head) in the served forecast; 0 = LAMM alone
+    gbm_weight: float = 0.5
 
     def __post_init__(self) -> None:
         assert self.lr_decay in ("none", "cosine"), f"unknown lr_decay {self.lr_decay!r}"
         assert self.loss in ("mse", "l1", "huber"), f"unknown loss {self.loss!r}"
+        assert 0.0 <= self.gbm_weight <= 1.0, f"gbm_weight must be in [0, 1], got {self.gbm_weight}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,13 +218,27 @@ def train_lamm(
     torch.manual_seed(tc.seed)
     model = Lamm(cfg)
     info = fit(model, data, fit_p, cal_p, norm, tc, log=log)
-    resid = targets_z(data, cal_p, norm) - predict_z(model, data, cal_p)
+    gbm = _fit_head(data, fit_p, cal_p, norm, tc, log) if tc.gbm_weight > 0 else None
+    resid = targets_z(data, cal_p, norm) - _blend_z(model, gbm, data, cal_p)
     conf = Conformal.fit(resid[~np.isnan(resid)], level=tc.level)
     info.update(
         {"n_fit_products": int(len(fit_p)), "n_calib_products": int(len(cal_p)), "conformal": asdict(conf)}
     )
     meta = {"train": asdict(tc), "dataset": data.root, "n_days": data.n_days, "fit": info}
-    return LammForecaster(model, conf, meta=meta), info
+    return LammForecaster(model, conf, meta=meta, gbm=gbm), info
+
+
+def _fit_head(data: LammData, fit_p, cal_p, norm: dict, tc: TrainConfig, log) -> GbmHead:
+    t0 = time.time()
+    head = fit_gbm_head(data, fit_p, cal_p, norm, weight=tc.gbm_weight, seed=tc.seed, threads=tc.threads)
+    log(f"gbm head: {head.model_str.count('Tree=')} trees in {time.time() - t0:.1f} s, weight {head.weight}")
+    return head
+
+
+def _blend_z(model, gbm: GbmHead | None, data: LammData, products: np.ndarray) -> np.ndarray:
+    """(B, D-1) the forecaster's z: LAMM's, blended with the head's when there is one."""
+    z = predict_z(model, data, products)
+    return z if gbm is None else gbm.blend(z, predict_gbm_z(gbm, data, products))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,6 +332,12 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
         default="on" if LammConfig.tab_dropout else "off",
         help="input dropout on the side + product part of x too",
     )
+    ap.add_argument(
+        "--gbm-weight",
+        type=float,
+        default=TrainConfig.gbm_weight,
+        help="weight of the GBM head in the served forecast (inference.gbm_head; 0: LAMM alone)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--no-bf16", action="store_true", help="train the encoder in fp32")
@@ -337,6 +361,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         seed=a.seed,
         threads=a.threads,
         bf16=not a.no_bf16,
+        gbm_weight=a.gbm_weight,
     )
 
 
@@ -348,7 +373,9 @@ def _lamm_config(a: argparse.Namespace) -> LammConfig:
 
 
 def cli_train(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="liftstream train", description="Train LAMM + conformal intervals.")
+    ap = argparse.ArgumentParser(
+        prog="liftstream train", description="Train LAMM (+ its GBM head) and conformal intervals."
+    )
     _config_args(ap)
     a = ap.parse_args(argv)
     tc = _train_config(a)
@@ -374,7 +401,17 @@ ABLATIONS: dict[str, dict] = {
     "Eq.2 literal (Q=aux)": {"reading": "aux_query"},
 }
 ABLATION_MODALITY = {"w/o frame": "frame", "w/o text": "text", "w/o audio": "audio", "w/o motion": "motion"}
-ALL_MODELS = ("LAMM", "Gate_LSTM", "Gate_MLP", "Concat_LSTM", "Concat_MLP", "LR", "LightGBM", "SeasonalNaive")
+ALL_MODELS = (
+    "LAMM",
+    "LAMM+GBM",
+    "Gate_LSTM",
+    "Gate_MLP",
+    "Concat_LSTM",
+    "Concat_MLP",
+    "LR",
+    "LightGBM",
+    "SeasonalNaive",
+)
 
 
 def fold_assignment(n_products: int, folds: int, seed: int) -> np.ndarray:
@@ -420,17 +457,28 @@ class _Fold:
     log: object = print
 
 
-def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool) -> np.ndarray:
-    torch.manual_seed(f.tc.seed)
-    model = Lamm(cfg)
-    fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=f.log)
-    pred = predict_z(model, f.data, f.test_p)
+def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) -> np.ndarray:
+    """LAMM's test z (``gbm``: blended with a GBM head fitted on the fold, "LAMM+GBM"). The fold's
+    LAMM is trained once for both rows; ``coverage`` records the conformal interval's coverage."""
+    model = f.extra.get("lamm_model") if coverage else None
+    if model is None:
+        torch.manual_seed(f.tc.seed)
+        model = Lamm(cfg)
+        fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=f.log)
+        if coverage:
+            f.extra["lamm_model"] = model
+    head = None
+    if gbm:
+        weight = f.tc.gbm_weight or TrainConfig.gbm_weight  # evaluating the blend with weight 0 means LAMM
+        head = _fit_head(f.data, f.fit_p, f.cal_p, f.norm, replace(f.tc, gbm_weight=weight), f.log)
+    pred = _blend_z(model, head, f.data, f.test_p)
     if coverage:
-        resid = targets_z(f.data, f.cal_p, f.norm) - predict_z(model, f.data, f.cal_p)
+        resid = targets_z(f.data, f.cal_p, f.norm) - _blend_z(model, head, f.data, f.cal_p)
         conf = Conformal.fit(resid[~np.isnan(resid)], level=f.tc.level)
         ok = ~np.isnan(f.true)
         inside = (f.true[ok] >= pred[ok] + conf.q_lo) & (f.true[ok] <= pred[ok] + conf.q_hi)
-        f.extra["coverage"] = {"level": f.tc.level, "covered": float(inside.mean()), **asdict(conf)}
+        key = "coverage_gbm" if gbm else "coverage"
+        f.extra[key] = {"level": f.tc.level, "covered": float(inside.mean()), **asdict(conf)}
     return pred
 
 
@@ -439,6 +487,8 @@ def _predict(name: str, f: _Fold, cfg: LammConfig, pooled) -> np.ndarray:
 
     if name == "LAMM":
         return _predict_lamm(f, cfg, coverage=True)
+    if name == "LAMM+GBM":
+        return _predict_lamm(f, cfg, coverage=True, gbm=True)
     if name in ABLATIONS:
         return _predict_lamm(f, replace(cfg, **ABLATIONS[name]), coverage=False)
     if name in B.NEURAL:
@@ -478,9 +528,10 @@ def _run_fold(data, k, fold_of, models, ablations, tc, cfg, pooled, res, log) ->
             log(
                 f"  {name:<22} MAE {m['mae']:.4f}  MSE {m['mse']:.4f}  MAPE {m['mape']:.3f}  ({m['seconds']:.0f}s)"
             )
-            if name == "LAMM":
-                fold["coverage"] = f.extra["coverage"]
-                log(f"  80% interval coverage out of fold: {fold['coverage']['covered']:.3f}")
+            if name in ("LAMM", "LAMM+GBM"):
+                key = "coverage" if name == "LAMM" else "coverage_gbm"
+                fold[key] = f.extra[key]
+                log(f"  80% interval coverage out of fold: {fold[key]['covered']:.3f}")
     return fold
 
 
@@ -571,6 +622,8 @@ def summarize(res: dict) -> dict:
                 if n != "LAMM"
             )
         )
+    if SERVED in names:
+        summary["served"] = _served_summary(folds, summary)
     truth = res.get("truth_importance")
     mods = [ab for ab in summary["ablations"] if ab in ABLATION_MODALITY]
     if "LAMM" in names and mods:
@@ -594,6 +647,33 @@ def summarize(res: dict) -> dict:
             summary["ablation_increases_significant"] = significant
             summary["ablation_order_matches_truth"] = same and positive and significant
     return summary
+
+
+SERVED = "LAMM+GBM"  # what `liftstream train` serves by default (TrainConfig.gbm_weight > 0)
+
+
+def _served_summary(folds: list[dict], summary: dict) -> dict:
+    """The served blend against every other model: paired t-tests of MAE over the folds both ran."""
+    from scipy import stats
+
+    out: dict = {"vs": {}}
+    for name in summary["models"]:
+        if name == SERVED:
+            continue
+        both = [f for f in folds if SERVED in f["models"] and name in f["models"]]
+        a = np.array([f["models"][SERVED]["mae"] for f in both])
+        b = np.array([f["models"][name]["mae"] for f in both])
+        row = {"folds": len(both), "mae_diff": float(np.mean(a - b)) if both else None}
+        if len(both) > 1:
+            t, p = stats.ttest_rel(a, b)  # t < 0: the blend lower
+            row["t"], row["p"] = float(t), float(p)
+        out["vs"][name] = row
+    out["beats_all_p05"] = bool(
+        out["vs"] and all(r.get("mae_diff", 0) < 0 and r.get("p", 1.0) < 0.05 for r in out["vs"].values())
+    )
+    cov = [f["coverage_gbm"]["covered"] for f in folds if "coverage_gbm" in f]
+    out["coverage"] = {"per_fold": cov, "mean": float(np.mean(cov)) if cov else None}
+    return out
 
 
 def _table(res: dict, group: str, met: str) -> list[str]:
@@ -688,6 +768,31 @@ def write_report(res: dict, out: Path) -> None:
             f"**{s.get('lamm_beats_all_p05')}**.",
             "",
         ]
+    if s.get("served"):
+        sv = s["served"]
+        lines += [
+            f"## The served forecaster ({SERVED}: LAMM blended with its GBM head) against each model",
+            "",
+            "MAE difference (the blend minus the row; < 0: the blend lower) and paired t-test over the folds both ran.",
+            "",
+            "| Model | folds | MAE difference | t | p |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {n} | {r['folds']} | {r['mae_diff']:+.4f} | {r.get('t', float('nan')):.3f} | "
+                f"{r.get('p', float('nan')):.4f} |"
+                for n, r in sv["vs"].items()
+                if r["folds"]
+            ),
+            "",
+            f"{SERVED} lower than every other model with p < 0.05: **{sv['beats_all_p05']}**. "
+            + (
+                f"80% interval coverage out of fold: {sv['coverage']['mean']:.3f} "
+                f"({' / '.join(f'{c:.3f}' for c in sv['coverage']['per_fold'])})."
+                if sv["coverage"]["per_fold"]
+                else ""
+            ),
+            "",
+        ]
     if s.get("coverage", {}).get("per_fold"):
         cov = s["coverage"]
         lines += [
@@ -749,8 +854,9 @@ def merge_results(dirs: list[str | Path], out: str | Path) -> dict:
             f = by_fold[g["fold"]]
             f["models"].update(g["models"])
             f["ablations"].update(g["ablations"])
-            if "coverage" in g:
-                f["coverage"] = g["coverage"]
+            for key in ("coverage", "coverage_gbm"):
+                if key in g:
+                    f[key] = g[key]
         for k, v in part["seconds"].items():
             res["seconds"].setdefault(k, []).extend(v)
         res["total_seconds"] = res.get("total_seconds", 0) + part.get("total_seconds", 0)

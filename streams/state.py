@@ -39,13 +39,21 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from inference.daily import SIDE_DIM, TRAILING_DAYS, day_input, product_vector, side_matrix
+from inference.daily import (
+    SIDE_DIM,
+    TRAILING_DAYS,
+    campaign_features,
+    day_input,
+    product_vector,
+    side_matrix,
+)
 from schemas import limits as L
 from schemas.events import EngagementDaily, SalesDaily, VideoPublished
 from schemas.outputs import ForecastAlert, SalesLiftForecast
 
-STATE_VERSION = 3  # 2: recent_units, 3: history; older records still load (ProductState.from_bytes)
-READABLE_VERSIONS = (1, 2, 3)
+_CATEGORY_INDEX = {c: i for i, c in enumerate(L.PRODUCT_CATEGORIES)}
+STATE_VERSION = 4  # 2: recent_units, 3: history, 4: campaign; older records still load (from_bytes)
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,12 @@ class ProductState:
     price: float | None = None
     rating: float = 90.0
     history: tuple[float, float] | None = None  # history sales / videos from VideoPublished.product
+    # the campaign columns of x (inference.daily.campaign_features)
+    first_day: int | None = None  # the product's first closed (sales) day: its clock starts there
+    list_price: float | None = None  # its price that day
+    last_n_active: int = 0  # active videos on closed_day
+    last_impressions: float = 0.0  # their impressions summed, as closed_day's x saw them
+    category: int = -1  # index into limits.PRODUCT_CATEGORIES from VideoPublished.product; -1 unknown
     trailing: list[TrailingForecast] = field(default_factory=list)
     last_alert_day: int | None = None
     last_alert_severity: str | None = None
@@ -194,6 +208,13 @@ class ProductState:
             "price": self.price,
             "rating": self.rating,
             "history": None if self.history is None else list(self.history),
+            "campaign": [
+                self.first_day,
+                self.list_price,
+                self.last_n_active,
+                self.last_impressions,
+                self.category,
+            ],
             "trailing": [[t.issued_day, t.target_day, t.point, t.lower, t.upper] for t in self.trailing],
             "last_alert_day": self.last_alert_day,
             "last_alert_severity": self.last_alert_severity,
@@ -216,6 +237,12 @@ class ProductState:
 
         k = len(doc["ids"])
         h = arr(doc["h"])
+        campaign = doc.get("campaign")
+        if campaign is None:
+            # a record from before version 4: its clock starts no later than the oldest remembered
+            # day, its list price is today's, yesterday's counts read 0 until the next close
+            first = None if doc["closed_day"] is None else doc["closed_day"] - max(len(recent) - 1, 0)
+            campaign = [first, doc["price"], 0, 0.0, -1]
         return cls(
             product_id=doc["product_id"],
             revision=doc["revision"],
@@ -231,6 +258,11 @@ class ProductState:
             price=doc["price"],
             rating=doc["rating"],
             history=None if doc.get("history") is None else tuple(float(x) for x in doc["history"]),
+            first_day=campaign[0],
+            list_price=campaign[1],
+            last_n_active=int(campaign[2]),
+            last_impressions=float(campaign[3]),
+            category=int(campaign[4]),
             trailing=[TrailingForecast(*t) for t in doc["trailing"]],
             last_alert_day=doc["last_alert_day"],
             last_alert_severity=doc["last_alert_severity"],
@@ -318,12 +350,16 @@ def build_x(
     rating: float,
     h_dim: int,
     previous: list[float] | None = None,
-) -> tuple[np.ndarray, int]:
+    yesterday: tuple[int, float] | None = None,
+) -> tuple[np.ndarray, int, float]:
     """The forecaster input for ``day`` (inference.daily.day_input) and the active video count.
 
     ``previous``: the units of the days before ``day``, oldest first (default ``state.recent_units``,
     right when ``day`` follows the last closed day; a provisional forecast for a later open day uses
-    them as they are, since the days in between have no units yet).
+    them as they are, since the days in between have no units yet). ``yesterday``: (active videos,
+    summed impressions) of ``day - 1`` as its x saw them (default the state's last closed day;
+    zeros before the product's first closed day). Returns x, the active video count and their
+    summed impressions (the next day's ``yesterday``).
     """
     m = state.active_mask(day)
     k = int(m.sum())
@@ -332,15 +368,33 @@ def build_x(
         h = state.h[m]  # (K, H)
         counts = n[:, _COUNT_COLS]
         side = side_matrix(counts, day - n[:, PUB], n[:, FOLLOWERS])  # (K, SIDE_DIM)
-        n_new = int((n[:, PUB] == day).sum())
+        is_new = n[:, PUB] == day
+        n_new = int(is_new.sum())
         sums = counts.sum(axis=0)
+        log_f = float(np.log1p(n[:, FOLLOWERS]).sum())
+        new_imp = float(counts[is_new, 4].sum())
     else:
         h = np.zeros((0, h_dim), dtype=np.float32)
         side = np.zeros((0, SIDE_DIM), dtype=np.float32)
         n_new = 0
         sums = None  # log1p(0) = 0: the same zeros
+        log_f = new_imp = 0.0
     wd = ordinal_day(day).weekday()
     prev = state.recent_units if previous is None else previous
+    if yesterday is None:
+        closed = state.closed_day is not None
+        yesterday = (state.last_n_active, state.last_impressions) if closed else (0, 0.0)
+    first, list_price = state.first_day, state.list_price
+    campaign = campaign_features(
+        prev[-TRAILING_DAYS] if len(prev) >= TRAILING_DAYS else 0.0,
+        0 if first is None else max(day - first, 0),
+        np.log(price / list_price) if list_price and price > 0 else 0.0,
+        log_f,
+        new_imp,
+        yesterday[0],
+        yesterday[1],
+        state.category,
+    )
     prod = product_vector(
         float(units),
         float(price),
@@ -351,8 +405,9 @@ def build_x(
         weekday=wd,
         previous=prev,
         history=state.history,
+        campaign=campaign,
     )
-    return day_input(h, side, prod), k
+    return day_input(h, side, prod), k, (0.0 if sums is None else float(sums[4]))
 
 
 def _forecast_for(state: ProductState, day: int) -> float | None:
@@ -417,6 +472,8 @@ def _on_video(
         return StepResult("duplicate", rows=[ev])
     if ev.product is not None and state.price is None:
         state.price = ev.product.price
+    if ev.product is not None and state.category < 0:
+        state.category = _CATEGORY_INDEX.get(ev.product.category, len(L.PRODUCT_CATEGORIES) - 1)
     if ev.product is not None and state.history is None and ev.product.history_sales is not None:
         state.history = (float(ev.product.history_sales), float(ev.product.history_videos or 0))
     state.add_video(ev.video_id, h, day, ev.influencer.followers)
@@ -433,7 +490,7 @@ def _provisional(state: ProductState, day: int, h_dim: int) -> ForecastRequest:
     open_day = max(day, (state.closed_day + 1) if state.closed_day is not None else day)
     units = _forecast_for(state, open_day)
     units = state.units if units is None else units
-    x, k = build_x(state, open_day, units, state.price or 1.0, state.rating, h_dim)
+    x, k, _ = build_x(state, open_day, units, state.price or 1.0, state.rating, h_dim)
     return ForecastRequest(state.product_id, "provisional", open_day, state.revision, state.recurrent, [x], k)
 
 
@@ -474,15 +531,31 @@ def _on_sales(state: ProductState, ev: SalesDaily, day: int, h_dim: int) -> Step
     recent = list(state.recent_units)  # grows by each day closed here, so lags see the imputed days
     # close the gap days (no sales came) with imputed units, then the day itself
     first = day if state.closed_day is None else state.closed_day + 1
+    if state.first_day is None:  # the product's clock and list price start with its first sales day
+        state.first_day, state.list_price = day, float(ev.price)
+    yesterday = None  # the state's last closed day
     for d in range(first, day):
         units = _forecast_for(state, d)
         units = state.units if units is None else units
-        x, _ = build_x(state, d, units, state.price or ev.price, state.rating, h_dim, previous=recent)
+        x, k, imp = build_x(
+            state,
+            d,
+            units,
+            state.price or ev.price,
+            state.rating,
+            h_dim,
+            previous=recent,
+            yesterday=yesterday,
+        )
         xs.append(x)
         recent.append(float(units))
-    x, k = build_x(state, day, ev.units, ev.price, ev.rating, h_dim, previous=recent)
+        yesterday = (k, imp)
+    x, k, imp = build_x(
+        state, day, ev.units, ev.price, ev.rating, h_dim, previous=recent, yesterday=yesterday
+    )
     xs.append(x)
     recent.append(float(ev.units))
+    state.last_n_active, state.last_impressions = k, imp
     req = ForecastRequest(state.product_id, "day_close", day, state.revision, state.recurrent, xs, k)
     state.closed_day, state.units, state.price, state.rating = day, float(ev.units), ev.price, ev.rating
     state.recent_units = recent[-TRAILING_DAYS:]

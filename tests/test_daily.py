@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from inference.daily import (
+    CAMPAIGN_AT,
     HISTORY_AT,
     N_TRAILING,
     PRODUCT_DIM,
@@ -50,7 +51,7 @@ def test_product_features_vectorised_sums_and_weekday():
     np.testing.assert_array_equal(x[0, 0, WD], [0, 0, 0, 0, 0, 0, 1])
     np.testing.assert_array_equal(x[1, 0, WD], [1, 0, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(x[..., 11 : 11 + N_TRAILING], 0)  # trailing=None: zeros
-    np.testing.assert_array_equal(x[..., HISTORY_AT:], 0)  # history=None: unknown
+    np.testing.assert_array_equal(x[..., HISTORY_AT:CAMPAIGN_AT], 0)  # history=None: unknown
 
 
 def test_product_history_columns():
@@ -58,13 +59,13 @@ def test_product_history_columns():
     all three zero, so an unknown history never passes for a product that sold nothing before."""
     hist = np.array([[120.0, 4.0], [np.nan, np.nan]])  # (2, 2): known, unknown
     x = product_features(np.zeros(2), 10.0, 90.0, 1, 0, history=hist)
-    np.testing.assert_allclose(x[0, HISTORY_AT:], [np.log1p(120), np.log1p(4), 1.0], rtol=1e-6)
-    np.testing.assert_array_equal(x[1, HISTORY_AT:], [0, 0, 0])
+    np.testing.assert_allclose(x[0, HISTORY_AT:CAMPAIGN_AT], [np.log1p(120), np.log1p(4), 1.0], rtol=1e-6)
+    np.testing.assert_array_equal(x[1, HISTORY_AT:CAMPAIGN_AT], [0, 0, 0])
     np.testing.assert_array_equal(x[0, :HISTORY_AT], x[1, :HISTORY_AT])
     np.testing.assert_array_equal(product_vector(0.0, 10.0, 90.0, 1, 0, history=(120, 4)), x[0])
     np.testing.assert_array_equal(product_vector(0.0, 10.0, 90.0, 1, 0), x[1])
     np.testing.assert_array_equal(
-        product_vector(0.0, 10.0, 90.0, 1, 0, history=(0, 0))[HISTORY_AT:], [0, 0, 1]
+        product_vector(0.0, 10.0, 90.0, 1, 0, history=(0, 0))[HISTORY_AT:CAMPAIGN_AT], [0, 0, 1]
     )
 
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from inference.client import InProcessClient, VideoBatch
-from inference.daily import SIDE_DIM, day_input, product_features, side_features
+from inference.daily import SIDE_DIM, campaign_features, day_input, product_features, side_features
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch
-from inference.lamm_train import TrainConfig, predict_z, train_lamm, train_or_load
+from inference.lamm_train import TrainConfig, _blend_z, predict_z, train_lamm, train_or_load
 from inference.standin import ConstantElasticityAdvisor
 from schemas import dataset as ds
 from schemas import limits as L
@@ -234,7 +234,12 @@ def test_baseline_is_the_step_with_no_videos(variant):
     s = torch.randn(6, 2 * cfg.hidden)
     x0 = x.clone()
     x0[:, : cfg.d_model + SIDE_DIM] = 0
-    for k in (3, 4, 5, 6, 7, 8, 9, 10):  # n_active, n_new, has_videos, the five engagement sums
+    from inference.daily import NO_VIDEO_FEATURES, PRODUCT_FEATURES
+
+    # n_active, n_new, has_videos, the five engagement sums, and today's followers / new impressions
+    cols = [PRODUCT_FEATURES.index(k) for k in NO_VIDEO_FEATURES]
+    assert cols == [3, 4, 5, 6, 7, 8, 9, 10] + [PRODUCT_FEATURES.index("sum_log_followers"), cols[-1]]
+    for k in cols:
         x0[:, cfg.d_model + SIDE_DIM + k] = 0
     with torch.inference_mode():
         s1, z, z0 = m.step(s, x, baseline=True)
@@ -268,6 +273,10 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
     for pi, pid in enumerate(data.product_ids):
         pv = videos[videos["product_id"] == pid]
         seen: list[float] = []  # units of the days before t (0 on a missing day, like x's units column)
+        first_sale = min(d for p_, d in sales.index if p_ == pid)  # the product's clock starts here
+        list_price = sales.loc[(pid, first_sale)]["price"]
+        category = L.PRODUCT_CATEGORIES.index(products.loc[pid, "category"])
+        prev_n, prev_imp = 0, 0.0  # yesterday's active videos and impressions
         for t in range(data.n_days):
             act = pv[(pv["publish_day"] <= t) & (t - pv["publish_day"] < L.WINDOW_DAYS)]
             side, counts = [], []
@@ -320,8 +329,23 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
                 weekday=wd,
                 trailing=trailing,
                 history=hist if known else np.full(2, np.nan),
+                campaign=campaign_features(
+                    seen[t - 6] if t >= 6 else 0.0,
+                    max(t - first_sale, 0),
+                    np.log(price / list_price),
+                    float(np.log1p(act["followers"].to_numpy(float)).sum()),
+                    sum(
+                        c["impressions"]
+                        for c, pub in zip(counts, act["publish_day"], strict=True)
+                        if pub == t
+                    ),
+                    prev_n if t - 1 >= first_sale else 0,
+                    prev_imp if t - 1 >= first_sale else 0.0,
+                    category if known else -1,
+                ),
             )
             seen.append(float(units))
+            prev_n, prev_imp = len(act), float(sums[4])
             ref = day_input(hk, sk, prod)
             np.testing.assert_allclose(x[pi, t], ref, rtol=1e-5, atol=1e-5)
             checked += 1
@@ -367,7 +391,9 @@ def test_train_save_load_and_protocol(dataset, tmp_path):
         o = fc.step(st, x_seq[t : t + 1])
         st = o.state
         zs.append(np.log1p(o.point[0]))
-    ref = predict_z(fc.model, data, np.array([0]))[0] * float(fc.model.y_std) + float(fc.model.y_mean)
+    # ... the blend of LAMM and its GBM head included (training's _blend_z)
+    assert fc.gbm is not None and fc2.gbm is not None and fc2.gbm.model_str == fc.gbm.model_str
+    ref = _blend_z(fc.model, fc.gbm, data, np.array([0]))[0] * float(fc.model.y_std) + float(fc.model.y_mean)
     np.testing.assert_allclose(zs, np.clip(ref, 0, None), rtol=1e-4, atol=1e-4)
 
 

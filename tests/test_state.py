@@ -204,7 +204,7 @@ def test_product_history_from_the_first_video_reaches_x_and_survives_bytes():
     saved with the state; a version 2 record (no history) loads as unknown."""
     import json
 
-    from inference.daily import HISTORY_AT
+    from inference.daily import CAMPAIGN_AT, HISTORY_AT
 
     v1 = video("v1", D0)
     v1 = v1.model_copy(
@@ -219,7 +219,7 @@ def test_product_history_from_the_first_video_reaches_x_and_survives_bytes():
     assert st.history == (120.0, 4.0)
     st, res = apply_event(st, sales(D0, 40), h_dim=8)
     prod = res.forecasts[0].xs[0][8 + SIDE_DIM :]
-    np.testing.assert_allclose(prod[HISTORY_AT:], [np.log1p(120), np.log1p(4), 1.0], rtol=1e-6)
+    np.testing.assert_allclose(prod[HISTORY_AT:CAMPAIGN_AT], [np.log1p(120), np.log1p(4), 1.0], rtol=1e-6)
     assert ProductState.from_bytes(st.to_bytes()).history == (120.0, 4.0)
     doc = json.loads(st.to_bytes())
     del doc["history"]
@@ -229,7 +229,9 @@ def test_product_history_from_the_first_video_reaches_x_and_survives_bytes():
     st0, _ = apply_event(None, video("v3", D0), h=H, h_dim=8)
     st0, res = apply_event(st0, sales(D0, 40), h_dim=8)
     assert st0.history is None
-    np.testing.assert_array_equal(res.forecasts[0].xs[0][8 + SIDE_DIM + HISTORY_AT :], [0, 0, 0])
+    np.testing.assert_array_equal(
+        res.forecasts[0].xs[0][8 + SIDE_DIM + HISTORY_AT : 8 + SIDE_DIM + CAMPAIGN_AT], [0, 0, 0]
+    )
 
 
 def test_state_round_trips_through_bytes():

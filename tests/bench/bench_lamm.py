@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from inference.client import VideoBatch
+from inference.gbm_head import GbmHead
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from schemas import limits as L
 
@@ -55,6 +56,20 @@ def _best_of(fn, repeats: int = 3) -> float:
     return min(times)
 
 
+def bench_head(x_tab_dim: int, n_trees: int = 250, seed: int = 0) -> GbmHead:
+    """A GBM head of the served size: ``n_trees`` full trees (31 leaves) over x[..., H:]. The heads
+    trained on the paper world's folds stopped at 138-254 trees (docs/lamm.md); a tree's cost is
+    its depth, not what it learnt, so random data with a non-linear target gives the same timing."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((20_000, x_tab_dim)).astype(np.float32)
+    y = np.sin(x[:, 0] * 2) + x[:, 1] * x[:, 2] + 0.3 * rng.standard_normal(len(x))
+    m = lgb.LGBMRegressor(n_estimators=n_trees, num_leaves=31, learning_rate=0.05, verbose=-1, n_jobs=1)
+    m.fit(x, y)
+    return GbmHead(m.booster_.model_to_string())
+
+
 def throughput(threads: int = 2) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -75,6 +90,16 @@ def throughput(threads: int = 2) -> dict:
         out[f"step_products_per_s_batch{n}_with_baseline"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
         fc.with_baseline = False
         out[f"step_products_per_s_batch{n}_no_baseline"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
+    # the served default: LAMM blended with its GBM head (inference.gbm_head)
+    fc.gbm = bench_head(fc.cfg.x_dim - fc.cfg.d_model)
+    fc.gbm.threads = threads
+    for n in (10_000, 100_000):
+        x = rng.standard_normal((n, fc.cfg.x_dim)).astype(np.float32)
+        s = fc.init_state(n)
+        fc.with_baseline = True
+        out[f"step_products_per_s_batch{n}_with_baseline_gbm"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
+        fc.with_baseline = False
+        out[f"step_products_per_s_batch{n}_no_baseline_gbm"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
     return out
 
 

@@ -1,0 +1,139 @@
+"""GBM head: gradient-boosted trees on the day input's tabular part, blended with LAMM's forecast.
+
+On the paper world LAMM alone is level with the LightGBM baseline (docs/lamm.md), and their errors
+differ enough that an equal-weight average of the two beats both (measured there). The served
+forecaster therefore carries, beside the LSTM, a LightGBM model that reads the same day input x
+the LSTM reads, without the video encodings: the mean side information and the product part
+(``inference.daily.PRODUCT_FEATURES``, campaign columns included), i.e. ``x[..., H:]``. Nothing
+new has to reach the stream or Triton: x is already there, and the head lives in the LAMM
+checkpoint (``gbm.txt``), so ``LammForecaster.step`` returns the blend in every backend.
+
+    z = (1 - weight) * z_lamm + weight * z_gbm         (standardized log1p units of day t+1)
+
+Trained on the same fit products as the LSTM, with early stopping on the same held-out products,
+the hyperparameters of the LightGBM baseline (``LGBM_PARAMS``); the conformal interval is then
+calibrated on the blend's held-out residuals.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inference.lamm_data import LammData, make_side_only
+
+# the LightGBM baseline's settings (inference.baselines.fit_predict_lightgbm uses them too)
+LGBM_PARAMS = dict(
+    n_estimators=2000,
+    learning_rate=0.03,
+    num_leaves=31,
+    min_child_samples=20,
+    subsample=0.8,
+    subsample_freq=1,
+    colsample_bytree=0.8,
+    reg_lambda=1.0,
+)
+EARLY_STOPPING_ROUNDS = 100
+
+
+def fit_lightgbm(x, y, x_val, y_val, *, seed: int, threads: int, categorical=()):
+    """A LightGBM regressor with ``LGBM_PARAMS``, early-stopped on (x_val, y_val); NaN targets dropped."""
+    import lightgbm as lgb
+
+    ok, ok_v = ~np.isnan(y), ~np.isnan(y_val)
+    model = lgb.LGBMRegressor(**LGBM_PARAMS, random_state=seed, n_jobs=threads, verbose=-1)
+    with (
+        warnings.catch_warnings()
+    ):  # eval_set is deprecated in 4.7, but eval_X does not exist in 4.3 (our floor)
+        warnings.simplefilter("ignore")
+        model.fit(
+            x[ok],
+            y[ok],
+            eval_set=[(x_val[ok_v], y_val[ok_v])],
+            categorical_feature=list(categorical) or "auto",
+            callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+        )
+    return model
+
+
+def tab_inputs(data: LammData, products: np.ndarray) -> np.ndarray:
+    """(B, D, SIDE_DIM + PRODUCT_DIM) float32: x[..., H:] of every product-day, as the stream builds it."""
+    p = np.asarray(products)
+    return np.concatenate([make_side_only(data, p), data.product_x[p]], axis=2).astype(np.float32)
+
+
+def _xy(data: LammData, products: np.ndarray, norm: dict) -> tuple[np.ndarray, np.ndarray]:
+    x = tab_inputs(data, products)[:, :-1]  # day t's input predicts day t+1
+    y = (data.log_units()[np.asarray(products)][:, 1:] - norm["y_mean"]) / norm["y_std"]
+    return x.reshape(-1, x.shape[-1]), y.reshape(-1)
+
+
+@dataclass
+class GbmHead:
+    """A fitted LightGBM booster over x[..., H:] and its weight in the blend."""
+
+    model_str: str  # lightgbm's text format, best iteration only
+    weight: float = 0.5
+    n_features: int = 0
+    threads: int = 1  # prediction threads (a served model is one of several processes)
+
+    def __post_init__(self) -> None:
+        import lightgbm as lgb
+
+        assert 0.0 < self.weight <= 1.0, f"GBM weight must be in (0, 1], got {self.weight}"
+        self._booster = lgb.Booster(model_str=self.model_str)
+        self.n_features = self._booster.num_feature()
+
+    def predict_z(self, tab: np.ndarray) -> np.ndarray:
+        """(N, n_features) x[..., H:] -> (N,) float64 forecast of the next day's z."""
+        assert tab.ndim == 2 and tab.shape[1] == self.n_features, (
+            f"expected (N, {self.n_features}) tabular inputs, got {tab.shape}"
+        )
+        if tab.shape[0] == 0:
+            return np.zeros(0)
+        # float32 first: the stream's x is float32, and the split thresholds were learnt on it
+        return self._booster.predict(tab.astype(np.float32).astype(np.float64), num_threads=self.threads)
+
+    def blend(self, z_lamm: np.ndarray, z_gbm: np.ndarray) -> np.ndarray:
+        return (1.0 - self.weight) * np.asarray(z_lamm, dtype=np.float64) + self.weight * z_gbm
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        (path / "gbm.txt").write_text(self.model_str)
+        (path / "gbm.json").write_text(json.dumps({"weight": self.weight, "n_features": self.n_features}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> GbmHead | None:
+        """The head saved in checkpoint ``path``, or None when it has none (LAMM alone)."""
+        path = Path(path)
+        if not (path / "gbm.txt").exists():
+            return None
+        meta = json.loads((path / "gbm.json").read_text())
+        return cls((path / "gbm.txt").read_text(), weight=float(meta["weight"]))
+
+
+def fit_gbm_head(
+    data: LammData,
+    fit_p: np.ndarray,
+    cal_p: np.ndarray,
+    norm: dict,
+    *,
+    weight: float = 0.5,
+    seed: int = 0,
+    threads: int = 1,
+) -> GbmHead:
+    """Fit the head on ``fit_p``'s product-days, early-stopped on ``cal_p``'s."""
+    (x, y), (xv, yv) = _xy(data, fit_p, norm), _xy(data, cal_p, norm)
+    model = fit_lightgbm(x, y, xv, yv, seed=seed, threads=threads)
+    return GbmHead(model.booster_.model_to_string(num_iteration=model.best_iteration_), weight=weight)
+
+
+def predict_gbm_z(head: GbmHead, data: LammData, products: np.ndarray) -> np.ndarray:
+    """(B, D-1) the head's z forecasts of days 1..D-1 (``predict_z``'s layout)."""
+    p = np.asarray(products)
+    x = tab_inputs(data, p)[:, :-1]
+    return head.predict_z(x.reshape(-1, x.shape[-1])).reshape(len(p), data.n_days - 1)

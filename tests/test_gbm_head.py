@@ -1,0 +1,129 @@
+"""The GBM head (inference.gbm_head): LAMM's forecast blended with gradient-boosted trees on x[..., H:]."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inference.daily import NO_VIDEO_FEATURES, PRODUCT_FEATURES, SIDE_DIM
+from inference.gbm_head import GbmHead, fit_gbm_head, predict_gbm_z, tab_inputs
+from inference.lamm import LammConfig, LammForecaster
+from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch
+from inference.lamm_train import SERVED, TrainConfig, _served_summary, norm_constants, summarize, train_lamm
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from inference.sim import simulate
+
+    root = tmp_path_factory.mktemp("gbm") / "tiny"
+    simulate("tiny", seed=3).write_dataset(root)
+    return load_lamm_data(root)
+
+
+@pytest.fixture(scope="module")
+def trained(world):
+    torch.manual_seed(0)
+    fc, _ = train_lamm(world, LammConfig(), TrainConfig(epochs=1, bf16=False), log=lambda *_: None)
+    return fc
+
+
+def test_the_head_learns_the_next_day_from_the_tabular_part(world):
+    """On the tiny world the head's trees split (it is not a constant) and its held-out error is
+    below the no-change forecast's on the same scale: it reads the product part's lags."""
+    p = np.arange(world.n_products)
+    fit_p, cal_p = p[: world.n_products - 3], p[world.n_products - 3 :]
+    norm = norm_constants(world, fit_p)
+    head = fit_gbm_head(world, fit_p, cal_p, norm, seed=0)
+    assert head.n_features == SIDE_DIM + len(PRODUCT_FEATURES)
+    z = predict_gbm_z(head, world, cal_p)
+    y = (world.log_units()[cal_p] - norm["y_mean"]) / norm["y_std"]
+    assert z.shape == y[:, 1:].shape and np.std(z) > 0
+    assert np.nanmean(np.abs(z - y[:, 1:])) < np.nanmean(np.abs(y[:, :-1] - y[:, 1:]))
+
+
+def test_step_returns_the_blend_and_its_counterfactual(world, trained):
+    """step = (1 - w) LSTM + w head, on the same x; the no-video baseline blends the head's forecast
+    for x with the video columns zeroed (as Lamm.step builds the LSTM's)."""
+    fc = trained
+    assert fc.gbm is not None and fc.gbm.weight == TrainConfig.gbm_weight
+    lstm_only = LammForecaster(fc.model, fc.conformal, meta=fc.meta)
+    b = make_batch(world, np.arange(world.n_products))
+    with torch.inference_mode():
+        x = build_day_inputs(fc.model.encode_packed(*b.videos()), b).numpy()[:, 3]  # (P, F) day 3
+    s = np.random.default_rng(0).normal(size=(len(x), fc.state_dim)).astype(np.float32)
+    out, ref = fc.step(s, x), lstm_only.step(s, x)
+    np.testing.assert_array_equal(out.state, ref.state)
+    d = fc.cfg.d_model
+    tab = x[:, d:]
+    w = fc.gbm.weight
+    to_z = lambda u: (np.log1p(u) - float(fc.model.y_mean)) / float(fc.model.y_std)  # noqa: E731
+    np.testing.assert_allclose(
+        to_z(out.point), (1 - w) * to_z(ref.point) + w * fc.gbm.predict_z(tab), atol=1e-4
+    )
+    tab0 = tab.copy()
+    tab0[:, :SIDE_DIM] = 0
+    tab0[:, [SIDE_DIM + PRODUCT_FEATURES.index(k) for k in NO_VIDEO_FEATURES]] = 0
+    np.testing.assert_allclose(
+        to_z(out.baseline), (1 - w) * to_z(ref.baseline) + w * fc.gbm.predict_z(tab0), atol=1e-4
+    )
+    assert not np.allclose(fc.gbm.predict_z(tab0), fc.gbm.predict_z(tab))  # the head sees the videos
+    # the interval is the one calibrated on the blend's held-out residuals, around the blend
+    assert np.all(out.lower <= out.point) and np.all(out.point <= out.upper)
+
+
+def test_save_load_round_trip_and_a_lamm_only_save_drops_the_head(world, trained, tmp_path):
+    fc = trained
+    fc.save(tmp_path / "ck")
+    fc2 = LammForecaster.load(tmp_path / "ck")
+    assert fc2.gbm is not None and fc2.model_version == fc.model_version
+    x = tab_inputs(world, np.arange(4))[:, 2]
+    np.testing.assert_array_equal(fc2.gbm.predict_z(x), fc.gbm.predict_z(x))
+    lstm_only = LammForecaster(fc.model, fc.conformal, meta=fc.meta)
+    assert lstm_only.model_version != fc.model_version  # the head is part of the version
+    lstm_only.save(tmp_path / "ck")
+    assert LammForecaster.load(tmp_path / "ck").gbm is None
+
+
+def test_gbm_weight_zero_trains_lamm_alone(world):
+    torch.manual_seed(0)
+    fc, _ = train_lamm(
+        world, LammConfig(), TrainConfig(epochs=1, bf16=False, gbm_weight=0), log=lambda *_: None
+    )
+    assert fc.gbm is None
+
+
+def test_the_head_refuses_a_wrong_width_and_a_bad_weight(trained):
+    with pytest.raises(AssertionError, match="tabular inputs"):
+        trained.gbm.predict_z(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(AssertionError, match="weight"):
+        GbmHead(trained.gbm.model_str, weight=0.0)
+    with pytest.raises(AssertionError, match="gbm_weight"):
+        TrainConfig(gbm_weight=1.5)
+
+
+def test_served_summary_tests_the_blend_against_every_model():
+    """LAMM+GBM gets a paired t-test against every other row; "beats all" needs each lower with p < 0.05."""
+    rng = np.random.default_rng(0)
+    folds = []
+    for k in range(5):
+        base = 0.42 + 0.003 * k
+        m = lambda v: {"mae": v, "mse": v * v, "mape": v}  # noqa: E731
+        folds.append(
+            {
+                "models": {
+                    "LAMM": m(base + 0.004 + 1e-4 * rng.standard_normal()),
+                    SERVED: m(base),
+                    "LightGBM": m(base + 0.002 + 1e-4 * rng.standard_normal()),
+                },
+                "ablations": {},
+                "coverage_gbm": {"covered": 0.8},
+            }
+        )
+    s = summarize({"per_fold": folds})
+    assert s["served"]["beats_all_p05"] and s["served"]["vs"]["LightGBM"]["p"] < 0.05
+    assert s["served"]["coverage"]["mean"] == pytest.approx(0.8)
+    for f in folds:  # one fold where LightGBM wins: no longer lower on the mean with p < 0.05
+        f["models"]["LightGBM"]["mae"] = f["models"][SERVED]["mae"] - 0.001 + 1e-4 * rng.standard_normal()
+    assert not _served_summary(folds, summarize({"per_fold": folds}))["beats_all_p05"]
