@@ -351,3 +351,49 @@ def test_processor_is_deterministic_across_batch_splits():
         return sorted(r.model_dump_json() for r in rows)
 
     assert run(len(events)) == run(1) == run(3)
+
+
+def test_campaign_columns_follow_the_first_sales_day_and_yesterday_and_survive_bytes():
+    """x's campaign columns from the stream: the clock and list price start with the first sales
+    day, yesterday's videos / impressions come from the previous close (a gap day's own from the
+    gap day), the category from VideoPublished.product; saved with the state; a version 3 record
+    (no campaign) loads with its clock at the oldest remembered day."""
+    import json
+
+    from inference.daily import CAMPAIGN_AT, CAMPAIGN_FEATURES
+
+    col = lambda x, name: float(x[8 + SIDE_DIM + CAMPAIGN_AT + CAMPAIGN_FEATURES.index(name)])  # noqa: E731
+    st, _ = apply_event(None, video("v1", D0), h=H, h_dim=8)
+    st, _ = apply_event(st, eng("v1", D0), h_dim=8)  # 1000 impressions on its first day
+    st, res = apply_event(st, sales(D0, 40), h_dim=8)
+    x0 = res.forecasts[0].xs[0]
+    assert col(x0, "product_day") == 0 and col(x0, "n_active_lag1") == 0 and col(x0, "impressions_lag1") == 0
+    assert col(x0, "new_impressions") == pytest.approx(np.log1p(1000), rel=1e-6)
+    assert col(x0, "sum_log_followers") == pytest.approx(np.log1p(np.log1p(12_000)), rel=1e-6)
+    assert col(x0, "category_beauty_skincare") == 1 and col(x0, "log_discount") == 0
+    assert (st.first_day, st.list_price, st.last_n_active, st.last_impressions) == (
+        day_ordinal(D0),
+        59.0,
+        1,
+        1000.0,
+    )
+    # day 1 never closes; day 2's sales close it first (a gap day), then day 2 at a lower price
+    d2 = D0 + timedelta(days=2)
+    cheaper = sales(d2, 30).model_copy(update={"price": 47.2})
+    st, res = apply_event(st, cheaper, h_dim=8)
+    gap, x2 = res.forecasts[0].xs
+    assert col(gap, "product_day") == pytest.approx(1 / L.WINDOW_DAYS, rel=1e-6)
+    assert col(gap, "n_active_lag1") == pytest.approx(np.log1p(1), rel=1e-6)
+    assert col(gap, "impressions_lag1") == pytest.approx(np.log1p(1000), rel=1e-6)
+    assert col(gap, "new_impressions") == 0  # the video is a day old
+    assert col(x2, "product_day") == pytest.approx(2 / L.WINDOW_DAYS, rel=1e-6)
+    assert col(x2, "log_discount") == pytest.approx(np.log(47.2 / 59.0), rel=1e-5)
+    assert col(x2, "units_lag6") == 0  # fewer than six days behind it
+    back = ProductState.from_bytes(st.to_bytes())
+    assert back.to_bytes() == st.to_bytes() and back.category == st.category >= 0
+    doc = json.loads(st.to_bytes())
+    del doc["campaign"]
+    doc["v"] = 3
+    old = ProductState.from_bytes(json.dumps(doc).encode())
+    assert old.first_day == day_ordinal(d2) - (len(st.recent_units) - 1) == day_ordinal(D0)
+    assert (old.list_price, old.last_n_active, old.category) == (st.price, 0, -1)
