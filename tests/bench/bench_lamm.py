@@ -56,16 +56,19 @@ def _best_of(fn, repeats: int = 3) -> float:
     return min(times)
 
 
-def bench_head(x_tab_dim: int, n_trees: int = 250, seed: int = 0) -> GbmHead:
-    """A GBM head of the served size: ``n_trees`` full trees (31 leaves) over x[..., H:]. The heads
-    trained on the paper world's folds stopped at 138-254 trees (docs/lamm.md); a tree's cost is
-    its depth, not what it learnt, so random data with a non-linear target gives the same timing."""
+def bench_head(x_tab_dim: int, n_trees: int = 120, num_leaves: int = 15, seed: int = 0) -> GbmHead:
+    """A GBM head of at least the served size: ``n_trees`` full trees of ``num_leaves`` leaves over
+    x[..., H:] (``gbm_head.HEAD_PARAMS``; the heads trained on the paper world's folds stopped
+    earlier, docs/lamm.md). A tree's cost is its depth, not what it learnt, so random data with a
+    non-linear target gives the serving time."""
     import lightgbm as lgb
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((20_000, x_tab_dim)).astype(np.float32)
     y = np.sin(x[:, 0] * 2) + x[:, 1] * x[:, 2] + 0.3 * rng.standard_normal(len(x))
-    m = lgb.LGBMRegressor(n_estimators=n_trees, num_leaves=31, learning_rate=0.05, verbose=-1, n_jobs=1)
+    m = lgb.LGBMRegressor(
+        n_estimators=n_trees, num_leaves=num_leaves, learning_rate=0.05, verbose=-1, n_jobs=1
+    )
     m.fit(x, y)
     return GbmHead(m.booster_.model_to_string())
 
