@@ -174,6 +174,33 @@ def campaign_features(
     return np.stack(np.broadcast_arrays(*cols), axis=-1)
 
 
+def campaign_vector(
+    units_lag6: float,
+    product_day: int,
+    log_discount: float,
+    sum_log_followers: float,
+    new_impressions: float,
+    n_active_lag1: int,
+    impressions_lag1: float,
+    category: int,
+) -> np.ndarray:
+    """``campaign_features`` for one product-day from Python scalars (the stream's hot path:
+    plain math: 1.3 us against 66 us for the numpy version, timeit on the dev box). (N_CAMPAIGN,) float64."""
+    out = np.zeros(N_CAMPAIGN)
+    out[:7] = (
+        math.log1p(units_lag6),
+        product_day / L.WINDOW_DAYS,
+        log_discount,
+        math.log1p(sum_log_followers),
+        math.log1p(new_impressions),
+        math.log1p(n_active_lag1),
+        math.log1p(impressions_lag1),
+    )
+    if 0 <= category < len(L.PRODUCT_CATEGORIES):
+        out[7 + category] = 1.0
+    return out
+
+
 def product_features(
     units,
     price,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -42,7 +43,7 @@ from pydantic import BaseModel
 from inference.daily import (
     SIDE_DIM,
     TRAILING_DAYS,
-    campaign_features,
+    campaign_vector,
     day_input,
     product_vector,
     side_matrix,
@@ -385,10 +386,10 @@ def build_x(
         closed = state.closed_day is not None
         yesterday = (state.last_n_active, state.last_impressions) if closed else (0, 0.0)
     first, list_price = state.first_day, state.list_price
-    campaign = campaign_features(
+    campaign = campaign_vector(
         prev[-TRAILING_DAYS] if len(prev) >= TRAILING_DAYS else 0.0,
         0 if first is None else max(day - first, 0),
-        np.log(price / list_price) if list_price and price > 0 else 0.0,
+        math.log(price / list_price) if list_price and price > 0 else 0.0,
         log_f,
         new_imp,
         yesterday[0],

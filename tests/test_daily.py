@@ -109,3 +109,23 @@ def test_day_input_means_active_videos_and_zeroes_without_videos():
     np.testing.assert_array_equal(x, np.concatenate([[2.0, 4.0], np.ones(SIDE_DIM), prod]).astype(np.float32))
     x0 = day_input(np.zeros((0, 2), np.float32), np.zeros((0, SIDE_DIM), np.float32), prod)
     np.testing.assert_array_equal(x0[: 2 + SIDE_DIM], 0)
+
+
+def test_campaign_vector_equals_campaign_features():
+    """The stream's scalar path and the batched definition agree, unknown category included."""
+    from inference.daily import campaign_features, campaign_vector
+
+    rng = np.random.default_rng(0)
+    for cat in (-1, 0, 5, 12):
+        args = (
+            float(rng.integers(0, 500)),
+            int(rng.integers(0, 30)),
+            float(rng.normal(0, 0.2)),
+            float(rng.uniform(0, 80)),
+            float(rng.integers(0, 10**6)),
+            int(rng.integers(0, 40)),
+            float(rng.integers(0, 10**7)),
+            cat,
+        )
+        np.testing.assert_allclose(campaign_vector(*args), campaign_features(*args), rtol=1e-12)
+        assert campaign_vector(*args)[7:].sum() == (cat >= 0)
