@@ -383,9 +383,10 @@ def cli_train(argv: list[str]) -> int:
     print(f"lamm: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     fc, info = train_lamm(data, _lamm_config(a), tc)
     path = fc.save(a.out)
+    head = "" if fc.gbm is None else f", blended with a GBM head of weight {fc.gbm.weight}"
     print(
-        f"lamm: saved {fc.model_version} to {path} (best held-out {info['loss']} {info['best_val_loss']:.4f}, "
-        f"80% interval z + [{fc.conformal.q_lo:.3f}, {fc.conformal.q_hi:.3f}])"
+        f"lamm: saved {fc.model_version} to {path} (best held-out {info['loss']} {info['best_val_loss']:.4f}"
+        f"{head}, 80% interval z + [{fc.conformal.q_lo:.3f}, {fc.conformal.q_hi:.3f}])"
     )
     return 0
 
