@@ -39,7 +39,7 @@ from schemas import limits as L
 # the product's campaign so far, as a tabular forecaster reads it (``campaign_features``)
 CAMPAIGN_FEATURES = (
     "units_lag6",  # log1p units of day t-6 (0 before the product's first day)
-    "product_day",  # days since the product's first sales day / WINDOW_DAYS
+    "product_day",  # min(days since the product's first sales day, WINDOW_DAYS) / WINDOW_DAYS
     "log_discount",  # log(price / price on the product's first sales day)
     "sum_log_followers",  # log1p of the sum over active videos of log1p(creator followers)
     "new_impressions",  # log1p impressions today of the videos published today
@@ -56,6 +56,8 @@ PRODUCT_FEATURES = (
     + ("history_sales", "history_videos", "history_known")  # log1p before the campaign; 0 0 0 = unknown
     + CAMPAIGN_FEATURES  # product_campaign: the tabular aggregates the GBM head (and LightGBM) use
 )
+# bumped when a column's definition changes under the same name (train_or_load's cache key has it)
+DAY_INPUT_VERSION = 5  # 5: campaign columns, product_day capped at WINDOW_DAYS
 SIDE_DIM = len(SIDE_FEATURES)
 PRODUCT_DIM = len(PRODUCT_FEATURES)
 TRAILING_WINDOWS = (3, 7)  # rolling means of log1p units, today included
@@ -155,14 +157,16 @@ def campaign_features(
     """(..., N_CAMPAIGN) float64 ``CAMPAIGN_FEATURES`` from raw values (numpy broadcasting).
 
     units_lag6: units of day t-6 (0 where none); product_day: days since the product's first
-    sales day; log_discount: log(price / first price); sum_log_followers: sum over the active
-    videos of log1p(followers); new_impressions: today's impressions of today's videos;
+    sales day, capped at ``WINDOW_DAYS`` (a model trained on a campaign's first weeks then sees no
+    value beyond its training range on later days; the cap does not bind on a 14-day world);
+    log_discount: log(price / first price); sum_log_followers: sum over the active videos of
+    log1p(followers); new_impressions: today's impressions of today's videos;
     n_active_lag1 / impressions_lag1: yesterday's active videos and their summed impressions;
     category: index into ``limits.PRODUCT_CATEGORIES``, -1 = unknown.
     """
     cols = [
         np.log1p(np.asarray(units_lag6, dtype=np.float64)),
-        np.asarray(product_day, dtype=np.float64) / L.WINDOW_DAYS,
+        np.minimum(np.asarray(product_day, dtype=np.float64), L.WINDOW_DAYS) / L.WINDOW_DAYS,
         np.asarray(log_discount, dtype=np.float64),
         np.log1p(np.asarray(sum_log_followers, dtype=np.float64)),
         np.log1p(np.asarray(new_impressions, dtype=np.float64)),
@@ -189,7 +193,7 @@ def campaign_vector(
     out = np.zeros(N_CAMPAIGN)
     out[:7] = (
         math.log1p(units_lag6),
-        product_day / L.WINDOW_DAYS,
+        min(product_day, L.WINDOW_DAYS) / L.WINDOW_DAYS,
         log_discount,
         math.log1p(sum_log_followers),
         math.log1p(new_impressions),

@@ -286,6 +286,7 @@ def train_or_load(
                 max_day,
                 list(D.SIDE_FEATURES),
                 list(D.PRODUCT_FEATURES),
+                D.DAY_INPUT_VERSION,
             ],  # the day-input definition: a checkpoint of another x never loads
             sort_keys=True,
         ).encode()

@@ -19,6 +19,7 @@ from inference.daily import (
     trailing_units,
     trailing_vector,
 )
+from schemas import limits as L
 
 WD = slice(PRODUCT_FEATURES.index("weekday_0"), PRODUCT_FEATURES.index("weekday_6") + 1)
 
@@ -129,3 +130,7 @@ def test_campaign_vector_equals_campaign_features():
         )
         np.testing.assert_allclose(campaign_vector(*args), campaign_features(*args), rtol=1e-12)
         assert campaign_vector(*args)[7:].sum() == (cat >= 0)
+    # the product's clock stops at the window: a later day reads like the 14th
+    late = campaign_features(0, [13, 14, 40], 0, 0, 0, 0, 0, -1)[:, 1]
+    np.testing.assert_allclose(late, [13 / L.WINDOW_DAYS, 1.0, 1.0])
+    assert campaign_vector(0, 40, 0, 0, 0, 0, 0, -1)[1] == 1.0

@@ -331,7 +331,7 @@ def test_torch_day_inputs_equal_daily_day_input(dataset):
                 history=hist if known else np.full(2, np.nan),
                 campaign=campaign_features(
                     seen[t - 6] if t >= 6 else 0.0,
-                    max(t - first_sale, 0),
+                    min(max(t - first_sale, 0), L.WINDOW_DAYS),
                     np.log(price / list_price),
                     float(np.log1p(act["followers"].to_numpy(float)).sum()),
                     sum(
