@@ -86,23 +86,17 @@ def throughput(threads: int = 2) -> dict:
     full.title_mask[:] = True
     out["encode_videos_per_s_batch4096_all_full_length"] = 4096 / _best_of(lambda: fc.encode(full))
     rng = np.random.default_rng(0)
-    for n in (10_000, 100_000):
-        x = rng.standard_normal((n, fc.cfg.x_dim)).astype(np.float32)
-        s = fc.init_state(n)
-        fc.with_baseline = True
-        out[f"step_products_per_s_batch{n}_with_baseline"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
-        fc.with_baseline = False
-        out[f"step_products_per_s_batch{n}_no_baseline"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
-    # the served default: LAMM blended with its GBM head (inference.gbm_head)
-    fc.gbm = bench_head(fc.cfg.x_dim - fc.cfg.d_model)
-    fc.gbm.threads = threads
-    for n in (10_000, 100_000):
-        x = rng.standard_normal((n, fc.cfg.x_dim)).astype(np.float32)
-        s = fc.init_state(n)
-        fc.with_baseline = True
-        out[f"step_products_per_s_batch{n}_with_baseline_gbm"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
-        fc.with_baseline = False
-        out[f"step_products_per_s_batch{n}_no_baseline_gbm"] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
+    for suffix, head in (("", None), ("_gbm", bench_head(fc.cfg.x_dim - fc.cfg.d_model))):
+        fc.gbm = head  # "_gbm": the served default, LAMM blended with its GBM head (inference.gbm_head)
+        if head is not None:
+            head.threads = threads
+        for n in (10_000, 100_000):
+            x = rng.standard_normal((n, fc.cfg.x_dim)).astype(np.float32)
+            s = fc.init_state(n)
+            for baseline in (True, False):
+                fc.with_baseline = baseline
+                key = f"step_products_per_s_batch{n}_{'with' if baseline else 'no'}_baseline{suffix}"
+                out[key] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
     return out
 
 
