@@ -461,8 +461,10 @@ def test_cli_train_and_evaluate(dataset, tmp_path, capsys):
     fc = LammForecaster.load(tmp_path / "ck")
     assert fc.model_version.startswith("lamm-") and fc.conformal.n_calib > 0
     args = ["--data", str(dataset), "--out", str(tmp_path / "ev"), "--epochs", "1", "--folds", "2"]
-    assert cli_evaluate([*args, "--models", "LAMM,SeasonalNaive", "--ablations", ""]) == 0
-    assert "| LAMM |" in (tmp_path / "ev" / "report.md").read_text()
+    assert cli_evaluate([*args, "--models", "LAMM,LAMM+GBM,SeasonalNaive", "--ablations", ""]) == 0
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "| LAMM |" in report and "| LAMM+GBM |" in report
+    assert "## The served forecaster (LAMM+GBM" in report and "| SeasonalNaive | 2 |" in report
     assert "saved lamm-" in capsys.readouterr().out
 
 
