@@ -459,16 +459,21 @@ class _Fold:
     log: object = print
 
 
-def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) -> np.ndarray:
-    """LAMM's test z (``gbm``: blended with a GBM head fitted on the fold, "LAMM+GBM"). The fold's
-    LAMM is trained once for both rows; ``coverage`` records the conformal interval's coverage."""
-    model = f.extra.get("lamm_model") if coverage else None
-    if model is None:
+def _fold_lamm(f: _Fold, cfg: LammConfig) -> Lamm:
+    """The fold's LAMM of ``cfg``, trained once: the LAMM and LAMM+GBM rows share it."""
+    key = "lamm:" + json.dumps(asdict(cfg), sort_keys=True)
+    if key not in f.extra:
         torch.manual_seed(f.tc.seed)
         model = Lamm(cfg)
         fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=f.log)
-        if coverage:
-            f.extra["lamm_model"] = model
+        f.extra[key] = model
+    return f.extra[key]
+
+
+def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) -> np.ndarray:
+    """LAMM's test z (``gbm``: blended with a GBM head fitted on the fold, the "LAMM+GBM" row);
+    ``coverage`` records the conformal interval's out-of-fold coverage in ``f.extra``."""
+    model = _fold_lamm(f, cfg)
     head = None
     if gbm:
         weight = f.tc.gbm_weight or TrainConfig.gbm_weight  # evaluating the blend with weight 0 means LAMM
