@@ -243,11 +243,10 @@ class LevelScore:
         rhs_f = [a[fold == f].T @ y[fold == f] for f in range(5)]
         gram, rhs = sum(gram_f), sum(rhs_f)
 
-        def solve(cols: list[int], g: np.ndarray, r: np.ndarray, rows: int) -> np.ndarray:
+        def solve(cols: list[int], g: np.ndarray, r: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
             idx = np.r_[np.arange(nb), nb + np.asarray(cols, dtype=int)]
-            pen = np.full(
-                len(idx), 1e-6 * rows
-            )  # the controls may be collinear (a one-hot and the intercept)
+            # a tiny ridge on the controls too: they may be collinear (a one-hot and the intercept)
+            pen = np.full(len(idx), 1e-6 * rows)
             pen[nb:] = ridge * rows / 1000.0
             return idx, np.linalg.solve(g[np.ix_(idx, idx)] + np.diag(pen), r[idx])
 
@@ -416,6 +415,17 @@ def plot_heatmap(
 # ----------------------------------------------------------------------------------------- advisor
 
 
+def follower_grid(config: FeiConfig, log_f_support: tuple[float, float]) -> np.ndarray:
+    """The advisor's follower sizes: ``n_grid`` log-spaced whole counts between the config's bounds,
+    clipped to the training support of ln followers (the support alone where they do not overlap).
+    Whole counts, so an advised size and its profit refer to the same number."""
+    lo = max(np.log(config.grid_min_followers), log_f_support[0])
+    hi = min(np.log(config.grid_max_followers), log_f_support[1])
+    if hi <= lo:
+        lo, hi = log_f_support
+    return np.unique(np.round(np.exp(np.linspace(lo, hi, config.n_grid))))
+
+
 @dataclass
 class FeiAdvisor:
     """Content encoder + IV estimator (control function or Deep IV) behind ``advise()``
@@ -435,12 +445,7 @@ class FeiAdvisor:
     pooled: PooledPCA | None = None
 
     def __post_init__(self) -> None:
-        lo = max(np.log(self.config.grid_min_followers), self.log_f_support[0])
-        hi = min(np.log(self.config.grid_max_followers), self.log_f_support[1])
-        if hi <= lo:
-            lo, hi = self.log_f_support
-        # whole follower counts, so the advised size and its profit refer to the same number
-        self.grid_followers = np.unique(np.round(np.exp(np.linspace(lo, hi, self.config.n_grid))))
+        self.grid_followers = follower_grid(self.config, self.log_f_support)
         self.log_grid = np.log(self.grid_followers)
 
     # features -> covariates

@@ -101,8 +101,8 @@ class GbmHead:
         )
         if tab.shape[0] == 0:
             return np.zeros(0)
-        # float32 first: the stream's x is float32, and the split thresholds were learnt on it
-        return self._booster.predict(tab.astype(np.float32).astype(np.float64), num_threads=self.threads)
+        # float32, as the stream's x is and as the head was trained on (LightGBM reads it as is)
+        return self._booster.predict(np.asarray(tab, dtype=np.float32), num_threads=self.threads)
 
     def blend(self, z_lamm: np.ndarray, z_gbm: np.ndarray) -> np.ndarray:
         return (1.0 - self.weight) * np.asarray(z_lamm, dtype=np.float64) + self.weight * z_gbm

@@ -343,6 +343,25 @@ def _restart_pair(kafka_broker, clickhouse_server, unique_name, tmp_path):
     return db, first, second, topic_names(f"{unique_name}.")["events"], f"app_{unique_name}"
 
 
+def _wait_second_half(worker, bootstrap, group, topic, n_applied: int, n_committed: int, what: str) -> int:
+    """Wait until ``worker`` applied ``n_applied`` events and the group committed ``n_committed``
+    (or the worker died); returns what it applied. Waits on what was applied, not received:
+    records the batch lane skipped and fetched again (``FastDrainConsumer._lane_in_order``) are
+    received twice, so a received count can reach the total while a partition's replayed range
+    is still being fetched."""
+    applied = lambda: worker.stats().get("totals", {}).get("applied", 0)  # noqa: E731
+    wait_for(
+        lambda: (
+            (applied() >= n_applied and committed_total(bootstrap, group, topic) >= n_committed)
+            or not worker.alive()
+        ),
+        90,
+        what,
+        interval_s=0.5,
+    )
+    return applied()
+
+
 def test_offsets_committed_ahead_of_the_states_are_replayed(
     world, kafka_broker, clickhouse_server, unique_name, tmp_path
 ):
@@ -366,24 +385,17 @@ def test_offsets_committed_ahead_of_the_states_are_replayed(
         commit_offsets(kafka_broker.bootstrap, group, topic, ahead)
         assert committed_total(kafka_broker.bootstrap, group, topic) == half + 160
         second.start()
-        # wait on what was applied, not received: records the batch lane skipped and fetched again
-        # (``FastDrainConsumer._lane_in_order``) are received twice, so a received count can reach
-        # the total while a partition's replayed range is still being fetched
-        applied = lambda: second.stats().get("totals", {}).get("applied", 0)  # noqa: E731
-        wait_for(
-            lambda: (
-                (
-                    applied() >= len(items) - half
-                    and committed_total(kafka_broker.bootstrap, group, topic) >= len(items)
-                )
-                or not second.alive()
-            ),
-            90,
+        applied = _wait_second_half(
+            second,
+            kafka_broker.bootstrap,
+            group,
+            topic,
+            len(items) - half,
+            len(items),
             "the restarted worker to replay from its states' offsets and commit the rest",
-            interval_s=0.5,
         )
         # every event of the second half applied once (a redelivered one counts as a duplicate)
-        assert applied() == len(items) - half, second.log_tail()
+        assert applied == len(items) - half, second.log_tail()
         assert second.stats()["totals"].get("resumed_from_state", 0) >= 4  # every partition
         _assert_same(open_store(clickhouse_server.url + db), db, expected, [first, second])
     finally:
@@ -425,20 +437,16 @@ def test_states_ahead_of_the_group_commits_are_committed_on_opening(
         assert committed_offsets(kafka_broker.bootstrap, group, topic) == states_end, second.log_tail()
         wait_for(lambda: lane().get("catchup_commits", 0) >= 4, 10, "the lane's stats")
         produce(kafka_broker.bootstrap, topic, items[half:])
-        applied = lambda: second.stats().get("totals", {}).get("applied", 0)  # noqa: E731
-        wait_for(
-            lambda: (
-                (
-                    applied() >= len(items) - half
-                    and committed_total(kafka_broker.bootstrap, group, topic) >= len(items)
-                )
-                or not second.alive()
-            ),
-            90,
+        applied = _wait_second_half(
+            second,
+            kafka_broker.bootstrap,
+            group,
+            topic,
+            len(items) - half,
+            len(items),
             "the restarted worker to take the second half",
-            interval_s=0.5,
         )
-        assert applied() == len(items) - half, second.log_tail()  # none of the 160 again
+        assert applied == len(items) - half, second.log_tail()  # none of the 160 again
         assert lane()["catchup_commits"] == 4 and lane().get("commits_failed", 0) == 0, lane()
         _assert_same(open_store(clickhouse_server.url + db), db, expected, [first, second])
     finally:

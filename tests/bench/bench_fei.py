@@ -515,11 +515,10 @@ def scaled_data(n: int, x_src: np.ndarray, params_src: dict, sim, seed: int):
 
 def scaled_profit_share(est, t, x, y, params, sim, n_eval: int, seed: int = 0) -> float:
     """The eval part's profit share at (VALUE, COST) for an estimator fitted on scaled rows: the
-    advisor's grid (64 sizes, 100 to 10M followers within the 0.5-99.5% quantiles of t) and
-    Duan's smearing factor on the fitted rows, scored on the true curves of n_eval rows."""
-    lo = max(np.log(F.FeiConfig().grid_min_followers), float(np.quantile(t, 0.005)))
-    hi = min(np.log(F.FeiConfig().grid_max_followers), float(np.quantile(t, 0.995)))
-    grid_f = np.unique(np.round(np.exp(np.linspace(lo, hi, F.FeiConfig().n_grid))))
+    advisor's grid (``fei.follower_grid`` within the training support of t) and Duan's smearing
+    factor on the fitted rows, scored on the true curves of n_eval rows."""
+    cfg = F.FeiConfig()
+    grid_f = F.follower_grid(cfg, tuple(float(q) for q in np.quantile(t, cfg.support_quantiles)))
     idx = np.random.default_rng(seed).choice(len(x), min(n_eval, len(x)), replace=False)
     est_grid = np.exp(F.impression_curves(est, x[idx], np.log(grid_f))) * F.smearing_factor(est, t, x, y)
     true_grid = true_expected_impressions(np.log(grid_f), {k: v[idx] for k, v in params.items()}, sim)
