@@ -81,6 +81,26 @@ def test_presets_and_replace_scale():
         simulate("huge")
 
 
+def test_quality_scale_makes_content_matter_more_and_leaves_the_rest():
+    """quality_scale multiplies the content's log conversion: same latents and media, more lift
+    from content, and the truth's quality columns and modality shares follow."""
+    cfg = dataclasses.replace(PRESETS["tiny"], n_products=40, features=False)
+    base, strong = simulate(cfg, seed=5), simulate(dataclasses.replace(cfg, quality_scale=2.0), seed=5)
+    assert base.tables["videos"].equals(strong.tables["videos"])  # the same videos, influencers, media
+    tv, ts = base.truth["videos"], strong.truth["videos"]
+    for c in ("quality", "quality_pe", "quality_tp", "quality_af"):
+        np.testing.assert_allclose(
+            np.asarray(ts.column(c)), 2.0 * np.asarray(tv.column(c)), rtol=1e-6, atol=1e-9
+        )
+    assert not base.tables["sales"].equals(strong.tables["sales"])
+    imp_b, imp_s = base.truth["modality_importance"], strong.truth["modality_importance"]
+    assert imp_b["order"] == imp_s["order"]  # the quality shares are scale-free
+    assert imp_s["log_lift"]["frame"] > imp_b["log_lift"]["frame"]  # content now moves lift more
+    assert strong.truth["meta"]["quality_weights"]["pe"] == 2.0 * base.truth["meta"]["quality_weights"]["pe"]
+    with pytest.raises(ValueError, match="quality_scale"):
+        SimConfig(quality_scale=-1.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # marginals (LAMM Table 1, loosely: ranges a real bug would break)
 
@@ -418,6 +438,11 @@ def test_cli_writes_dataset_and_events(tmp_path, capsys):
     lines = (out / "events.jsonl").read_text().splitlines()
     assert len(lines) == summary["events"] == summary["videos"] + summary["engagement_rows"] + 4 * 3
     assert cli(["--preset", "tiny", "--out", str(out), "--n-days", "0", "--no-progress"]) == 2
+    assert cli(["--preset", "tiny", "--out", str(out), "--quality-scale", "-2", "--no-progress"]) == 2
+    over = ["--lift-share", "0.6", "--quality-scale", "2", "--no-features", "--no-progress"]
+    assert cli(["--preset", "tiny", "--out", str(tmp_path / "c"), *over]) == 0
+    config = json.loads((tmp_path / "c" / "truth" / "meta.json").read_text())["config"]
+    assert (config["lift_share"], config["quality_scale"]) == (0.6, 2.0)
 
 
 def test_empty_world_is_valid(tmp_path):

@@ -30,6 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--n-products", type=int, default=None, help="override the preset's number of products")
     ap.add_argument("--n-days", type=int, default=None, help="override the preset's number of days")
     ap.add_argument("--start-date", default=None, help="override the first day (YYYY-MM-DD)")
+    ap.add_argument(
+        "--lift-share", type=float, default=None, help="override the share of sales the videos cause"
+    )
+    ap.add_argument(
+        "--quality-scale",
+        type=float,
+        default=None,
+        help="multiply how much a video's content moves its sales (default 1: the calibrated world)",
+    )
     ap.add_argument("--no-features", action="store_true", help="skip feature synthesis (arrays left zero)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
@@ -43,6 +52,8 @@ def cli(argv: list[str]) -> int:
             ("n_products", args.n_products),
             ("n_days", args.n_days),
             ("start_date", args.start_date),
+            ("lift_share", args.lift_share),
+            ("quality_scale", args.quality_scale),
         )
         if v is not None
     }

@@ -103,9 +103,10 @@ def content_scores(lat: dict[str, np.ndarray], n_segments: np.ndarray) -> dict[s
     }
 
 
-def quality(sc: dict[str, np.ndarray]) -> np.ndarray:
-    """Log conversion (sales per impression) from content, up to a constant."""
-    return W_PE * sc["pe"] + W_TP * sc["tp"] + W_AF * sc["af"]
+def quality(sc: dict[str, np.ndarray], scale: float = 1.0) -> np.ndarray:
+    """Log conversion (sales per impression) from content, up to a constant; ``scale``
+    (``SimConfig.quality_scale``) multiplies the three weights."""
+    return scale * (W_PE * sc["pe"] + W_TP * sc["tp"] + W_AF * sc["af"])
 
 
 def content_effect(

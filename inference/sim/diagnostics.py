@@ -30,7 +30,9 @@ ABLATION_LATENTS = {
 }
 
 
-def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q, log_conv, log_r) -> dict:
+def modality_importance(
+    rng, lat, n_seg, align_mean, vtype, verified, length, q, log_conv, log_r, quality_scale: float = 1.0
+) -> dict:
     lat2 = C.segment_latents(rng, n_seg, align_mean)
     sc = C.content_scores(lat, n_seg)
     ce = C.content_effect(sc, vtype, verified, length)
@@ -50,7 +52,7 @@ def modality_importance(rng, lat, n_seg, align_mean, vtype, verified, length, q,
         return out
     for m, keys in ABLATION_LATENTS.items():
         sc_m = C.content_scores({**lat, **{k: lat2[k] for k in keys}}, n_seg)
-        dq = C.quality(sc_m) - q
+        dq = C.quality(sc_m, quality_scale) - q
         dy = dq + C.content_effect(sc_m, vtype, verified, length) - ce
         out["quality"][m] = float(np.mean(dq**2) / (2 * max(np.var(q), 1e-12)))
         out["log_lift"][m] = float(np.mean(dy**2) / (2 * max(np.var(y), 1e-12)))

@@ -77,6 +77,10 @@ class SimConfig:
     # sales (Table 1: 58.9 units/day on average) and the share of it that the active videos cause
     mean_daily_sales: float = 58.9
     lift_share: float = 0.35
+    # how much content moves sales: multiplies the quality weights (content.W_PE, W_TP, W_AF).
+    # 1 is the calibrated world; with lift_share it makes worlds where content matters more
+    # (docs/lamm.md, "What content can be worth")
+    quality_scale: float = 1.0
     sales_dispersion: float = 6.0  # gamma-Poisson shape: smaller is more over-dispersed
     # popularity (FEI paper): ln F = F_MEAN + instrument * z + confounder_followers * u + noise
     instrument_strength: float = 1.5
@@ -91,6 +95,8 @@ class SimConfig:
             raise ValueError(f"need n_products >= 1 and n_days >= 1, got {self.n_products}, {self.n_days}")
         if not 0.0 <= self.lift_share < 1.0:
             raise ValueError(f"lift_share must be in [0, 1), got {self.lift_share}")
+        if not 0.0 <= self.quality_scale <= 10.0:
+            raise ValueError(f"quality_scale must be in [0, 10], got {self.quality_scale}")
         date.fromisoformat(self.start_date)  # raises ValueError on a bad date
 
 
@@ -254,7 +260,7 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
     # 5. content latents and scores --------------------------------------------------------------
     lat = segment_latents(rng["latents"], n_seg, align_habit[infl])
     sc = content_scores(lat, n_seg)
-    q = quality(sc)
+    q = quality(sc, cfg.quality_scale)
     v_verified = verified[infl]
     ce = content_effect(sc, vtype, v_verified, length)
     intercept = math.log(cfg.impressions_at_10k) + ce
@@ -441,9 +447,9 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
             "fei_actual": fei_actual,
             "decay_days": decay,
             "quality": q,
-            "quality_pe": W_PE * sc["pe"],
-            "quality_tp": W_TP * sc["tp"],
-            "quality_af": W_AF * sc["af"],
+            "quality_pe": cfg.quality_scale * W_PE * sc["pe"],
+            "quality_tp": cfg.quality_scale * W_TP * sc["tp"],
+            "quality_af": cfg.quality_scale * W_AF * sc["af"],
             "log_conversion": log_conv + math.log(conv_scale) if conv_scale > 0 else log_conv,
             **{k: v for k, v in sc.items()},
             "title_names_product": lat["title_names_product"],
@@ -507,7 +513,17 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
         T.true_fei(grid, params).astype(np.float32) if n_videos else np.zeros((0, grid.size), np.float32)
     )
     importance = modality_importance(
-        rng["ablation"], lat, n_seg, align_habit[infl], vtype, v_verified, length, q, log_conv, log_r
+        rng["ablation"],
+        lat,
+        n_seg,
+        align_habit[infl],
+        vtype,
+        v_verified,
+        length,
+        q,
+        log_conv,
+        log_r,
+        quality_scale=cfg.quality_scale,
     )
     truth = {
         "videos": truth_videos,
@@ -527,7 +543,9 @@ def simulate(config: SimConfig | str = "tiny", seed: int | None = None, progress
             "conversion_scale": conv_scale,
             "base_scale": base_scale,
             "realized_lift_share": float(lift_pd.sum() / max(expected.sum(), 1e-9)),
-            "quality_weights": {"pe": W_PE, "tp": W_TP, "af": W_AF},
+            "quality_weights": {
+                k: cfg.quality_scale * w for k, w in (("pe", W_PE), ("tp", W_TP), ("af", W_AF))
+            },
             **fei_diagnostics(
                 ln_f, log_r, g_actual, z[infl], fei_actual, fei_controls(sc, vtype, v_verified, length)
             ),
