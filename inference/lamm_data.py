@@ -12,7 +12,7 @@ videos of ``[h_v, side]`` via ``index_add`` (differentiable through h_v), then t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -251,6 +251,32 @@ class Batch:
 
     def videos(self) -> tuple[torch.Tensor, ...]:
         return self.frame, self.motion, self.audio, self.seg_mask, self.title, self.title_mask
+
+
+MODALITIES = ("frame", "text", "audio", "motion")
+
+
+def permute_modality(batch: Batch, modality: str, rng: np.random.Generator) -> Batch:
+    """``batch`` with one modality's inputs shuffled across its videos, everything else kept.
+
+    The permutation ablation: each video gets the ``modality`` of another video of the batch,
+    an independent draw of that modality's content, which is how the simulator's truth
+    (``truth/modality_importance.json``) scores what each modality carries. Frame, motion and
+    audio are shuffled among videos with the same number of segments, so the donor's segments
+    fill the recipient's ``seg_mask`` exactly (length is editing metadata, not the modality);
+    text swaps whole titles with their masks."""
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    n = batch.frame.shape[0]
+    groups = np.zeros(n, dtype=np.int64) if modality == "text" else batch.seg_mask.sum(1).numpy()
+    idx = np.arange(n)
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        idx[members] = members[rng.permutation(len(members))]
+    take = torch.from_numpy(idx)
+    if modality == "text":
+        return replace(batch, title=batch.title[take], title_mask=batch.title_mask[take])
+    return replace(batch, **{modality: getattr(batch, modality)[take]})
 
 
 def _ranges(start: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -29,7 +29,15 @@ import torch
 from inference import daily as D
 from inference.gbm_head import GbmHead, fit_gbm_head, predict_gbm_z
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
-from inference.lamm_data import LammData, build_day_inputs, load_lamm_data, make_batch, tabular_stats
+from inference.lamm_data import (
+    MODALITIES,
+    LammData,
+    build_day_inputs,
+    load_lamm_data,
+    make_batch,
+    permute_modality,
+    tabular_stats,
+)
 
 
 @dataclass
@@ -93,13 +101,24 @@ def _encode(model, batch, bf16: bool) -> torch.Tensor:
     return h.float()
 
 
-def predict_z(model, data: LammData, products: np.ndarray, batch_products: int = 64) -> np.ndarray:
-    """(B, D-1) predicted z of day t+1 from days 0..t (eval mode, fp32)."""
+def predict_z(
+    model,
+    data: LammData,
+    products: np.ndarray,
+    batch_products: int = 64,
+    permute: str | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """(B, D-1) predicted z of day t+1 from days 0..t (eval mode, fp32). ``permute``: a modality
+    shuffled across each batch's videos first (``lamm_data.permute_modality``, seeded by ``seed``)."""
     model.eval()
     out = []
+    rng = np.random.default_rng(seed)
     with torch.inference_mode():
         for p in _chunks(np.asarray(products), batch_products):
             b = make_batch(data, p)
+            if permute:
+                b = permute_modality(b, permute, rng)
             x = build_day_inputs(_encode(model, b, False), b)  # (B, D, F)
             z, _ = model.forward_days(x)
             out.append(z[:, :-1].numpy())
@@ -403,6 +422,10 @@ ABLATIONS: dict[str, dict] = {
     "Eq.2 literal (Q=aux)": {"reading": "aux_query"},
 }
 ABLATION_MODALITY = {"w/o frame": "frame", "w/o text": "text", "w/o audio": "audio", "w/o motion": "motion"}
+# the permutation ablation: the fold's trained LAMM with one modality shuffled across the test
+# videos (lamm_data.permute_modality), MAE averaged over this many shuffles
+PERMUTATION_REPEATS = 3
+GROUPS = ("models", "ablations", "permutation")  # the row groups of a fold's results
 ALL_MODELS = (
     "LAMM",
     "LAMM+GBM",
@@ -489,6 +512,22 @@ def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) 
     return pred
 
 
+def _permutation_metrics(
+    f: _Fold, cfg: LammConfig, modality: str, repeats: int = PERMUTATION_REPEATS
+) -> dict:
+    """Metrics of the fold's LAMM (the "LAMM" row's model; not the blend, whose head sees no
+    content) on the test products with ``modality`` shuffled, averaged over ``repeats`` shuffles.
+    Same model, same products: the difference to the "LAMM" row is what the trained model draws
+    from that modality, free of the retraining noise the removal ablation carries."""
+    model = _fold_lamm(f, cfg)
+    runs = [
+        metrics(predict_z(model, f.data, f.test_p, permute=modality, seed=r), f.true, f.norm)
+        for r in range(repeats)
+    ]
+    out = {met: float(np.mean([r[met] for r in runs])) for met in ("mae", "mse", "mape")}
+    return {**out, "n": runs[0]["n"], "mae_repeats": [r["mae"] for r in runs]}
+
+
 def _predict(name: str, f: _Fold, cfg: LammConfig, pooled) -> np.ndarray:
     from inference import baselines as B
 
@@ -518,12 +557,18 @@ def _predict(name: str, f: _Fold, cfg: LammConfig, pooled) -> np.ndarray:
     raise KeyError(f"unknown model {name!r}")
 
 
-def _run_fold(data, k, fold_of, models, ablations, tc, cfg, pooled, res, log) -> dict:
+def _run_fold(data, k, fold_of, models, ablations, permutation, tc, cfg, pooled, res, log) -> dict:
     test_p = np.flatnonzero(fold_of == k)
     fit_p, cal_p = split_calib(np.flatnonzero(fold_of != k), tc.calib_frac, tc.seed)
     norm = norm_constants(data, fit_p)
     f = _Fold(data, fit_p, cal_p, test_p, norm, tc, targets_z(data, test_p, norm), log=log)
-    fold: dict = {"fold": k, "n_test_products": int(len(test_p)), "models": {}, "ablations": {}}
+    fold: dict = {
+        "fold": k,
+        "n_test_products": int(len(test_p)),
+        "models": {},
+        "ablations": {},
+        "permutation": {},
+    }
     log(f"fold {k + 1}/{res['folds']}: fit {len(fit_p)} / calib {len(cal_p)} / test {len(test_p)} products")
     for group, names in (("models", models), ("ablations", ablations)):
         for name in names:
@@ -539,6 +584,15 @@ def _run_fold(data, k, fold_of, models, ablations, tc, cfg, pooled, res, log) ->
                 key = "coverage" if name == "LAMM" else "coverage_gbm"
                 fold[key] = f.extra[key]
                 log(f"  80% interval coverage out of fold: {fold[key]['covered']:.3f}")
+    if "LAMM" in models:  # the permutation rows are read against the LAMM row
+        for modality in permutation:
+            t0 = time.time()
+            m = _permutation_metrics(f, cfg, modality)
+            m["seconds"] = time.time() - t0
+            fold["permutation"][modality] = m
+            delta = m["mae"] - fold["models"]["LAMM"]["mae"]
+            name = f"LAMM, {modality} shuffled"
+            log(f"  {name:<22} MAE {m['mae']:.4f}  ({delta:+.5f} vs LAMM, {m['seconds']:.0f}s)")
     return fold
 
 
@@ -548,13 +602,17 @@ def evaluate(
     folds: int = 5,
     models=ALL_MODELS,
     ablations=tuple(ABLATIONS),
+    permutation=MODALITIES,
     tc: TrainConfig | None = None,
     cfg: LammConfig | None = None,
     log=print,
     max_folds: int = 0,
     only_folds: tuple[int, ...] = (),
 ) -> dict:
-    """K-fold CV by product; writes results.json, report.md and plots to ``out``; returns the results."""
+    """K-fold CV by product; writes results.json, report.md and plots to ``out``; returns the results.
+
+    ``permutation``: modalities of the permutation ablation, run on each fold's LAMM when
+    ``models`` has "LAMM" (cheap: predictions only)."""
     from inference import baselines as B
 
     tc = tc or TrainConfig()
@@ -578,7 +636,17 @@ def evaluate(
     t_start = time.time()
     for k in only_folds or range(max_folds or folds):
         fold = _run_fold(
-            data, k, fold_of, models, ablations, replace(tc, seed=tc.seed + k), cfg, pooled, res, log
+            data,
+            k,
+            fold_of,
+            models,
+            ablations,
+            permutation,
+            replace(tc, seed=tc.seed + k),
+            cfg,
+            pooled,
+            res,
+            log,
         )
         res["per_fold"].append(fold)
         (out / "results.json").write_text(json.dumps(res, indent=2))
@@ -595,12 +663,12 @@ def summarize(res: dict) -> dict:
     from scipy import stats
 
     folds = res["per_fold"]
-    summary: dict = {"models": {}, "ablations": {}}
+    summary: dict = {"models": {}, "ablations": {}, "permutation": {}}
     names = list(dict.fromkeys(n for f in folds for n in f["models"]))
-    for group in ("models", "ablations"):
-        for name in dict.fromkeys(n for f in folds for n in f[group]):
+    for group in GROUPS:
+        for name in dict.fromkeys(n for f in folds for n in f.get(group, {})):
             # a row may cover only some folds (an evaluation run in parts): "-" in the tables
-            have = [i for i, f in enumerate(folds) if name in f[group]]
+            have = [i for i, f in enumerate(folds) if name in f.get(group, {})]
             row: dict = {"folds": have}
             for met in ("mae", "mse", "mape"):
                 v = np.array([folds[i][group][name][met] for i in have])
@@ -632,28 +700,38 @@ def summarize(res: dict) -> dict:
     if SERVED in names:
         summary["served"] = _served_summary(folds, summary)
     truth = res.get("truth_importance")
-    mods = [ab for ab in summary["ablations"] if ab in ABLATION_MODALITY]
-    if "LAMM" in names and mods:
-        lamm_mae = summary["models"]["LAMM"]["mae_mean"]
-        drop = {
-            ABLATION_MODALITY[ab]: summary["ablations"][ab]["mae_mean"]
-            - summary["ablations"][ab].get("mae_lamm_same_folds", lamm_mae)
-            for ab in mods
-        }
-        summary["ablation_mae_increase"] = drop
-        summary["ablation_order"] = sorted(drop, key=lambda m: -drop[m])
-        if truth:
-            summary["truth_order"] = [m for m in truth["order"] if m in drop]
-            same = summary["ablation_order"] == summary["truth_order"]
-            # the order of four deltas says nothing when removing a modality does not hurt: the
-            # match also needs every removal to raise MAE, each by a paired t-test p < 0.05
-            positive = all(d > 0 for d in drop.values())
-            significant = all(summary["ablations"][ab].get("mae_p", 1.0) < 0.05 for ab in mods)
-            summary["ablation_order_same_as_truth"] = same
-            summary["ablation_increases_positive"] = positive
-            summary["ablation_increases_significant"] = significant
-            summary["ablation_order_matches_truth"] = same and positive and significant
+    if "LAMM" in names:
+        ablated = {ab: ABLATION_MODALITY[ab] for ab in summary["ablations"] if ab in ABLATION_MODALITY}
+        _modality_order(summary, "ablations", "ablation", ablated, truth)
+        _modality_order(summary, "permutation", "permutation", {m: m for m in summary["permutation"]}, truth)
     return summary
+
+
+def _modality_order(summary: dict, group: str, prefix: str, modality_of: dict, truth: dict | None) -> None:
+    """Order the modalities by the MAE increase of their ``group`` rows (the removal ablation or the
+    permutation) and compare it with the simulator's truth; writes ``{prefix}_*`` keys to ``summary``."""
+    if not modality_of:
+        return
+    lamm_mae = summary["models"]["LAMM"]["mae_mean"]
+    drop = {
+        modality_of[name]: summary[group][name]["mae_mean"]
+        - summary[group][name].get("mae_lamm_same_folds", lamm_mae)
+        for name in modality_of
+    }
+    summary[f"{prefix}_mae_increase"] = drop
+    summary[f"{prefix}_order"] = sorted(drop, key=lambda m: -drop[m])
+    if not truth:
+        return
+    summary["truth_order"] = [m for m in truth["order"] if m in drop]
+    same = summary[f"{prefix}_order"] == summary["truth_order"]
+    # the order of four deltas says nothing when removing a modality does not hurt: the
+    # match also needs every increase to be positive, each by a paired t-test p < 0.05
+    positive = all(d > 0 for d in drop.values())
+    significant = all(summary[group][name].get("mae_p", 1.0) < 0.05 for name in modality_of)
+    summary[f"{prefix}_order_same_as_truth"] = same
+    summary[f"{prefix}_increases_positive"] = positive
+    summary[f"{prefix}_increases_significant"] = significant
+    summary[f"{prefix}_order_matches_truth"] = same and positive and significant
 
 
 SERVED = "LAMM+GBM"  # what `liftstream train` serves by default (TrainConfig.gbm_weight > 0)
@@ -698,6 +776,67 @@ def _table(res: dict, group: str, met: str) -> list[str]:
     return lines
 
 
+def _increase_table(res: dict, group: str) -> list[str]:
+    """MAE increase of each ``group`` row over the same fold's LAMM, per fold, with the paired test."""
+    folds, s = res["per_fold"], res["summary"][group]
+    lines = [
+        f"| Shuffled | {' | '.join(f'K{i + 1}' for i in range(len(folds)))} | Mean | t | Sig. (p) |",
+        "|" + "---|" * (len(folds) + 4),
+    ]
+    for name, row in s.items():
+        inc = [
+            f"{f[group][name]['mae'] - f['models']['LAMM']['mae']:+.5f}"
+            if name in f.get(group, {}) and "LAMM" in f["models"]
+            else "-"
+            for f in folds
+        ]
+        mean = row["mae_mean"] - row.get("mae_lamm_same_folds", row["mae_mean"])
+        t, p = (f"{row['mae_t']:.3f}", f"{row['mae_p']:.4f}") if "mae_t" in row else ("-", "-")
+        lines.append(f"| {name} | {' | '.join(inc)} | {mean:+.5f} | {t} | {p} |")
+    return lines
+
+
+def _importance_plot(inc: dict, truth: dict | None, label: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    mods = list(inc)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(np.arange(len(mods)) - 0.2, [inc[m] for m in mods], 0.4, label=f"MAE increase, modality {label}")
+    if truth:
+        ax2 = ax.twinx()
+        ax2.bar(
+            np.arange(len(mods)) + 0.2,
+            [truth["log_lift"].get(m, 0) for m in mods],
+            0.4,
+            color="C1",
+            label="simulator truth: log-lift variance share",
+        )
+        ax2.set_ylabel("truth importance")
+    ax.set_xticks(np.arange(len(mods)), mods)
+    ax.set_ylabel("MAE increase (z)")
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=1, fontsize=8)
+    fig.subplots_adjust(bottom=0.25)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _order_lines(s: dict, prefix: str) -> list[str]:
+    lines = (
+        [f"Modalities by MAE increase: {' > '.join(s[f'{prefix}_order'])}."]
+        if s.get(f"{prefix}_order")
+        else []
+    )
+    if s.get(f"{prefix}_order_same_as_truth") is not None:
+        lines += [
+            f"Simulator truth (modality_importance.json `order`): {' > '.join(s['truth_order'])}. "
+            f"Same order: {s[f'{prefix}_order_same_as_truth']}; every increase positive: "
+            f"{s[f'{prefix}_increases_positive']}; every increase significant (paired t-test, p < 0.05): "
+            f"{s[f'{prefix}_increases_significant']}. Match: **{s[f'{prefix}_order_matches_truth']}**."
+        ]
+    return lines
+
+
 def write_report(res: dict, out: Path) -> None:
     import matplotlib
 
@@ -718,29 +857,11 @@ def write_report(res: dict, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "models.png", dpi=110)
         plt.close(fig)
-    if s.get("ablation_mae_increase"):
-        inc = s["ablation_mae_increase"]
-        mods = list(inc)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.bar(np.arange(len(mods)) - 0.2, [inc[m] for m in mods], 0.4, label="MAE increase when ablated")
-        truth = res.get("truth_importance")
-        if truth:
-            ax2 = ax.twinx()
-            ax2.bar(
-                np.arange(len(mods)) + 0.2,
-                [truth["log_lift"].get(m, 0) for m in mods],
-                0.4,
-                color="C1",
-                label="simulator truth: log-lift variance share",
+    for prefix, label in (("ablation", "removed (retrained)"), ("permutation", "shuffled (same model)")):
+        if s.get(f"{prefix}_mae_increase"):
+            _importance_plot(
+                s[f"{prefix}_mae_increase"], res.get("truth_importance"), label, out / f"{prefix}.png"
             )
-            ax2.set_ylabel("truth importance")
-        ax.set_xticks(np.arange(len(mods)), mods)
-        ax.set_ylabel("MAE increase (z)")
-        handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
-        fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=1, fontsize=8)
-        fig.subplots_adjust(bottom=0.25)
-        fig.savefig(out / "ablation.png", dpi=110)
-        plt.close(fig)
     lines = [
         f"# LAMM evaluation: {res['dataset']}",
         "",
@@ -819,16 +940,24 @@ def write_report(res: dict, out: Path) -> None:
             *_table(res, "ablations", "mse"),
             "",
         ]
-        if s.get("ablation_order"):
-            lines += [f"Modalities by MAE increase when removed: {' > '.join(s['ablation_order'])}."]
-        if s.get("truth_order"):
-            lines += [
-                f"Simulator truth (modality_importance.json `order`): {' > '.join(s['truth_order'])}. "
-                f"Same order: {s['ablation_order_same_as_truth']}; every removal raises MAE: "
-                f"{s['ablation_increases_positive']}; every increase significant (paired t-test, p < 0.05): "
-                f"{s['ablation_increases_significant']}. Match: **{s['ablation_order_matches_truth']}**."
-            ]
+        lines += _order_lines(s, "ablation")
         lines += ["", "![ablation](ablation.png)", ""]
+    if s.get("permutation"):
+        lines += [
+            "## Permutation ablation: what the trained LAMM draws from each modality",
+            "",
+            "Each fold's LAMM (the LAMM row's model, no retraining) on its test products with one modality "
+            "shuffled across the test videos (an independent draw of that content, videos of equal length "
+            f"swapping frame / motion / audio), MAE averaged over {PERMUTATION_REPEATS} shuffles; the table gives its increase over "
+            "the LAMM row (> 0: the model draws on that modality and it helps), t and p of the paired test. Same model, same products: unlike the removal ablation above, no retraining noise.",
+            "",
+            *_increase_table(res, "permutation"),
+            "",
+            *_order_lines(s, "permutation"),
+            "",
+            "![permutation](permutation.png)",
+            "",
+        ]
     secs = {k: float(np.sum(v)) for k, v in res["seconds"].items()}
     lines += [
         "## Wall-clock (this machine)",
@@ -856,11 +985,11 @@ def merge_results(dirs: list[str | Path], out: str | Path) -> dict:
         by_fold = {f["fold"]: f for f in res["per_fold"]}
         for g in part["per_fold"]:
             if g["fold"] not in by_fold:  # a fold run in another process
-                by_fold[g["fold"]] = {**g, "models": {}, "ablations": {}}
+                by_fold[g["fold"]] = {**g, **{group: {} for group in GROUPS}}
                 res["per_fold"].append(by_fold[g["fold"]])
             f = by_fold[g["fold"]]
-            f["models"].update(g["models"])
-            f["ablations"].update(g["ablations"])
+            for group in GROUPS:
+                f.setdefault(group, {}).update(g.get(group, {}))
             for key in ("coverage", "coverage_gbm"):
                 if key in g:
                     f[key] = g[key]
@@ -895,6 +1024,11 @@ def cli_evaluate(argv: list[str]) -> int:
     )
     ap.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated subset (empty: none)")
     ap.add_argument(
+        "--permutation",
+        default=",".join(MODALITIES),
+        help="modalities of the permutation ablation on each fold's LAMM (needs LAMM in --models; empty: none)",
+    )
+    ap.add_argument(
         "--merge", default="", help="comma-separated evaluation folders to merge into --out (no training)"
     )
     a = ap.parse_args(argv)
@@ -912,12 +1046,17 @@ def cli_evaluate(argv: list[str]) -> int:
     print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     models = tuple(m for m in a.models.split(",") if m)
     abl = tuple(x for x in a.ablations.split(",") if x)
+    perm = tuple(x for x in a.permutation.split(",") if x)
+    bad = sorted(set(perm) - set(MODALITIES))
+    if bad:
+        ap.error(f"--permutation: unknown modalities {bad}; choose from {','.join(MODALITIES)}")
     res = evaluate(
         data,
         a.out,
         folds=a.folds,
         models=models,
         ablations=abl,
+        permutation=perm,
         tc=tc,
         cfg=_lamm_config(a),
         max_folds=a.max_folds,

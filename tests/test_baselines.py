@@ -108,6 +108,12 @@ def test_evaluate_writes_report(data, tmp_path):
     assert 0.0 <= s["coverage"]["mean"] <= 1.0
     assert (tmp_path / "report.md").read_text().startswith("# LAMM evaluation")
     assert (tmp_path / "models.png").exists() and (tmp_path / "ablation.png").exists()
+    # the permutation ablation ran on each fold's LAMM by default
+    assert set(s["permutation"]) == {"frame", "text", "audio", "motion"}
+    assert len(s["permutation"]["frame"]["mae"]) == 2 and "mae_p" in s["permutation"]["frame"]
+    assert set(s["permutation_mae_increase"]) == set(s["permutation"])
+    assert (tmp_path / "permutation.png").exists()
+    assert "## Permutation ablation" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())["folds"] == 2
 
 
@@ -125,11 +131,24 @@ def test_merge_partial_runs(data, tmp_path):
     """Model groups run apart (ablations on fewer folds) merge into one report with '-' where absent."""
     tc = TrainConfig(epochs=1, batch_products=4, bf16=False)
     quiet = lambda *_: None  # noqa: E731
-    evaluate(data, tmp_path / "a", folds=2, models=("LAMM", "SeasonalNaive"), ablations=(), tc=tc, log=quiet)
+    evaluate(
+        data,
+        tmp_path / "a",
+        folds=2,
+        models=("LAMM", "SeasonalNaive"),
+        ablations=(),
+        permutation=(),
+        tc=tc,
+        log=quiet,
+    )
+    evaluate(
+        data, tmp_path / "b", folds=2, models=("LAMM",), ablations=(), permutation=("text",), tc=tc, log=quiet
+    )
     evaluate(
         data, tmp_path / "c", folds=2, models=(), ablations=("w/o audio",), tc=tc, log=quiet, max_folds=1
     )
-    res = merge_results([tmp_path / "a", tmp_path / "c"], tmp_path / "m")
+    res = merge_results([tmp_path / "a", tmp_path / "c", tmp_path / "b"], tmp_path / "m")
+    assert res["summary"]["permutation"]["text"]["folds"] == [0, 1]
     row = res["summary"]["ablations"]["w/o audio"]
     assert row["folds"] == [0] and row["mae"][1] is None and "mae_p" not in row
     assert "mae_p" in res["summary"]["models"]["SeasonalNaive"]

@@ -19,7 +19,7 @@ import torch
 from inference.client import InProcessClient, VideoBatch
 from inference.daily import SIDE_DIM, campaign_features, day_input, product_features, side_features
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
-from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch
+from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch, permute_modality
 from inference.lamm_train import TrainConfig, _blend_z, predict_z, train_lamm, train_or_load
 from inference.standin import ConstantElasticityAdvisor
 from schemas import dataset as ds
@@ -189,6 +189,47 @@ def test_ablations_change_the_encoder():
         with torch.inference_mode():
             outs.append(Lamm(cfg).eval().encode(*b))
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])
+
+
+def test_permute_modality_shuffles_one_modality_within_equal_lengths(dataset):
+    """Only the named modality moves; every video gets another video's content of the same length."""
+    data = load_lamm_data(dataset)
+    b = make_batch(data, np.arange(data.n_products))
+    fields = ("frame", "motion", "audio", "seg_mask", "title", "title_mask")
+    for modality in ("frame", "text", "audio", "motion"):
+        pb = permute_modality(b, modality, np.random.default_rng(1))
+        moved = {"text": ("title", "title_mask")}.get(modality, (modality,))
+        for k in fields:
+            if k not in moved:
+                assert torch.equal(getattr(pb, k), getattr(b, k)), (modality, k)
+        a, src = getattr(pb, moved[0]), getattr(b, moved[0])
+        assert not torch.equal(a, src), modality  # 6 products' videos: some swap happened
+        # each row is some source row, and a row of the same segment count (text: any title)
+        flat_a, flat_s = a.flatten(1), src.flatten(1)
+        donor = [int(torch.nonzero((flat_s == row).all(1))[0]) for row in flat_a]
+        assert sorted(donor) == list(range(len(donor)))  # a permutation
+        if modality != "text":
+            assert torch.equal(b.seg_mask.sum(1)[donor], b.seg_mask.sum(1))
+        else:
+            assert torch.equal(pb.title_mask, b.title_mask[donor])
+    with pytest.raises(ValueError, match="unknown modality"):
+        permute_modality(b, "smell", np.random.default_rng(0))
+
+
+def test_permuting_a_modality_the_model_does_not_read_changes_nothing(dataset):
+    """The permutation ablation measures use: shuffling frame moves LAMM's forecasts, but not those of
+    the "w/o frame" model, and shuffling with the same seed twice gives the same forecasts."""
+    data = load_lamm_data(dataset)
+    p = np.arange(data.n_products)
+    torch.manual_seed(0)
+    full = Lamm(LammConfig()).eval()
+    torch.manual_seed(0)
+    no_frame = Lamm(LammConfig(use_frame=False)).eval()
+    assert not np.allclose(predict_z(full, data, p, permute="frame"), predict_z(full, data, p))
+    np.testing.assert_array_equal(predict_z(no_frame, data, p, permute="frame"), predict_z(no_frame, data, p))
+    np.testing.assert_array_equal(
+        predict_z(full, data, p, permute="audio", seed=4), predict_z(full, data, p, permute="audio", seed=4)
+    )
 
 
 SKIP_VARIANTS = [{"skip_hidden": 0, "tab_dropout": True}, {"skip_hidden": 64, "tab_dropout": False}]
@@ -525,6 +566,28 @@ def _ablation_res(increase: dict[str, float], noise: float = 0.0) -> dict:
             }
         )
     return {"per_fold": folds, "truth_importance": {"order": ["frame", "text", "motion", "audio"]}}
+
+
+def test_permutation_rows_are_ordered_and_tested_like_the_ablation():
+    """The permutation group gets its own order, paired t-tests against LAMM and truth match."""
+    from inference.lamm_train import summarize
+
+    res = _ablation_res({"frame": 0.0, "text": 0.0, "motion": 0.0, "audio": 0.0})
+    rng = np.random.default_rng(1)
+    use = {"frame": 0.004, "text": 0.002, "motion": 0.001, "audio": 0.0005}
+    for f in res["per_fold"]:
+        base = f["models"]["LAMM"]["mae"]
+        f["permutation"] = {
+            m: {"mae": base + d + 1e-5 * rng.standard_normal(), "mse": 0, "mape": 0} for m, d in use.items()
+        }
+    s = summarize(res)
+    assert s["permutation_order"] == ["frame", "text", "motion", "audio"]
+    assert s["permutation_mae_increase"]["frame"] == pytest.approx(0.004, abs=1e-4)
+    assert s["permutation"]["audio"]["mae_p"] < 0.05 and s["permutation_order_matches_truth"] is True
+    assert s["ablation_order_matches_truth"] is False  # the removal rows show nothing here
+    res["per_fold"][2]["permutation"]["audio"]["mae"] = res["per_fold"][2]["models"]["LAMM"]["mae"] + 0.02
+    s = summarize(res)  # one fold's outlier puts audio first: order and match both fail
+    assert s["permutation_order"][0] == "audio" and s["permutation_order_matches_truth"] is False
 
 
 def test_ablation_match_needs_positive_significant_increases():
