@@ -10,6 +10,11 @@ checkpoint (``gbm.txt``), so ``LammForecaster.step`` returns the blend in every 
 
     z = (1 - weight) * z_lamm + weight * z_gbm         (standardized log1p units of day t+1)
 
+The weight is chosen on the held-out products (``choose_weight``: the grid value with the lowest
+held-out MAE), because how the two compare depends on the world: level on the paper world
+(weights 0.3-0.7 within 0.001 of each other), LightGBM far ahead where videos cause most sales
+(docs/lamm.md, "content world"), where a fixed 0.5 put the blend behind LightGBM alone.
+
 Trained on the same fit products as the LSTM, with early stopping on the same held-out products,
 the LightGBM baseline's recipe with smaller trees (``HEAD_PARAMS``); the conformal interval is then
 calibrated on the blend's held-out residuals.
@@ -136,6 +141,20 @@ def fit_gbm_head(
     (x, y), (xv, yv) = _xy(data, fit_p, norm), _xy(data, cal_p, norm)
     model = fit_lightgbm(x, y, xv, yv, seed=seed, threads=threads, params=HEAD_PARAMS)
     return GbmHead(model.booster_.model_to_string(num_iteration=model.best_iteration_), weight=weight)
+
+
+WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # 0, 0.05, ..., 1
+
+
+def choose_weight(z_lamm: np.ndarray, z_gbm: np.ndarray, target: np.ndarray, grid=WEIGHT_GRID) -> float:
+    """The blend weight of ``grid`` with the lowest MAE on held-out forecasts (NaN targets
+    skipped; the lower weight on a tie). 0 means LAMM alone is best there."""
+    ok = ~np.isnan(target)
+    a, b, y = (np.asarray(v, dtype=np.float64)[ok] for v in (z_lamm, z_gbm, target))
+    if y.size == 0:
+        raise ValueError("choose_weight: no held-out targets")
+    mae = [float(np.mean(np.abs((1.0 - w) * a + w * b - y))) for w in grid]
+    return float(grid[int(np.argmin(mae))])
 
 
 def predict_gbm_z(head: GbmHead, data: LammData, products: np.ndarray) -> np.ndarray:

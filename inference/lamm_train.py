@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from inference import daily as D
-from inference.gbm_head import GbmHead, fit_gbm_head, predict_gbm_z
+from inference.gbm_head import GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import (
     MODALITIES,
@@ -56,13 +56,16 @@ class TrainConfig:
     threads: int = 1  # 1 by default: on a shared 2-core machine 2 OpenMP threads ran 5-8x slower (spinning)
     bf16: bool = True  # bf16 autocast for the video encoder while training (AVX-512 BF16 CPUs: ~2x)
     max_minutes: float = 0.0  # wall-clock cap per fit (0 = none); stops after the current epoch
-    # weight of the GBM head (inference.gbm_head) in the served forecast; 0 = LAMM alone
-    gbm_weight: float = 0.5
+    # weight of the GBM head (inference.gbm_head) in the served forecast: None = chosen on the
+    # held-out products (gbm_head.choose_weight); 0 = LAMM alone; in (0, 1] = that weight
+    gbm_weight: float | None = None
 
     def __post_init__(self) -> None:
         assert self.lr_decay in ("none", "cosine"), f"unknown lr_decay {self.lr_decay!r}"
         assert self.loss in ("mse", "l1", "huber"), f"unknown loss {self.loss!r}"
-        assert 0.0 <= self.gbm_weight <= 1.0, f"gbm_weight must be in [0, 1], got {self.gbm_weight}"
+        assert self.gbm_weight is None or 0.0 <= self.gbm_weight <= 1.0, (
+            f"gbm_weight must be None (chosen) or in [0, 1], got {self.gbm_weight}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,7 +240,7 @@ def train_lamm(
     torch.manual_seed(tc.seed)
     model = Lamm(cfg)
     info = fit(model, data, fit_p, cal_p, norm, tc, log=log)
-    gbm = _fit_head(data, fit_p, cal_p, norm, tc, log) if tc.gbm_weight > 0 else None
+    gbm = _fit_head(model, data, fit_p, cal_p, norm, tc, log)
     resid = targets_z(data, cal_p, norm) - _blend_z(model, gbm, data, cal_p)
     conf = Conformal.fit(resid[~np.isnan(resid)], level=tc.level)
     info.update(
@@ -247,10 +250,26 @@ def train_lamm(
     return LammForecaster(model, conf, meta=meta, gbm=gbm), info
 
 
-def _fit_head(data: LammData, fit_p, cal_p, norm: dict, tc: TrainConfig, log) -> GbmHead:
+def _fit_head(model, data: LammData, fit_p, cal_p, norm: dict, tc: TrainConfig, log) -> GbmHead | None:
+    """The served blend's GBM head for the trained ``model``, or None for LAMM alone: when
+    ``tc.gbm_weight`` is 0, or when the weight chosen on the held-out products is 0."""
+    if tc.gbm_weight == 0:
+        return None
     t0 = time.time()
-    head = fit_gbm_head(data, fit_p, cal_p, norm, weight=tc.gbm_weight, seed=tc.seed, threads=tc.threads)
-    log(f"gbm head: {head.model_str.count('Tree=')} trees in {time.time() - t0:.1f} s, weight {head.weight}")
+    head = fit_gbm_head(
+        data, fit_p, cal_p, norm, weight=tc.gbm_weight or 1.0, seed=tc.seed, threads=tc.threads
+    )
+    how = "fixed"
+    if tc.gbm_weight is None:
+        how = f"chosen on {len(cal_p)} held-out products"
+        z_lamm, z_gbm = predict_z(model, data, cal_p), predict_gbm_z(head, data, cal_p)
+        head.weight = choose_weight(z_lamm, z_gbm, targets_z(data, cal_p, norm))
+        if head.weight == 0:
+            log(f"gbm head: weight 0 {how}: the forecaster is LAMM alone")
+            return None
+    log(
+        f"gbm head: {head.model_str.count('Tree=')} trees in {time.time() - t0:.1f} s, weight {head.weight} ({how})"
+    )
     return head
 
 
@@ -354,9 +373,11 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument(
         "--gbm-weight",
-        type=float,
-        default=TrainConfig.gbm_weight,
-        help="weight of the GBM head in the served forecast (inference.gbm_head; 0: LAMM alone)",
+        type=_gbm_weight,
+        default=None,
+        metavar="auto|W",
+        help="weight of the GBM head in the served forecast (inference.gbm_head): auto (default) = "
+        "chosen on the held-out products, 0 = LAMM alone, or a fixed weight in (0, 1]",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
@@ -367,6 +388,18 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
         help="copy the feature arrays into RAM (default: memory-map them, "
         "so parallel runs share the page cache; paper scale is 1.8 GB per copy)",
     )
+
+
+def _gbm_weight(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        w = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= w <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1], got {text!r}")
+    return w
 
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:
@@ -498,9 +531,10 @@ def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) 
     ``coverage`` records the conformal interval's out-of-fold coverage in ``f.extra``."""
     model = _fold_lamm(f, cfg)
     head = None
-    if gbm:
-        weight = f.tc.gbm_weight or TrainConfig.gbm_weight  # evaluating the blend with weight 0 means LAMM
-        head = _fit_head(f.data, f.fit_p, f.cal_p, f.norm, replace(f.tc, gbm_weight=weight), f.log)
+    if gbm:  # the served blend; asked for with gbm_weight 0 (LAMM alone), its weight is chosen
+        tc = f.tc if f.tc.gbm_weight != 0 else replace(f.tc, gbm_weight=None)
+        head = _fit_head(model, f.data, f.fit_p, f.cal_p, f.norm, tc, f.log)
+        f.extra["gbm_weight"] = head.weight if head is not None else 0.0
     pred = _blend_z(model, head, f.data, f.test_p)
     if coverage:
         resid = targets_z(f.data, f.cal_p, f.norm) - _blend_z(model, head, f.data, f.cal_p)
@@ -580,6 +614,8 @@ def _run_fold(data, k, fold_of, models, ablations, permutation, tc, cfg, pooled,
             log(
                 f"  {name:<22} MAE {m['mae']:.4f}  MSE {m['mse']:.4f}  MAPE {m['mape']:.3f}  ({m['seconds']:.0f}s)"
             )
+            if name == SERVED:
+                fold["gbm_weight"] = f.extra["gbm_weight"]
             if name in ("LAMM", "LAMM+GBM"):
                 key = "coverage" if name == "LAMM" else "coverage_gbm"
                 fold[key] = f.extra[key]
@@ -758,6 +794,7 @@ def _served_summary(folds: list[dict], summary: dict) -> dict:
     )
     cov = [f["coverage_gbm"]["covered"] for f in folds if "coverage_gbm" in f]
     out["coverage"] = {"per_fold": cov, "mean": float(np.mean(cov)) if cov else None}
+    out["weights"] = [f["gbm_weight"] for f in folds if "gbm_weight" in f]  # the head's, per fold
     return out
 
 
@@ -914,6 +951,11 @@ def write_report(res: dict, out: Path) -> None:
             "",
             f"{SERVED} lower than every other model with p < 0.05: **{sv['beats_all_p05']}**. "
             + (
+                f"The head's weight in the blend, per fold: {' / '.join(f'{w:.2f}' for w in sv['weights'])}. "
+                if sv.get("weights")
+                else ""
+            )
+            + (
                 f"80% interval coverage out of fold: {sv['coverage']['mean']:.3f} "
                 f"({' / '.join(f'{c:.3f}' for c in sv['coverage']['per_fold'])})."
                 if sv["coverage"]["per_fold"]
@@ -990,7 +1032,7 @@ def merge_results(dirs: list[str | Path], out: str | Path) -> dict:
             f = by_fold[g["fold"]]
             for group in GROUPS:
                 f.setdefault(group, {}).update(g.get(group, {}))
-            for key in ("coverage", "coverage_gbm"):
+            for key in ("coverage", "coverage_gbm", "gbm_weight"):
                 if key in g:
                     f[key] = g[key]
         for k, v in part["seconds"].items():

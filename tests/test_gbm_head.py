@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from inference.daily import NO_VIDEO_FEATURES, PRODUCT_FEATURES, SIDE_DIM
-from inference.gbm_head import GbmHead, fit_gbm_head, predict_gbm_z, tab_inputs
+from inference.gbm_head import GbmHead, choose_weight, fit_gbm_head, predict_gbm_z, tab_inputs
 from inference.lamm import LammConfig, LammForecaster
 from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch
 from inference.lamm_train import SERVED, TrainConfig, _served_summary, norm_constants, summarize, train_lamm
@@ -25,7 +25,9 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(world):
     torch.manual_seed(0)
-    fc, _ = train_lamm(world, LammConfig(), TrainConfig(epochs=1, bf16=False), log=lambda *_: None)
+    # a fixed weight: the tests below check the blend's algebra whatever the held-out products choose
+    tc = TrainConfig(epochs=1, bf16=False, gbm_weight=0.5)
+    fc, _ = train_lamm(world, LammConfig(), tc, log=lambda *_: None)
     return fc
 
 
@@ -47,7 +49,7 @@ def test_step_returns_the_blend_and_its_counterfactual(world, trained):
     """step = (1 - w) LSTM + w head, on the same x; the no-video baseline blends the head's forecast
     for x with the video columns zeroed (as Lamm.step builds the LSTM's)."""
     fc = trained
-    assert fc.gbm is not None and fc.gbm.weight == TrainConfig.gbm_weight
+    assert fc.gbm is not None and fc.gbm.weight == 0.5
     lstm_only = LammForecaster(fc.model, fc.conformal, meta=fc.meta)
     b = make_batch(world, np.arange(world.n_products))
     with torch.inference_mode():
@@ -92,6 +94,48 @@ def test_gbm_weight_zero_trains_lamm_alone(world):
         world, LammConfig(), TrainConfig(epochs=1, bf16=False, gbm_weight=0), log=lambda *_: None
     )
     assert fc.gbm is None
+
+
+def test_choose_weight_takes_the_lower_held_out_mae():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=4000)
+    good, bad = y + 0.1 * rng.normal(size=y.size), y + rng.normal(size=y.size)
+    assert choose_weight(bad, good, y) >= 0.9  # the head far better: (nearly) all head
+    assert choose_weight(good, bad, y) <= 0.1  # LAMM far better: (nearly) LAMM alone
+    assert choose_weight(y + 1.0, y - 1.0, y) == 0.5  # opposite biases cancel at 0.5 exactly
+    # equally good, independent errors: near the middle; NaN targets are skipped
+    a, b = y + 0.5 * rng.normal(size=y.size), y + 0.5 * rng.normal(size=y.size)
+    y_nan = y.copy()
+    y_nan[::7] = np.nan
+    assert 0.35 <= choose_weight(a, b, y_nan) <= 0.65
+    assert choose_weight(a, a, y) == 0.0  # a tie keeps the lower weight
+    with pytest.raises(ValueError, match="no held-out"):
+        choose_weight(a[:3], b[:3], np.full(3, np.nan))
+
+
+def test_the_chosen_weight_is_the_best_on_the_held_out_products(world):
+    """With gbm_weight None (the default) train_lamm picks the grid weight of lowest held-out MAE: the
+    saved head's weight beats 0 (LAMM alone), 0.5 and 1 on exactly those products."""
+    from inference.gbm_head import WEIGHT_GRID
+    from inference.lamm_train import _blend_z, predict_z, split_calib, targets_z
+
+    torch.manual_seed(0)
+    tc = TrainConfig(epochs=1, bf16=False)
+    assert tc.gbm_weight is None
+    fc, info = train_lamm(world, LammConfig(), tc, log=lambda *_: None)
+    fit_p, cal_p = split_calib(np.arange(world.n_products), tc.calib_frac, tc.seed)
+    norm = {"y_mean": float(fc.model.y_mean), "y_std": float(fc.model.y_std)}
+    y = targets_z(world, cal_p, norm)
+    ok = ~np.isnan(y)
+    z_lamm = predict_z(fc.model, world, cal_p)
+    assert fc.gbm is not None  # one epoch of LAMM on the tiny world is far behind the head (weight 1)
+    z_gbm = predict_gbm_z(fc.gbm, world, cal_p)
+    mae = lambda w: np.mean(np.abs(((1 - w) * z_lamm + w * z_gbm - y)[ok]))  # noqa: E731
+    assert fc.gbm.weight in WEIGHT_GRID
+    assert all(mae(fc.gbm.weight) <= mae(w) + 1e-12 for w in WEIGHT_GRID)
+    np.testing.assert_allclose(
+        _blend_z(fc.model, fc.gbm, world, cal_p), (1 - fc.gbm.weight) * z_lamm + fc.gbm.weight * z_gbm
+    )
 
 
 def test_the_head_refuses_a_wrong_width_and_a_bad_weight(trained):
