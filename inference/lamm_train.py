@@ -770,7 +770,7 @@ def _modality_order(summary: dict, group: str, prefix: str, modality_of: dict, t
     summary[f"{prefix}_order_matches_truth"] = same and positive and significant
 
 
-SERVED = "LAMM+GBM"  # what `liftstream train` serves by default (TrainConfig.gbm_weight > 0)
+SERVED = "LAMM+GBM"  # what `liftstream train` serves by default (unless the chosen weight is 0)
 
 
 def _served_summary(folds: list[dict], summary: dict) -> dict:
