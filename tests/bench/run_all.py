@@ -65,6 +65,9 @@ BENCHES = (
         35,
     ),
     Bench("content_ceiling", (PY, "-m", "tests.bench.content_ceiling"), "docs/lamm.md", 3),
+    Bench(
+        "encoder_probe", (PY, "-m", "tests.bench.encoder_probe", "--data", "data/paper"), "docs/lamm.md", 3
+    ),
     Bench("sinks", (PY, "-m", "tests.bench.bench_sinks"), "docs/streaming.md", 3),
     Bench(
         "stream_throughput",
