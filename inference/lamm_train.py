@@ -1074,6 +1074,10 @@ def cli_evaluate(argv: list[str]) -> int:
         "--merge", default="", help="comma-separated evaluation folders to merge into --out (no training)"
     )
     a = ap.parse_args(argv)
+    perm = tuple(x for x in a.permutation.split(",") if x)
+    bad = sorted(set(perm) - set(MODALITIES))
+    if bad:
+        ap.error(f"--permutation: unknown modalities {bad}; choose from {','.join(MODALITIES)}")
     if a.merge:
         res = merge_results(a.merge.split(","), a.out)
         print(f"evaluate: merged report in {Path(a.out) / 'report.md'}")
@@ -1088,10 +1092,7 @@ def cli_evaluate(argv: list[str]) -> int:
     print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     models = tuple(m for m in a.models.split(",") if m)
     abl = tuple(x for x in a.ablations.split(",") if x)
-    perm = tuple(x for x in a.permutation.split(",") if x)
-    bad = sorted(set(perm) - set(MODALITIES))
-    if bad:
-        ap.error(f"--permutation: unknown modalities {bad}; choose from {','.join(MODALITIES)}")
+
     res = evaluate(
         data,
         a.out,

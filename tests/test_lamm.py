@@ -509,6 +509,27 @@ def test_cli_train_and_evaluate(dataset, tmp_path, capsys):
     assert "saved lamm-" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--gbm-weight", "1.5"], "1.5"),
+        (["--gbm-weight", "half"], "half"),
+        (["--permutation", "frame,smell"], "smell"),
+    ],
+)
+def test_cli_evaluate_refuses_bad_flags(dataset, tmp_path, capsys, flags, named):
+    """A bad blend weight or modality name is a usage error naming it, before any training."""
+    from inference.lamm_train import _gbm_weight, cli_evaluate
+
+    with pytest.raises(SystemExit) as exc:
+        cli_evaluate(["--data", str(dataset), "--out", str(tmp_path / "ev"), *flags])
+    assert exc.value.code == 2
+    out = capsys.readouterr()
+    assert named in out.err and "products x" not in out.out  # refused before the data is read
+    assert not (tmp_path / "ev").exists()
+    assert _gbm_weight("auto") is None and _gbm_weight("0") == 0.0 and _gbm_weight("0.3") == 0.3
+
+
 def test_stream_build_x_equals_training_day_input(tmp_path):
     """Replaying the dataset's events through streams.state gives, at each day close, the x training builds
     (engagement sums, weekday and all): one definition for both sides."""
