@@ -1,0 +1,111 @@
+"""Pilot (not the served model): can LAMM's day model use content when it gets it as a lift channel?
+
+Lift in the simulator is a sum over a product's active videos of exp(quality) x impressions, which
+Eq. 5's mean over [h_v, side_v] cannot form. This trains one fold's LAMM as ``liftstream evaluate``
+does, with one day-input change patched into ``inference.lamm_train`` for the run (nothing in the
+package changes):
+
+    channel(t) = (log sum_v exp(q_v) * (1 + impressions_v(t)) - 9) / 3        (0 with no videos)
+
+- ``--q learned``: q_v is the video encoder's last ``--k`` dims (trained end to end);
+- ``--q oracle``: q_v is the simulator's true quality (``truth/videos.parquet``), one channel.
+
+``--route video`` puts the channels in place of the last k dims of the mean-pooled h_v (the LSTM
+alone reads them, after input dropout); ``--route tab`` puts the first channel in place of the
+``history_known`` column of the tabular part, which the LSTM and the skip MLP both read,
+standardized by that column's constants. Prints the fold's MAE on z and the MAE increase when frame
+and text are shuffled (lamm_data.permute_modality, 3 shuffles). docs/lamm.md, "Results, v6".
+
+    .venv/bin/python -m tests.bench.lift_channel_pilot --data data/paper_content --fold 0 --q oracle --route tab
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import inference.lamm_data as LD
+    import inference.lamm_train as LT
+    from inference.daily import PRODUCT_FEATURES, SIDE_DIM
+    from inference.lamm import LammConfig
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="data/paper_content")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--q", choices=("learned", "oracle"), default="learned")
+    ap.add_argument("--k", type=int, default=1, help="learned channels (oracle: 1)")
+    ap.add_argument("--route", choices=("video", "tab"), default="tab")
+    a = ap.parse_args(argv)
+    k_ch = 1 if a.q == "oracle" else a.k
+    d_model = LammConfig().d_model
+
+    data = LD.load_lamm_data(a.data)
+    truth = pd.read_parquet(f"{a.data}/truth/videos.parquet").set_index("video_id")["quality"]
+    true_q = truth.reindex(data.video_ids).to_numpy().astype(np.float32)
+    base_make, base_build = LD.make_batch, LD.build_day_inputs
+
+    def make_batch(data_, products):
+        b = base_make(data_, products)
+        p = np.asarray(products)
+        pairs = LD._ranges(data_.pair_start, p)
+        b.log_impr = torch.from_numpy(np.log1p(data_.pair_raw[pairs][:, 4]).astype(np.float32))
+        b.true_q = torch.from_numpy(true_q[LD._ranges(data_.video_start, p)])
+        return b
+
+    def build_day_inputs(h, b):
+        x = base_build(h, b)
+        n_b, d, _ = b.product_x.shape
+        q = b.true_q[b.pair_video][:, None] if a.q == "oracle" else h[b.pair_video, d_model - k_ch :]
+        q = q + b.log_impr[:, None]
+        slot, n = b.pair_slot, n_b * d
+        mx = torch.full((n, k_ch), -1e4).index_reduce(0, slot, q.detach(), "amax", include_self=True)
+        s = torch.zeros(n, k_ch).index_add(0, slot, torch.exp(q - mx[slot]))
+        has = (torch.zeros(n).index_add(0, slot, torch.ones(len(slot))) > 0)[:, None]
+        lift = torch.where(has, (mx + torch.log(s.clamp(min=1e-30)) - 9.0) / 3.0, torch.zeros_like(mx))
+        lift = lift.view(n_b, d, k_ch)
+        if a.route == "tab":
+            j = d_model + SIDE_DIM + PRODUCT_FEATURES.index("history_known")
+            return torch.cat([x[..., :j], lift[..., :1], x[..., j + 1 :]], dim=-1)
+        return torch.cat([x[..., : d_model - k_ch], lift, x[..., d_model:]], dim=-1)
+
+    LT.make_batch, LT.build_day_inputs = make_batch, build_day_inputs
+    torch.set_num_threads(1)
+    fold_of = LT.fold_assignment(data.n_products, 5, LT.TrainConfig.seed)
+    tc = LT.TrainConfig(threads=1, seed=LT.TrainConfig.seed + a.fold)  # evaluate's config for the fold
+    test_p = np.flatnonzero(fold_of == a.fold)
+    fit_p, cal_p = LT.split_calib(np.flatnonzero(fold_of != a.fold), tc.calib_frac, tc.seed)
+    norm = LT.norm_constants(data, fit_p)
+    true = LT.targets_z(data, test_p, norm)
+    f = LT._Fold(data, fit_p, cal_p, test_p, norm, tc, true, log=print)
+    t0 = time.time()
+    model = LT._fold_lamm(f, LammConfig())
+    mae = LT.metrics(LT.predict_z(model, data, test_p), true, norm)["mae"]
+    out = {**vars(a), "mae": round(mae, 4), "train_seconds": round(time.time() - t0)}
+    for modality in ("frame", "text"):
+        inc = []
+        for r in range(3):
+            rng = np.random.default_rng(r)
+
+            def shuffled(data_, products, rng=rng, modality=modality):
+                b = make_batch(data_, products)
+                pb = LD.permute_modality(b, modality, rng)
+                pb.log_impr, pb.true_q = b.log_impr, b.true_q
+                return pb
+
+            LT.make_batch = shuffled
+            inc.append(LT.metrics(LT.predict_z(model, data, test_p), true, norm)["mae"] - mae)
+        LT.make_batch = make_batch
+        out[f"shuffled_{modality}"] = round(float(np.mean(inc)), 5)
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
