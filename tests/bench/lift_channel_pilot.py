@@ -8,7 +8,10 @@ package changes):
     channel(t) = (log sum_v exp(q_v) * (1 + impressions_v(t)) - 9) / 3        (0 with no videos)
 
 - ``--q learned``: q_v is the video encoder's last ``--k`` dims (trained end to end);
-- ``--q oracle``: q_v is the simulator's true quality (``truth/videos.parquet``), one channel.
+- ``--q oracle``: q_v is the simulator's true quality (``truth/videos.parquet``), one channel;
+- ``--q linear``: q_v is a linear map of the video's raw features mean-pooled per modality (the
+  inputs a ridge probe reads 0.525 of the true quality from, ``encoder_probe``), trained with
+  the model; one channel.
 
 ``--route video`` puts the channels in place of the last k dims of the mean-pooled h_v (the LSTM
 alone reads them, after input dropout); ``--route tab`` puts the first channel in place of the
@@ -30,6 +33,17 @@ import pandas as pd
 import torch
 
 
+def b_dim(data) -> int:
+    return int(data.features["frame"].shape[-1])
+
+
+def pooled(b) -> torch.Tensor:
+    """(V, 4 D) each video's raw features mean-pooled over its segments / title tokens, per modality."""
+    m, tm = b.seg_mask.float()[..., None], b.title_mask.float()[..., None]
+    pool = [(getattr(b, k) * m).sum(1) / m.sum(1).clamp(min=1.0) for k in ("frame", "motion", "audio")]
+    return torch.cat([*pool, (b.title * tm).sum(1) / tm.sum(1).clamp(min=1.0)], dim=1)
+
+
 def main(argv: list[str] | None = None) -> dict:
     import inference.lamm_data as LD
     import inference.lamm_train as LT
@@ -39,11 +53,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="data/paper_content")
     ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--q", choices=("learned", "oracle"), default="learned")
+    ap.add_argument("--q", choices=("learned", "oracle", "linear"), default="learned")
     ap.add_argument("--k", type=int, default=1, help="learned channels (oracle: 1)")
     ap.add_argument("--route", choices=("video", "tab"), default="tab")
     a = ap.parse_args(argv)
-    k_ch = 1 if a.q == "oracle" else a.k
+    k_ch = a.k if a.q == "learned" else 1
     d_model = LammConfig().d_model
 
     data = LD.load_lamm_data(a.data)
@@ -57,12 +71,22 @@ def main(argv: list[str] | None = None) -> dict:
         pairs = LD._ranges(data_.pair_start, p)
         b.log_impr = torch.from_numpy(np.log1p(data_.pair_raw[pairs][:, 4]).astype(np.float32))
         b.true_q = torch.from_numpy(true_q[LD._ranges(data_.video_start, p)])
+        b.pooled = pooled(b)
         return b
+
+    q_lin = torch.nn.Linear(4 * b_dim(data), 1)  # --q linear: trained with the model (added to it below)
+    torch.nn.init.zeros_(q_lin.weight)
+    torch.nn.init.zeros_(q_lin.bias)
 
     def build_day_inputs(h, b):
         x = base_build(h, b)
         n_b, d, _ = b.product_x.shape
-        q = b.true_q[b.pair_video][:, None] if a.q == "oracle" else h[b.pair_video, d_model - k_ch :]
+        if a.q == "oracle":
+            q = b.true_q[b.pair_video][:, None]
+        elif a.q == "linear":
+            q = q_lin(b.pooled)[b.pair_video]
+        else:
+            q = h[b.pair_video, d_model - k_ch :]
         q = q + b.log_impr[:, None]
         slot, n = b.pair_slot, n_b * d
         mx = torch.full((n, k_ch), -1e4).index_reduce(0, slot, q.detach(), "amax", include_self=True)
@@ -76,6 +100,14 @@ def main(argv: list[str] | None = None) -> dict:
         return torch.cat([x[..., : d_model - k_ch], lift, x[..., d_model:]], dim=-1)
 
     LT.make_batch, LT.build_day_inputs = make_batch, build_day_inputs
+    base_lamm = LT.Lamm
+
+    class LammWithQ(base_lamm):  # so that fit's optimizer trains q_lin too
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.q_lin = q_lin
+
+    LT.Lamm = LammWithQ
     torch.set_num_threads(1)
     fold_of = LT.fold_assignment(data.n_products, 5, LT.TrainConfig.seed)
     tc = LT.TrainConfig(threads=1, seed=LT.TrainConfig.seed + a.fold)  # evaluate's config for the fold
@@ -96,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
             def shuffled(data_, products, rng=rng, modality=modality):
                 b = make_batch(data_, products)
                 pb = LD.permute_modality(b, modality, rng)
-                pb.log_impr, pb.true_q = b.log_impr, b.true_q
+                pb.log_impr, pb.true_q, pb.pooled = b.log_impr, b.true_q, pooled(pb)
                 return pb
 
             LT.make_batch = shuffled
