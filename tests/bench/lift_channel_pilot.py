@@ -39,9 +39,10 @@ def b_dim(data) -> int:
 
 def pooled(b) -> torch.Tensor:
     """(V, 4 D) each video's raw features mean-pooled over its segments / title tokens, per modality."""
-    m, tm = b.seg_mask.float()[..., None], b.title_mask.float()[..., None]
-    pool = [(getattr(b, k) * m).sum(1) / m.sum(1).clamp(min=1.0) for k in ("frame", "motion", "audio")]
-    return torch.cat([*pool, (b.title * tm).sum(1) / tm.sum(1).clamp(min=1.0)], dim=1)
+    from tests.bench.encoder_probe import _pooled
+
+    pool = [_pooled(getattr(b, k), b.seg_mask) for k in ("frame", "motion", "audio")]
+    return torch.from_numpy(np.concatenate([*pool, _pooled(b.title, b.title_mask)], axis=1))
 
 
 def main(argv: list[str] | None = None) -> dict:
