@@ -205,6 +205,15 @@ def campaign_vector(
     return out
 
 
+def _block(a, name: str, width: int) -> list[np.ndarray]:
+    """The ``width`` columns of an optional (..., width) block of ``product_features`` (None = zeros)."""
+    if a is None:
+        return [np.zeros(())] * width
+    a = np.asarray(a, dtype=np.float64)
+    assert a.shape[-1] == width, f"expected {name} (..., {width}), got {a.shape}"
+    return [a[..., i] for i in range(width)]
+
+
 def product_features(
     units,
     price,
@@ -235,20 +244,10 @@ def product_features(
         np.log1p(np.asarray(n_new, dtype=np.float64)),
         (n_active > 0).astype(np.float64),
     ]
-    if sums is None:
-        cols += [np.zeros(())] * len(COUNT_COLUMNS)
-    else:
-        sums = np.log1p(np.asarray(sums, dtype=np.float64))
-        assert sums.shape[-1] == len(COUNT_COLUMNS), f"expected sums (..., 5), got {sums.shape}"
-        cols += [sums[..., i] for i in range(len(COUNT_COLUMNS))]
-    if trailing is None:
-        cols += [np.zeros(())] * N_TRAILING
-    else:
-        trailing = np.asarray(trailing, dtype=np.float64)
-        assert trailing.shape[-1] == N_TRAILING, (
-            f"expected trailing (..., {N_TRAILING}), got {trailing.shape}"
-        )
-        cols += [trailing[..., i] for i in range(N_TRAILING)]
+    cols += _block(
+        None if sums is None else np.log1p(np.asarray(sums, dtype=np.float64)), "sums", len(COUNT_COLUMNS)
+    )
+    cols += _block(trailing, "trailing", N_TRAILING)
     if weekday is None:
         cols += [np.zeros(())] * 7
     else:
@@ -262,14 +261,7 @@ def product_features(
         known = ~np.isnan(history[..., 0])
         cols += [np.where(known, np.log1p(np.nan_to_num(history[..., i])), 0.0) for i in range(2)]
         cols.append(known.astype(np.float64))
-    if campaign is None:
-        cols += [np.zeros(())] * N_CAMPAIGN
-    else:
-        campaign = np.asarray(campaign, dtype=np.float64)
-        assert campaign.shape[-1] == N_CAMPAIGN, (
-            f"expected campaign (..., {N_CAMPAIGN}), got {campaign.shape}"
-        )
-        cols += [campaign[..., i] for i in range(N_CAMPAIGN)]
+    cols += _block(campaign, "campaign", N_CAMPAIGN)
     return np.stack(np.broadcast_arrays(*cols), axis=-1).astype(np.float32)
 
 

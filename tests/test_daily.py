@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from inference.daily import (
     CAMPAIGN_AT,
@@ -134,3 +135,14 @@ def test_campaign_vector_equals_campaign_features():
     late = campaign_features(0, [13, 14, 40], 0, 0, 0, 0, 0, -1)[:, 1]
     np.testing.assert_allclose(late, [13 / L.WINDOW_DAYS, 1.0, 1.0])
     assert campaign_vector(0, 40, 0, 0, 0, 0, 0, -1)[1] == 1.0
+
+
+@pytest.mark.parametrize("block", ["sums", "trailing", "campaign"])
+def test_product_features_refuses_a_block_of_the_wrong_width(block):
+    """Each optional block is checked for its width and named in the refusal; None is zeros."""
+    base = dict(units=3.0, price=20.0, rating=90.0, n_active=2, n_new=1)
+    with pytest.raises(AssertionError, match=rf"expected {block} \(\.\.\., "):
+        product_features(**base, **{block: np.ones(2)})
+    zero = product_features(**base)
+    assert zero.shape == (len(PRODUCT_FEATURES),)
+    assert not zero[PRODUCT_FEATURES.index("sum_likes")] and not zero[PRODUCT_FEATURES.index("units_lag1")]
