@@ -119,6 +119,14 @@ FEATURES = {
 }
 
 
+# Optional annotations/ folder: per-segment labels of a sample of videos, as an annotation team (or
+# a product detector) would give them. inference.content_scores trains its detectors on them.
+#   annotations/videos.parquet  video_id, title_names_product (bool), one row per annotated video
+#   annotations/segments.npy    (N, MAX_SEGMENTS, 3) float16 in [0, 1], the parquet's row order:
+ANNOTATION_LABELS = ("presence", "saliency", "speech")  # product on screen, engagement, voice on the product
+ANNOTATION_VIDEOS = pa.schema([("video_id", pa.string()), ("title_names_product", pa.bool_())])
+
+
 class DatasetError(ValueError):
     """A dataset folder does not follow the format; the message says where."""
 
@@ -169,6 +177,37 @@ def load_features(root: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
             f"{root}/features: arrays disagree on the number of videos: { {k: v.shape[0] for k, v in out.items()} }"
         )
     return out
+
+
+def read_annotations(root: str | Path) -> tuple[pa.Table, np.ndarray] | None:
+    """(annotations/videos.parquet, annotations/segments.npy), or None when the folder has none."""
+    folder = Path(root) / "annotations"
+    if not folder.exists():
+        return None
+    vpath, spath = folder / "videos.parquet", folder / "segments.npy"
+    for path in (vpath, spath):
+        if not path.exists():
+            raise DatasetError(f"{path}: missing (annotations/ needs videos.parquet and segments.npy)")
+    table = pq.read_table(vpath)
+    missing = [f.name for f in ANNOTATION_VIDEOS if f.name not in table.column_names]
+    if missing:
+        raise DatasetError(f"{vpath}: missing columns {missing}")
+    table = pa.Table.from_arrays(
+        [table.column(f.name).cast(f.type) for f in ANNOTATION_VIDEOS], names=ANNOTATION_VIDEOS.names
+    )
+    seg = np.load(spath)
+    want = (table.num_rows, L.MAX_SEGMENTS, len(ANNOTATION_LABELS))
+    if seg.shape != want:
+        raise DatasetError(f"{spath}: expected shape {want} (one row per annotated video), got {seg.shape}")
+    if (
+        table.column("video_id").null_count
+        or len(set(table.column("video_id").to_pylist())) != table.num_rows
+    ):
+        raise DatasetError(f"{vpath}: video_id must be unique and not null")
+    seg = seg.astype(np.float32)
+    if not np.isfinite(seg).all() or seg.min() < 0 or seg.max() > 1:
+        raise DatasetError(f"{spath}: labels must be finite and in [0, 1]")
+    return table, seg
 
 
 def validate_dataset(root: str | Path) -> dict:

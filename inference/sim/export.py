@@ -55,6 +55,46 @@ def dataset_meta(world) -> dict:
     }
 
 
+ANNOTATION_SEED = 0xA4407  # mixed with the world's seed: which videos are annotated
+
+
+def annotations(world) -> tuple[pa.Table, np.ndarray] | None:
+    """The annotations/ of ``world`` (schemas.dataset): ``config.annotated_videos`` videos drawn
+    at random, their per-segment latents (product on screen, engagement saliency, voice about the
+    product) and whether the title names the product, as an annotation team would label them."""
+    tv = world.truth["videos"]
+    n = min(world.config.annotated_videos, tv.num_rows)
+    if n == 0:
+        return None
+    rng = np.random.default_rng([world.config.seed, ANNOTATION_SEED])
+    idx = np.sort(rng.choice(tv.num_rows, n, replace=False))
+    rows = np.asarray(tv.column("feature_row"))[idx]
+    seg = np.stack([world.truth[k][rows] for k in ("seg_product", "seg_saliency", "seg_speech")], axis=-1)
+    table = pa.table(
+        {
+            "video_id": tv.column("video_id").take(pa.array(idx)),
+            "title_names_product": tv.column("title_names_product").take(pa.array(idx)),
+        },
+        schema=DS.ANNOTATION_VIDEOS,
+    )
+    return table, seg.astype(np.float16)
+
+
+def _annotation_steps(world, root: Path) -> list:
+    ann = annotations(world)
+    if ann is None:
+        return []
+    (root / "annotations").mkdir(exist_ok=True)
+    table, seg = ann
+    return [
+        (
+            "annotations/videos.parquet",
+            lambda: pq.write_table(table, root / "annotations" / "videos.parquet"),
+        ),
+        ("annotations/segments.npy", lambda: np.save(root / "annotations" / "segments.npy", seg)),
+    ]
+
+
 def write_dataset(world, path: str | Path, progress: bool = False) -> Path:
     """Write ``world`` to ``path`` (created; existing files of the format are overwritten)."""
     root = Path(path)
@@ -87,6 +127,7 @@ def write_dataset(world, path: str | Path, progress: bool = False) -> Path:
                     ),
                 )
             )
+    steps += _annotation_steps(world, root)
     for _, write in tqdm(steps, desc="write", unit="file", disable=not progress):
         write()
     # meta.json last: a folder with meta.json is a complete dataset

@@ -88,6 +88,9 @@ class SimConfig:
     confounder_impressions: float = 0.7
     impression_noise: float = 0.55
     impressions_at_10k: float = 7100.0  # median two-week impressions of an average video at 10k followers
+    # videos whose segments come with labels in annotations/ (schemas.dataset; drawn with their
+    # own seed at write time, so the world itself does not depend on it)
+    annotated_videos: int = 2000
     chunk_videos: int = 4096  # feature synthesis batch (memory ~ 4 x chunk x 10 KB)
 
     def __post_init__(self) -> None:
@@ -95,6 +98,8 @@ class SimConfig:
             raise ValueError(f"need n_products >= 1 and n_days >= 1, got {self.n_products}, {self.n_days}")
         if not 0.0 <= self.lift_share < 1.0:
             raise ValueError(f"lift_share must be in [0, 1), got {self.lift_share}")
+        if self.annotated_videos < 0:
+            raise ValueError(f"annotated_videos must be >= 0, got {self.annotated_videos}")
         if not 0.0 <= self.quality_scale <= 10.0:
             raise ValueError(f"quality_scale must be in [0, 10], got {self.quality_scale}")
         date.fromisoformat(self.start_date)  # raises ValueError on a bad date
