@@ -186,6 +186,9 @@ class InProcessClient:
     advice_version: str = field(init=False)
 
     def __post_init__(self) -> None:
+        check = getattr(self.forecaster, "require_streamable", None)
+        if check is not None:  # a checkpoint whose day input the stream cannot build is refused here
+            check()
         self.model_version = self.forecaster.model_version
         self.advice_version = self.advisor.model_version
 

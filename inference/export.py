@@ -199,6 +199,8 @@ def export_repository(
     max_batch = {**MAX_BATCH, **(max_batch or {})}
     python_path = default_python_path() if python_path is None else python_path
     f, a = forecaster.build(), advisor.build()
+    if hasattr(f, "require_streamable"):  # Triton serves the stream's day input
+        f.require_streamable()
     probe = probe_forecaster(f)
     # one intra-op thread per instance on CPU: each model is its own stub process, and several
     # multi-threaded stubs on a few shared cores spin against each other (measured: LAMM step,

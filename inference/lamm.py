@@ -80,6 +80,9 @@ class LammConfig:
     # without input dropout, and the skip from the side + product part is linear + a small MLP
     tab_dropout: bool = False  # True: input dropout on the side + product part too (the v2 model)
     skip_hidden: int = 64  # 0: linear skip only (the v2 model); > 0: plus a 1-hidden-layer MLP of that width
+    # one more column at the end of x: the content-lift channel of inference.content_scores (the
+    # active videos' PE-score conversion rates x impressions); docs/lamm.md, "Content scores"
+    content_channel: bool = False
 
     def __post_init__(self) -> None:
         self.ladder = tuple(self.ladder)
@@ -88,7 +91,12 @@ class LammConfig:
 
     @property
     def x_dim(self) -> int:
-        return self.d_model + SIDE_DIM + PRODUCT_DIM  # day input: [mean h_v, mean side, product]
+        return self.d_model + self.tab_dim  # day input: [mean h_v, mean side, product(, content)]
+
+    @property
+    def tab_dim(self) -> int:
+        """Width of x's side + product (+ content channel) part, what the skip and the GBM head read."""
+        return SIDE_DIM + PRODUCT_DIM + int(self.content_channel)
 
 
 class MutualAttention(nn.Module):
@@ -140,7 +148,7 @@ class Lamm(nn.Module):
                 nn.Linear(d, cfg.ffn), nn.GELU(), nn.Linear(cfg.ffn, d), nn.Dropout(cfg.dropout)
             )
             self.ffn_norm = nn.LayerNorm(d)
-        tab = SIDE_DIM + PRODUCT_DIM
+        tab = cfg.tab_dim
         self.register_buffer("x_mean", torch.zeros(tab))  # side + product part of x
         self.register_buffer("x_std", torch.ones(tab))
         self.register_buffer("y_mean", torch.zeros(()))  # target: (log1p(units) - y_mean) / y_std
@@ -252,7 +260,7 @@ class Lamm(nn.Module):
             return new_state, z
         raw0 = x[:, d:].clone()  # (N, SIDE+PRODUCT) raw side + product part
         raw0[:, :SIDE_DIM] = 0.0
-        raw0[:, self._no_video_cols] = 0.0
+        raw0[:, self.no_video_cols] = 0.0
         tab0 = (raw0 - self.x_mean) / self.x_std
         h0, _ = _lstm_cell(tab0 @ w_ih[:, d:].T + rec, c)  # the video half of x is zero
         z0 = self.out(h0).squeeze(-1) + self.skip(tab0).squeeze(-1)
@@ -260,6 +268,11 @@ class Lamm(nn.Module):
 
     # columns of x's side + product part that say "there are videos" (zeroed for the counterfactual)
     _no_video_cols = [SIDE_DIM + PRODUCT_FEATURES.index(k) for k in NO_VIDEO_FEATURES]
+
+    @property
+    def no_video_cols(self) -> list[int]:
+        """``_no_video_cols`` and the content channel when there is one (0 = no active video)."""
+        return self._no_video_cols + ([SIDE_DIM + PRODUCT_DIM] if self.cfg.content_channel else [])
 
 
 class Skip(nn.Module):
@@ -345,6 +358,16 @@ class Conformal:
         return cls(level=level, q_lo=min(float(r[lo]), 0.0), q_hi=max(float(r[hi]), 0.0), n_calib=n)
 
 
+def _load_content(path: Path, cfg: LammConfig):
+    if not cfg.content_channel:
+        return None
+    from inference.content_scores import ContentModel
+
+    if not (path / "content.npz").exists():
+        raise ValueError(f"checkpoint {path} reads the content channel but has no content.npz")
+    return ContentModel.load(path / "content.npz")
+
+
 @dataclass
 class LammForecaster:
     """A trained LAMM behind ``encode`` / ``init_state`` / ``step`` (batched numpy, raw units out).
@@ -360,9 +383,15 @@ class LammForecaster:
     meta: dict = field(default_factory=dict)
     model_version: str = ""
     gbm: GbmHead | None = None
+    # inference.content_scores.ContentModel when cfg.content_channel: q_v of a video (the stream
+    # does not build that channel yet: ``require_streamable`` refuses such a checkpoint there)
+    content: object | None = None
 
     def __post_init__(self) -> None:
         self.model.eval()
+        assert (self.content is not None) == self.cfg.content_channel, (
+            "a content-channel LAMM needs its content model, and only it has one"
+        )
         if not self.model_version:
             self.model_version = "lamm-" + self.fingerprint()
 
@@ -386,7 +415,24 @@ class LammForecaster:
         h.update(json.dumps(asdict(self.conformal), sort_keys=True).encode())
         if self.gbm is not None:
             h.update(f"gbm:{self.gbm.weight}:".encode() + self.gbm.model_str.encode())
+        if self.content is not None:
+            for v in (
+                self.content.mu,
+                self.content.sd,
+                self.content.w,
+                *self.content.det.to_arrays().values(),
+            ):
+                h.update(np.asarray(v, dtype=np.float64).tobytes())
         return h.hexdigest()[:12]
+
+    def require_streamable(self) -> None:
+        """Raise when this checkpoint needs a day input the stream does not build yet."""
+        if self.cfg.content_channel:
+            raise ValueError(
+                "this LAMM reads the content-lift channel (trained with --content-scores), which the "
+                "stream and Triton do not build yet (docs/lamm.md, 'Content scores'); serve a model "
+                "trained without it"
+            )
 
     def encode(self, videos: VideoBatch) -> np.ndarray:
         t = lambda a, dt=torch.float32: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
@@ -434,7 +480,7 @@ class LammForecaster:
             if z0 is not None:
                 tab0 = tab.copy()  # the counterfactual's input, as Lamm.step builds it
                 tab0[:, :SIDE_DIM] = 0.0
-                tab0[:, Lamm._no_video_cols] = 0.0
+                tab0[:, self.model.no_video_cols] = 0.0
                 z0 = self.gbm.blend(z0, self.gbm.predict_z(tab0))
         c = self.conformal
         return StepOutput(
@@ -458,10 +504,12 @@ class LammForecaster:
         norm = {k: self.model.state_dict()[k].tolist() for k in ("x_mean", "x_std", "y_mean", "y_std")}
         meta = {**self.meta, "model_version": self.model_version, "normalisation": norm}
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
-        for stale in ("gbm.txt", "gbm.json"):  # a LAMM-only save over a blended one
+        for stale in ("gbm.txt", "gbm.json", "content.npz"):  # a LAMM-only save over a blended one
             (path / stale).unlink(missing_ok=True)
         if self.gbm is not None:
             self.gbm.save(path)
+        if self.content is not None:
+            self.content.save(path / "content.npz")
         return path
 
     @classmethod
@@ -493,4 +541,5 @@ class LammForecaster:
             meta=meta,
             model_version=meta["model_version"],
             gbm=GbmHead.load(path),
+            content=_load_content(path, cfg),
         )

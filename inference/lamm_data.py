@@ -55,6 +55,12 @@ class LammData:
     pair_raw: np.ndarray  # (Q, 6) raw engagement counts of the day + followers (LightGBM aggregates)
     pair_start: np.ndarray  # (P+1,) CSR offsets into the pair arrays
     features: dict[str, np.ndarray]  # feature arrays (memmap or in RAM), indexed by video_row
+    # annotations/ (schemas.dataset): (global video indices, (N, S, 3) labels, (N,) title names product)
+    annotations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # the content-lift channel (inference.content_scores): q_v of every video and the model that
+    # made it (to rescore shuffled features); None = no channel in x (LammConfig.content_channel off)
+    video_q: np.ndarray | None = None
+    content: object | None = None
 
     @property
     def n_products(self) -> int:
@@ -229,7 +235,53 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
         pair_raw=np.concatenate([raw, followers[:, None]], axis=1),
         pair_start=pair_start,
         features=feats,
+        annotations=_annotations(root, videos["video_id"].to_numpy()),
     )
+
+
+def _annotations(root: Path, video_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """annotations/ mapped to this data's video order (annotated videos outside it are left out)."""
+    ann = ds.read_annotations(root)
+    if ann is None:
+        return None
+    table, seg = ann
+    index = pd.Series(np.arange(len(video_ids)), index=video_ids)
+    ids = table.column("video_id").to_numpy(zero_copy_only=False)
+    known = np.isin(ids, video_ids)
+    return (
+        index[ids[known]].to_numpy(),
+        seg[known],
+        table.column("title_names_product").to_numpy(zero_copy_only=False)[known].astype(np.float32),
+    )
+
+
+def content_channel_torch(
+    q: torch.Tensor, log_impr: torch.Tensor, slot: torch.Tensor, n: int
+) -> torch.Tensor:
+    """(n,) the content-lift channel (inference.content_scores.lift_channel) of n product-day slots
+    from each active pair's q_v, log1p impressions and slot; 0 where a slot has no video."""
+    from inference.content_scores import CHANNEL_SCALE, CHANNEL_SHIFT
+
+    v = q + log_impr
+    mx = torch.full((n,), -1e30, dtype=v.dtype).scatter_reduce(0, slot, v, reduce="amax", include_self=True)
+    s = torch.zeros(n, dtype=v.dtype).index_add(0, slot, torch.exp(v - mx[slot]))
+    has = s > 0
+    lse = mx + torch.log(torch.where(has, s, torch.ones_like(s)))
+    return torch.where(has, (lse - CHANNEL_SHIFT) / CHANNEL_SCALE, torch.zeros_like(s))
+
+
+def content_channel(data: LammData, products: np.ndarray) -> np.ndarray:
+    """(B, D, 1) float32 content-lift channel of the products' days, from ``data.video_q``."""
+    assert data.video_q is not None, "content_channel needs data.video_q (inference.content_scores)"
+    p = np.asarray(products)
+    pos = np.full(data.n_products, -1, dtype=np.int64)
+    pos[p] = np.arange(len(p))
+    pairs = _ranges(data.pair_start, p)
+    slot = torch.from_numpy(pos[data.pair_product[pairs]] * data.n_days + data.pair_day[pairs])
+    q = torch.from_numpy(data.video_q[data.pair_video[pairs]].astype(np.float64))
+    li = torch.from_numpy(np.log1p(data.pair_raw[pairs][:, 4]))
+    ch = content_channel_torch(q, li, slot, len(p) * data.n_days)
+    return ch.numpy().astype(np.float32).reshape(len(p), data.n_days, 1)
 
 
 @dataclass
@@ -248,6 +300,8 @@ class Batch:
     pair_side: torch.Tensor  # (Qb, SIDE_DIM)
     product_x: torch.Tensor  # (B, D, PRODUCT_DIM)
     units: torch.Tensor  # (B, D) log1p units, NaN where missing
+    content_q: torch.Tensor | None = None  # (Vb,) q_v (data.video_q); None: no content channel
+    pair_log_impr: torch.Tensor | None = None  # (Qb,) log1p impressions of the pair's day
 
     def videos(self) -> tuple[torch.Tensor, ...]:
         return self.frame, self.motion, self.audio, self.seg_mask, self.title, self.title_mask
@@ -309,7 +363,23 @@ def make_batch(data: LammData, products: np.ndarray) -> Batch:
         pair_side=torch.from_numpy(data.pair_side[pairs]),
         product_x=torch.from_numpy(data.product_x[products]),
         units=torch.from_numpy(np.log1p(data.units[products]).astype(np.float32)),
+        content_q=None if data.video_q is None else torch.from_numpy(data.video_q[vids].astype(np.float32)),
+        pair_log_impr=torch.from_numpy(np.log1p(data.pair_raw[pairs][:, 4]).astype(np.float32)),
     )
+
+
+def rescore_content(batch: Batch, data: LammData) -> Batch:
+    """``batch`` with q_v recomputed from its (e.g. shuffled) features by ``data.content``."""
+    if data.content is None:
+        return batch
+    q = data.content.q(
+        batch.frame.numpy(),
+        batch.motion.numpy(),
+        batch.audio.numpy(),
+        batch.seg_mask.numpy(),
+        batch.title.numpy(),
+    )
+    return replace(batch, content_q=torch.from_numpy(q))
 
 
 def build_day_inputs(h: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -323,7 +393,12 @@ def build_day_inputs(h: torch.Tensor, batch: Batch) -> torch.Tensor:
     sums = torch.zeros(n_b * d, hv.shape[1], dtype=h.dtype).index_add(0, batch.pair_slot, hv)  # (B*D, H+SIDE)
     cnt = torch.zeros(n_b * d, dtype=h.dtype).index_add(0, batch.pair_slot, torch.ones_like(hv[:, 0]))
     video = (sums / cnt.clamp(min=1.0)[:, None]).view(n_b, d, -1)  # (B, D, H+SIDE) zeros with no video
-    return torch.cat([video, batch.product_x.to(h.dtype)], dim=2)  # (B, D, F)
+    parts = [video, batch.product_x.to(h.dtype)]
+    if batch.content_q is not None:  # + the content-lift channel (LammConfig.content_channel)
+        q = batch.content_q.to(h.dtype)[batch.pair_video]
+        ch = content_channel_torch(q, batch.pair_log_impr.to(h.dtype), batch.pair_slot, n_b * d)
+        parts.append(ch.view(n_b, d, 1))
+    return torch.cat(parts, dim=2)  # (B, D, F)
 
 
 def tabular_stats(data: LammData, products: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -331,7 +406,8 @@ def tabular_stats(data: LammData, products: np.ndarray) -> tuple[np.ndarray, np.
     p = np.asarray(products)
     n_b, d = len(p), data.n_days
     b = make_side_only(data, p)  # (B, D, SIDE)
-    tab = np.concatenate([b, data.product_x[p]], axis=2).reshape(n_b * d, -1).astype(np.float64)
+    parts = [b, data.product_x[p]] + ([content_channel(data, p)] if data.video_q is not None else [])
+    tab = np.concatenate(parts, axis=2).reshape(n_b * d, -1).astype(np.float64)
     mean, std = tab.mean(0), tab.std(0)
     return mean.astype(np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32)
 

@@ -36,6 +36,7 @@ from inference.lamm_data import (
     load_lamm_data,
     make_batch,
     permute_modality,
+    rescore_content,
     tabular_stats,
 )
 
@@ -59,6 +60,9 @@ class TrainConfig:
     # weight of the GBM head (inference.gbm_head) in the served forecast: None = chosen on the
     # held-out products (gbm_head.choose_weight); 0 = LAMM alone; in (0, 1] = that weight
     gbm_weight: float | None = None
+    # the content-lift channel (inference.content_scores): PE-score detectors trained on the
+    # dataset's annotations/, conversion weights fitted on the fit products' same-day sales
+    content_scores: bool = False
 
     def __post_init__(self) -> None:
         assert self.lr_decay in ("none", "cosine"), f"unknown lr_decay {self.lr_decay!r}"
@@ -66,6 +70,18 @@ class TrainConfig:
         assert self.gbm_weight is None or 0.0 <= self.gbm_weight <= 1.0, (
             f"gbm_weight must be None (chosen) or in [0, 1], got {self.gbm_weight}"
         )
+
+
+def with_content(data: LammData, fit_p: np.ndarray, log=print, model=None) -> LammData:
+    """``data`` with the content-lift channel: q_v of every video from ``model`` (default: a
+    content model fitted on ``fit_p``, inference.content_scores.fit_content)."""
+    from inference.content_scores import fit_content, video_q
+
+    t0 = time.time()
+    cm = model if model is not None else fit_content(data, fit_p, log=log)
+    q = video_q(cm, data)
+    log(f"content scores: q_v of {len(q)} videos in {time.time() - t0:.0f} s")
+    return replace(data, video_q=q, content=cm)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +137,7 @@ def predict_z(
         for p in _chunks(np.asarray(products), batch_products):
             b = make_batch(data, p)
             if permute:
-                b = permute_modality(b, permute, rng)
+                b = rescore_content(permute_modality(b, permute, rng), data)
             x = build_day_inputs(_encode(model, b, False), b)  # (B, D, F)
             z, _ = model.forward_days(x)
             out.append(z[:, :-1].numpy())
@@ -236,6 +252,9 @@ def train_lamm(
     torch.set_num_threads(tc.threads)
     products = np.arange(data.n_products) if products is None else np.asarray(products)
     fit_p, cal_p = split_calib(products, tc.calib_frac, tc.seed)
+    if tc.content_scores:
+        data = with_content(data, fit_p, log=log)
+        cfg = replace(cfg, content_channel=True)
     norm = norm_constants(data, fit_p)
     torch.manual_seed(tc.seed)
     model = Lamm(cfg)
@@ -247,7 +266,7 @@ def train_lamm(
         {"n_fit_products": int(len(fit_p)), "n_calib_products": int(len(cal_p)), "conformal": asdict(conf)}
     )
     meta = {"train": asdict(tc), "dataset": data.root, "n_days": data.n_days, "fit": info}
-    return LammForecaster(model, conf, meta=meta, gbm=gbm), info
+    return LammForecaster(model, conf, meta=meta, gbm=gbm, content=data.content), info
 
 
 def _fit_head(model, data: LammData, fit_p, cal_p, norm: dict, tc: TrainConfig, log) -> GbmHead | None:
@@ -383,6 +402,12 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--no-bf16", action="store_true", help="train the encoder in fp32")
     ap.add_argument(
+        "--content-scores",
+        action="store_true",
+        help="add the content-lift channel to x (inference.content_scores: PE-score detectors trained "
+        "on the dataset's annotations/, conversion weights from the fit products' same-day sales)",
+    )
+    ap.add_argument(
         "--in-memory",
         action="store_true",
         help="copy the feature arrays into RAM (default: memory-map them, "
@@ -415,6 +440,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         threads=a.threads,
         bf16=not a.no_bf16,
         gbm_weight=a.gbm_weight,
+        content_scores=a.content_scores,
     )
 
 
@@ -515,13 +541,26 @@ class _Fold:
     log: object = print
 
 
+def _lamm_view(f: _Fold, cfg: LammConfig) -> tuple[LammData, dict, LammConfig]:
+    """The data, normalisation and config LAMM's rows read: with the content-lift channel when
+    ``tc.content_scores`` (inference.content_scores, fitted once per fold on its fit products)."""
+    if not f.tc.content_scores:
+        return f.data, f.norm, cfg
+    if "content_view" not in f.extra:
+        view = with_content(f.data, f.fit_p, log=f.log)
+        f.extra["content_view"] = (view, norm_constants(view, f.fit_p))
+    view, norm = f.extra["content_view"]
+    return view, norm, replace(cfg, content_channel=True)
+
+
 def _fold_lamm(f: _Fold, cfg: LammConfig) -> Lamm:
     """The fold's LAMM of ``cfg``, trained once: the LAMM and LAMM+GBM rows share it."""
+    data, norm, cfg = _lamm_view(f, cfg)
     key = "lamm:" + json.dumps(asdict(cfg), sort_keys=True)
     if key not in f.extra:
         torch.manual_seed(f.tc.seed)
         model = Lamm(cfg)
-        fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=f.log)
+        fit(model, data, f.fit_p, f.cal_p, norm, f.tc, log=f.log)
         f.extra[key] = model
     return f.extra[key]
 
@@ -530,14 +569,15 @@ def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) 
     """LAMM's test z (``gbm``: blended with a GBM head fitted on the fold, the "LAMM+GBM" row);
     ``coverage`` records the conformal interval's out-of-fold coverage in ``f.extra``."""
     model = _fold_lamm(f, cfg)
+    data, norm, _ = _lamm_view(f, cfg)
     head = None
     if gbm:  # the served blend; asked for with gbm_weight 0 (LAMM alone), its weight is chosen
         tc = f.tc if f.tc.gbm_weight != 0 else replace(f.tc, gbm_weight=None)
-        head = _fit_head(model, f.data, f.fit_p, f.cal_p, f.norm, tc, f.log)
+        head = _fit_head(model, data, f.fit_p, f.cal_p, norm, tc, f.log)
         f.extra["gbm_weight"] = head.weight if head is not None else 0.0
-    pred = _blend_z(model, head, f.data, f.test_p)
+    pred = _blend_z(model, head, data, f.test_p)
     if coverage:
-        resid = targets_z(f.data, f.cal_p, f.norm) - _blend_z(model, head, f.data, f.cal_p)
+        resid = targets_z(data, f.cal_p, norm) - _blend_z(model, head, data, f.cal_p)
         conf = Conformal.fit(resid[~np.isnan(resid)], level=f.tc.level)
         ok = ~np.isnan(f.true)
         inside = (f.true[ok] >= pred[ok] + conf.q_lo) & (f.true[ok] <= pred[ok] + conf.q_hi)
@@ -549,13 +589,15 @@ def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) 
 def _permutation_metrics(
     f: _Fold, cfg: LammConfig, modality: str, repeats: int = PERMUTATION_REPEATS
 ) -> dict:
-    """Metrics of the fold's LAMM (the "LAMM" row's model; not the blend, whose head sees no
-    content) on the test products with ``modality`` shuffled, averaged over ``repeats`` shuffles.
-    Same model, same products: the difference to the "LAMM" row is what the trained model draws
-    from that modality, free of the retraining noise the removal ablation carries."""
+    """Metrics of the fold's LAMM (the "LAMM" row's model; not the blend) on the test products
+    with ``modality`` shuffled, averaged over ``repeats`` shuffles (with content scores, the
+    shuffled videos are rescored). Same model, same products: the difference to the "LAMM" row is
+    what the trained model draws from that modality, free of the retraining noise the removal
+    ablation carries."""
     model = _fold_lamm(f, cfg)
+    data, _, _ = _lamm_view(f, cfg)
     runs = [
-        metrics(predict_z(model, f.data, f.test_p, permute=modality, seed=r), f.true, f.norm)
+        metrics(predict_z(model, data, f.test_p, permute=modality, seed=r), f.true, f.norm)
         for r in range(repeats)
     ]
     out = {met: float(np.mean([r[met] for r in runs])) for met in ("mae", "mse", "mape")}
@@ -655,6 +697,13 @@ def evaluate(
     cfg = cfg or LammConfig()
     torch.set_num_threads(tc.threads)
     out = Path(out)
+    if tc.content_scores and ablations:
+        raise ValueError(
+            "the removal ablations retrain LAMM without a modality, but the content scores would still "
+            "read it; with --content-scores use the permutation ablation (--ablations= --permutation ...)"
+        )
+    if tc.content_scores and data.annotations is None:
+        raise ValueError(f"{data.root}: --content-scores needs the dataset's annotations/ (schemas.dataset)")
     out.mkdir(parents=True, exist_ok=True)
     fold_of = fold_assignment(data.n_products, folds, tc.seed)
     pooled = B.pooled_raw_features(data) if "LR" in models else None

@@ -54,7 +54,23 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="data/paper_content")
     ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--q", choices=("learned", "oracle", "linear"), default="learned")
+    ap.add_argument(
+        "--q", choices=("learned", "oracle", "linear", "scores", "scores-fixed"), default="learned"
+    )
+    ap.add_argument(
+        "--score-source",
+        choices=("detectors", "truth"),
+        default="detectors",
+        help="--q scores*: the PE-score detectors' seven scores, or the simulator's true pe, tp, af "
+        "(what the two-stage fit loses with perfect scores; the shuffles then leave q_v as it is)",
+    )
+    ap.add_argument(
+        "--stage1",
+        choices=("residuals", "sales"),
+        default="sales",
+        help="--q scores-fixed: q_v's weights from the GBM recipe's next-day residuals, or from a "
+        "structural model of the same day's sales (tests.bench.quality_from_residuals.fit_q_sales)",
+    )
     ap.add_argument("--k", type=int, default=1, help="learned channels (oracle: 1)")
     ap.add_argument("--route", choices=("video", "tab"), default="tab")
     a = ap.parse_args(argv)
@@ -64,6 +80,37 @@ def main(argv: list[str] | None = None) -> dict:
     data = LD.load_lamm_data(a.data)
     truth = pd.read_parquet(f"{a.data}/truth/videos.parquet").set_index("video_id")["quality"]
     true_q = truth.reindex(data.video_ids).to_numpy().astype(np.float32)
+    if a.q.startswith("scores"):  # PE-score detectors trained on 2,000 annotated fit-product videos
+        from pathlib import Path
+
+        from tests.bench.pe_score import detector_scores, fit_detectors
+
+        fold_of0 = LT.fold_assignment(data.n_products, 5, LT.TrainConfig.seed)
+        fit0, _ = LT.split_calib(np.flatnonzero(fold_of0 != a.fold), 0.2, LT.TrainConfig.seed + a.fold)
+        annotated = np.random.default_rng(a.fold).permutation(LD._ranges(data.video_start, fit0))[:2000]
+        if a.score_source == "truth":
+            det = None
+            tv = (
+                pd.read_parquet(f"{a.data}/truth/videos.parquet")
+                .set_index("video_id")
+                .reindex(data.video_ids)
+            )
+            det_scores = tv[["pe", "tp", "af"]].to_numpy().astype(np.float32)
+        else:
+            det = fit_detectors(data, Path(a.data), annotated)
+            det_scores = detector_scores(data, det)
+        s_mu, s_sd = det_scores[annotated].mean(0), det_scores[annotated].std(0) + 1e-6
+        det_scores = (det_scores - s_mu) / s_sd
+
+        def shuffled_scores(pb):
+            from tests.bench.pe_score import scores_from_arrays
+
+            if det is None:  # true scores do not follow the shuffled features
+                return det_scores[LD._ranges(data.video_start, np.asarray(pb.products))]
+            return (
+                scores_from_arrays(pb.frame, pb.motion, pb.audio, pb.seg_mask, pb.title, det) - s_mu
+            ) / s_sd
+
     base_make, base_build = LD.make_batch, LD.build_day_inputs
 
     def make_batch(data_, products):
@@ -72,10 +119,14 @@ def main(argv: list[str] | None = None) -> dict:
         pairs = LD._ranges(data_.pair_start, p)
         b.log_impr = torch.from_numpy(np.log1p(data_.pair_raw[pairs][:, 4]).astype(np.float32))
         b.true_q = torch.from_numpy(true_q[LD._ranges(data_.video_start, p)])
-        b.pooled = pooled(b)
+        b.pooled = pooled(b) if a.q == "linear" else None
+        if a.q.startswith("scores"):
+            b.scores = torch.from_numpy(det_scores[LD._ranges(data_.video_start, p)])
         return b
 
-    q_lin = torch.nn.Linear(4 * b_dim(data), 1)  # --q linear: trained with the model (added to it below)
+    q_lin = torch.nn.Linear(
+        det_scores.shape[1] if a.q.startswith("scores") else 4 * b_dim(data), 1
+    )  # --q linear: trained with the model (added to it below)
     torch.nn.init.zeros_(q_lin.weight)
     torch.nn.init.zeros_(q_lin.bias)
 
@@ -86,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
             q = b.true_q[b.pair_video][:, None]
         elif a.q == "linear":
             q = q_lin(b.pooled)[b.pair_video]
+        elif a.q.startswith("scores"):
+            q = q_lin(b.scores)[b.pair_video]
         else:
             q = h[b.pair_video, d_model - k_ch :]
         q = q + b.log_impr[:, None]
@@ -115,6 +168,18 @@ def main(argv: list[str] | None = None) -> dict:
     test_p = np.flatnonzero(fold_of == a.fold)
     fit_p, cal_p = LT.split_calib(np.flatnonzero(fold_of != a.fold), tc.calib_frac, tc.seed)
     norm = LT.norm_constants(data, fit_p)
+    if a.q == "scores-fixed":  # two stages: q_v's weights from the GBM recipe's residuals, then frozen
+        from tests.bench.quality_from_residuals import fit_q, fit_q_sales, gbm_residuals
+
+        phi_fit = det_scores[LD._ranges(data.video_start, fit_p)]
+        if a.stage1 == "sales":
+            w = fit_q_sales(data, fit_p, phi_fit)
+        else:
+            w = fit_q(data, fit_p, gbm_residuals(data, fit_p, cal_p, norm), phi_fit, steps=1000)
+        with torch.no_grad():
+            q_lin.weight.copy_(torch.from_numpy(w)[None])
+        q_lin.requires_grad_(False)
+        print("q weights", np.round(w, 3).tolist(), flush=True)
     true = LT.targets_z(data, test_p, norm)
     f = LT._Fold(data, fit_p, cal_p, test_p, norm, tc, true, log=print)
     t0 = time.time()
@@ -129,7 +194,10 @@ def main(argv: list[str] | None = None) -> dict:
             def shuffled(data_, products, rng=rng, modality=modality):
                 b = make_batch(data_, products)
                 pb = LD.permute_modality(b, modality, rng)
-                pb.log_impr, pb.true_q, pb.pooled = b.log_impr, b.true_q, pooled(pb)
+                pb.log_impr, pb.true_q = b.log_impr, b.true_q
+                pb.pooled = pooled(pb) if a.q == "linear" else None
+                if a.q.startswith("scores"):  # the scores come from the shuffled features
+                    pb.scores = torch.from_numpy(shuffled_scores(pb))
                 return pb
 
             LT.make_batch = shuffled
