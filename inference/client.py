@@ -184,11 +184,11 @@ class InProcessClient:
     max_batch: int = 4096
     model_version: str = field(init=False)
     advice_version: str = field(init=False)
+    content_channel: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        check = getattr(self.forecaster, "require_streamable", None)
-        if check is not None:  # a checkpoint whose day input the stream cannot build is refused here
-            check()
+        # a LAMM with the content-lift channel: encodings end with q_v, x with the channel
+        self.content_channel = bool(getattr(getattr(self.forecaster, "cfg", None), "content_channel", False))
         self.model_version = self.forecaster.model_version
         self.advice_version = self.advisor.model_version
 
@@ -222,6 +222,7 @@ class AsyncInProcessClient:
         self.sync = client
         self.model_version = client.model_version
         self.advice_version = client.advice_version
+        self.content_channel = client.content_channel
 
     async def encode(self, videos):
         return self.sync.encode(videos)

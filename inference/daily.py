@@ -307,12 +307,19 @@ def product_vector(
     return out.astype(np.float32)
 
 
-def day_input(h: np.ndarray, side: np.ndarray, product: np.ndarray) -> np.ndarray:
+def day_input(
+    h: np.ndarray, side: np.ndarray, product: np.ndarray, impressions: np.ndarray | None = None
+) -> np.ndarray:
     """One product-day input vector.
 
     h: (K, H) encodings of the K active videos (K may be 0); side: (K, SIDE_DIM);
     product: (PRODUCT_DIM,). Returns (H + SIDE_DIM + PRODUCT_DIM,) float32; with no active
     video the video part is zeros (the model sees has_videos = 0).
+
+    ``impressions`` (K,) today's impressions, for a forecaster with the content-lift channel
+    (``LammConfig.content_channel``): its encodings carry q_v as their last column, which is then
+    not averaged but turned into the channel (``inference.content_scores.lift_channel``), appended
+    last; the width is the same, H - 1 + SIDE_DIM + PRODUCT_DIM + 1.
     """
     assert h.ndim == 2 and side.ndim == 2 and h.shape[0] == side.shape[0], (
         f"expected h (K, H) and side (K, {SIDE_DIM}) with the same K, got {h.shape} and {side.shape}"
@@ -320,8 +327,15 @@ def day_input(h: np.ndarray, side: np.ndarray, product: np.ndarray) -> np.ndarra
     assert side.shape[1] == SIDE_DIM and product.shape == (PRODUCT_DIM,), (
         f"expected side (K, {SIDE_DIM}) and product ({PRODUCT_DIM},), got {side.shape} and {product.shape}"
     )
+    tail = []
+    if impressions is not None:
+        from inference.content_scores import lift_channel
+
+        assert np.shape(impressions) == (h.shape[0],), f"expected impressions ({h.shape[0]},)"
+        tail = [np.array([lift_channel(h[:, -1], impressions)], dtype=np.float32)]
+        h = h[:, :-1]
     if h.shape[0] == 0:
         video = np.zeros(h.shape[1] + SIDE_DIM, dtype=np.float32)
     else:
         video = np.concatenate([h.mean(axis=0), side.mean(axis=0)]).astype(np.float32)
-    return np.concatenate([video, product.astype(np.float32)])
+    return np.concatenate([video, product.astype(np.float32), *tail])

@@ -199,8 +199,6 @@ def export_repository(
     max_batch = {**MAX_BATCH, **(max_batch or {})}
     python_path = default_python_path() if python_path is None else python_path
     f, a = forecaster.build(), advisor.build()
-    if hasattr(f, "require_streamable"):  # Triton serves the stream's day input
-        f.require_streamable()
     probe = probe_forecaster(f)
     # one intra-op thread per instance on CPU: each model is its own stub process, and several
     # multi-threaded stubs on a few shared cores spin against each other (measured: LAMM step,
@@ -227,6 +225,7 @@ def export_repository(
         N.P_LEVEL: repr(probe["level"]),
         N.P_HAS_BASELINE: "1" if probe["has_baseline"] else "0",
         N.P_INIT_STATE: json.dumps([float(v) for v in probe["init_state"]]),
+        N.P_CONTENT: "1" if getattr(getattr(f, "cfg", None), "content_channel", False) else "0",
     }
     plan = {
         N.ENCODER: (fc, forecaster.checkpoint),

@@ -383,8 +383,8 @@ class LammForecaster:
     meta: dict = field(default_factory=dict)
     model_version: str = ""
     gbm: GbmHead | None = None
-    # inference.content_scores.ContentModel when cfg.content_channel: q_v of a video (the stream
-    # does not build that channel yet: ``require_streamable`` refuses such a checkpoint there)
+    # inference.content_scores.ContentModel when cfg.content_channel: q_v of a video, which
+    # ``encode`` appends to h_v, so the stream stores it with the encoding (inference.daily.day_input)
     content: object | None = None
 
     def __post_init__(self) -> None:
@@ -401,7 +401,8 @@ class LammForecaster:
 
     @property
     def hidden_dim(self) -> int:
-        return self.cfg.d_model
+        """Width of ``encode``'s output: h_v, and q_v after it with the content-lift channel."""
+        return self.cfg.d_model + int(self.cfg.content_channel)
 
     @property
     def state_dim(self) -> int:
@@ -425,15 +426,6 @@ class LammForecaster:
                 h.update(np.asarray(v, dtype=np.float64).tobytes())
         return h.hexdigest()[:12]
 
-    def require_streamable(self) -> None:
-        """Raise when this checkpoint needs a day input the stream does not build yet."""
-        if self.cfg.content_channel:
-            raise ValueError(
-                "this LAMM reads the content-lift channel (trained with --content-scores), which the "
-                "stream and Triton do not build yet (docs/lamm.md, 'Content scores'); serve a model "
-                "trained without it"
-            )
-
     def encode(self, videos: VideoBatch) -> np.ndarray:
         t = lambda a, dt=torch.float32: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
         with torch.inference_mode():
@@ -445,7 +437,11 @@ class LammForecaster:
                 t(videos.title),
                 t(videos.title_mask, torch.bool),
             )
-        return h.numpy()  # (N, H)
+        h = h.numpy()  # (N, H)
+        if self.content is not None:  # + q_v: the stream turns it into the content-lift channel
+            q = self.content.q(videos.frame, videos.motion, videos.audio, videos.seg_mask, videos.title)
+            h = np.concatenate([h, q[:, None]], axis=1)
+        return h
 
     def init_state(self, n: int) -> np.ndarray:
         return np.zeros((n, self.state_dim), dtype=np.float32)

@@ -75,6 +75,7 @@ class ServedInfo:
     init_row: np.ndarray  # (R,)
     hidden_dim: int
     max_batch: dict[str, int]
+    content_channel: bool = False  # H ends with q_v, x with the content-lift channel
 
     @classmethod
     def from_configs(cls, configs: dict[str, dict]) -> ServedInfo:
@@ -103,6 +104,9 @@ class ServedInfo:
             init_row=np.asarray(json.loads(param(N.STEP, N.P_INIT_STATE)), dtype=np.float32),
             hidden_dim=int(h_dims[0]),
             max_batch={m: int(configs[m].get("max_batch_size", 0)) for m in N.MODELS},
+            # absent in repositories exported before the channel existed: those models have none
+            content_channel=configs[N.STEP].get("parameters", {}).get(N.P_CONTENT, {}).get("string_value")
+            == "1",
         )
 
 
@@ -191,6 +195,7 @@ class TritonModelClient:
             raise _wrap(e, f"reading model configs from {url}") from None
         self.info = ServedInfo.from_configs(configs)
         self.model_version, self.advice_version = self.info.model_version, self.info.advice_version
+        self.content_channel = self.info.content_channel
 
     def _infer(self, model: str, arrays: list[np.ndarray]) -> list:
         inputs, outputs = N.SPECS[model]
@@ -250,6 +255,7 @@ class AsyncTritonModelClient:
             self.info = sync.info
         self.url, self.timeout_s = url, timeout_s
         self.model_version, self.advice_version = self.info.model_version, self.info.advice_version
+        self.content_channel = self.info.content_channel
         self._c: aioclient.InferenceServerClient | None = None
 
     def _client(self) -> aioclient.InferenceServerClient:

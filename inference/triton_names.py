@@ -39,6 +39,7 @@ P_MODEL_VERSION = "model_version"  # the model object's model_version
 P_LEVEL = "level"  # nominal interval coverage of lamm_step
 P_HAS_BASELINE = "has_baseline"  # "1" if lamm_step's BASELINE output is meaningful, "0" = NaN
 P_INIT_STATE = "init_state"  # JSON list: the (R,) row init_state(n) repeats
+P_CONTENT = "content_channel"  # "1": H's last column is q_v, x ends with the content-lift channel
 P_DEVICE = "device"  # "cpu" | "cuda": where model.py puts the model object if it can move
 P_TORCH_THREADS = "torch_threads"  # torch intra-op threads per model instance, "0" = torch's default
 

@@ -78,6 +78,8 @@ class Processor:
         )
         self.resolver = resolver or FeatureResolver()
         self.totals: Counter = Counter()
+        # the forecaster reads the content-lift channel: its encodings end with q_v (daily.day_input)
+        self.content = bool(getattr(client, "content_channel", False))
 
     @classmethod
     async def create(cls, client, states, **kw) -> Processor:
@@ -173,7 +175,9 @@ class Processor:
             if st is None:
                 st = self.states.get(pid)
             row = video_rows.get(pos)
-            st, res = apply_event(st, ev, h=None if row is None else h[row], h_dim=self.h_dim)
+            st, res = apply_event(
+                st, ev, h=None if row is None else h[row], h_dim=self.h_dim, content=self.content
+            )
             local[pid] = st
             if res.status == "rejected":
                 out.rows.append(self._dead(raw, res.rejection.error_type, res.rejection.message))

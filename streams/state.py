@@ -352,6 +352,7 @@ def build_x(
     h_dim: int,
     previous: list[float] | None = None,
     yesterday: tuple[int, float] | None = None,
+    content: bool = False,
 ) -> tuple[np.ndarray, int, float]:
     """The forecaster input for ``day`` (inference.daily.day_input) and the active video count.
 
@@ -359,8 +360,9 @@ def build_x(
     right when ``day`` follows the last closed day; a provisional forecast for a later open day uses
     them as they are, since the days in between have no units yet). ``yesterday``: (active videos,
     summed impressions) of ``day - 1`` as its x saw them (default the state's last closed day;
-    zeros before the product's first closed day). Returns x, the active video count and their
-    summed impressions (the next day's ``yesterday``).
+    zeros before the product's first closed day). ``content``: the encodings end with q_v and x
+    ends with the content-lift channel (``inference.daily.day_input``). Returns x, the active video
+    count and their summed impressions (the next day's ``yesterday``).
     """
     m = state.active_mask(day)
     k = int(m.sum())
@@ -376,6 +378,7 @@ def build_x(
         new_imp = float(counts[is_new, 4].sum())
     else:
         h = np.zeros((0, h_dim), dtype=np.float32)
+        counts = np.zeros((0, len(_COUNT_COLS)))
         side = np.zeros((0, SIDE_DIM), dtype=np.float32)
         n_new = 0
         sums = None  # log1p(0) = 0: the same zeros
@@ -408,7 +411,8 @@ def build_x(
         history=state.history,
         campaign=campaign,
     )
-    return day_input(h, side, prod), k, (0.0 if sums is None else float(sums[4]))
+    imp = counts[:, 4] if content else None
+    return day_input(h, side, prod, imp), k, (0.0 if sums is None else float(sums[4]))
 
 
 def _forecast_for(state: ProductState, day: int) -> float | None:
@@ -428,12 +432,14 @@ def apply_event(
     *,
     h: np.ndarray | None = None,
     h_dim: int = L.FEATURE_DIM,
+    content: bool = False,
 ) -> tuple[ProductState, StepResult]:
     """Apply one validated input event to its product's state.
 
     ``h`` is the video's encoding and is required for ``VideoPublished`` (the caller runs the
     encoder, so a batch of videos can be encoded together). ``h_dim`` is the encoder's output
-    size, used for products with no active video.
+    size, used for products with no active video. ``content``: the forecaster reads the
+    content-lift channel (its encodings end with q_v; ``build_x``).
     """
     if state is None:
         state = ProductState(product_id=event.product_id)
@@ -445,11 +451,11 @@ def apply_event(
         return state, StepResult("duplicate")
 
     if isinstance(event, VideoPublished):
-        res = _on_video(state, event, day, h, h_dim)
+        res = _on_video(state, event, day, h, h_dim, content)
     elif isinstance(event, EngagementDaily):
         res = _on_engagement(state, event, day)
     elif isinstance(event, SalesDaily):
-        res = _on_sales(state, event, day, h_dim)
+        res = _on_sales(state, event, day, h_dim, content)
     else:  # pragma: no cover - the tagged union admits nothing else
         raise TypeError(f"not an input event: {type(event).__name__}")
 
@@ -463,7 +469,7 @@ def apply_event(
 
 
 def _on_video(
-    state: ProductState, ev: VideoPublished, day: int, h: np.ndarray | None, h_dim: int
+    state: ProductState, ev: VideoPublished, day: int, h: np.ndarray | None, h_dim: int, content: bool
 ) -> StepResult:
     if h is None:
         raise ValueError("VideoPublished needs its encoding h (the caller runs the encoder)")
@@ -482,16 +488,16 @@ def _on_video(
     res.advice.append(
         AdviceRequest(ev.video_id, ev.product_id, ev.influencer.influencer_id, day, ev.influencer.followers)
     )
-    res.forecasts.append(_provisional(state, day, h_dim))
+    res.forecasts.append(_provisional(state, day, h_dim, content))
     return res
 
 
-def _provisional(state: ProductState, day: int, h_dim: int) -> ForecastRequest:
+def _provisional(state: ProductState, day: int, h_dim: int, content: bool) -> ForecastRequest:
     # the open day's units are unknown: use the forecast made for it, else the last actual
     open_day = max(day, (state.closed_day + 1) if state.closed_day is not None else day)
     units = _forecast_for(state, open_day)
     units = state.units if units is None else units
-    x, k, _ = build_x(state, open_day, units, state.price or 1.0, state.rating, h_dim)
+    x, k, _ = build_x(state, open_day, units, state.price or 1.0, state.rating, h_dim, content=content)
     return ForecastRequest(state.product_id, "provisional", open_day, state.revision, state.recurrent, [x], k)
 
 
@@ -523,7 +529,7 @@ def _on_engagement(state: ProductState, ev: EngagementDaily, day: int) -> StepRe
     return StepResult("stale", rows=[ev])
 
 
-def _on_sales(state: ProductState, ev: SalesDaily, day: int, h_dim: int) -> StepResult:
+def _on_sales(state: ProductState, ev: SalesDaily, day: int, h_dim: int, content: bool) -> StepResult:
     if state.closed_day is not None and day <= state.closed_day:
         return StepResult(
             "stale", rows=[ev]
@@ -547,12 +553,21 @@ def _on_sales(state: ProductState, ev: SalesDaily, day: int, h_dim: int) -> Step
             h_dim,
             previous=recent,
             yesterday=yesterday,
+            content=content,
         )
         xs.append(x)
         recent.append(float(units))
         yesterday = (k, imp)
     x, k, imp = build_x(
-        state, day, ev.units, ev.price, ev.rating, h_dim, previous=recent, yesterday=yesterday
+        state,
+        day,
+        ev.units,
+        ev.price,
+        ev.rating,
+        h_dim,
+        previous=recent,
+        yesterday=yesterday,
+        content=content,
     )
     xs.append(x)
     recent.append(float(ev.units))

@@ -191,12 +191,64 @@ def test_train_with_content_scores_save_load_and_refusals(world, tmp_path):
     )
     z = _blend_z(fc2.model, fc2.gbm, view, np.array([0, 1]))
     assert np.isfinite(z).all()
-    # the stream and Triton do not build the channel yet: serving such a checkpoint is refused
-    from inference.client import InProcessClient
+    # served: the encoding carries q_v after h_v, and the clients say the forecaster reads the channel
+    from inference.client import AsyncInProcessClient, InProcessClient, VideoBatch
     from inference.standin import ConstantElasticityAdvisor
 
-    with pytest.raises(ValueError, match="content-lift channel"):
-        InProcessClient(fc2, ConstantElasticityAdvisor())
+    client = InProcessClient(fc2, ConstantElasticityAdvisor())
+    assert client.content_channel and AsyncInProcessClient(client).content_channel
+    rows = data.video_row[:5]
+    vb = VideoBatch(
+        *(np.asarray(data.features[k][rows], dtype=np.float32) for k in ("frame", "motion", "audio")),
+        np.asarray(data.features["seg_mask"][rows], dtype=bool),
+        np.asarray(data.features["title"][rows], dtype=np.float32),
+        np.asarray(data.features["title_mask"][rows], dtype=bool),
+    )
+    h = client.encode(vb)
+    assert h.shape == (5, fc2.hidden_dim) and fc2.hidden_dim == fc2.cfg.d_model + 1
+    np.testing.assert_allclose(h[:, -1], view.video_q[:5], rtol=1e-5, atol=1e-5)
+    out = client.step(client.init_state(2), np.zeros((2, fc2.cfg.x_dim), np.float32))
+    assert out.point.shape == (2,)
+
+
+def test_stream_builds_the_training_x_with_the_channel(world):
+    """Replaying the events through streams.state with encodings [h_v, q_v] gives, at each day
+    close, the x that training builds with the content-lift channel."""
+    from datetime import date
+
+    from inference.content_scores import video_q
+    from inference.sim.events import iter_events
+    from streams.state import apply_event
+
+    data = load_lamm_data(world)
+    fc, _ = train_lamm(
+        data,
+        LammConfig(),
+        TrainConfig(epochs=1, bf16=False, content_scores=True, gbm_weight=0),
+        log=lambda *_: None,
+    )
+    view = with_content(data, np.arange(data.n_products), model=fc.content, log=lambda *_: None)
+    b = make_batch(view, np.arange(data.n_products))
+    with torch.inference_mode():
+        h = fc.model.encode_packed(*b.videos())
+        x = build_day_inputs(h, b).numpy()  # (P, D, F)
+    enc = np.concatenate([h.numpy(), video_q(fc.content, data)[:, None]], axis=1)  # data's video order
+    hv = dict(zip(data.video_ids, enc, strict=True))
+    p_index = {p: i for i, p in enumerate(data.product_ids)}
+    start = date.fromisoformat(ds.read_meta(world)["start_date"])
+    states: dict = {}
+    checked = 0
+    for ev in iter_events(world, inline_features=False):
+        e = hv[ev.video_id] if type(ev).__name__ == "VideoPublished" else None
+        states[ev.product_id], res = apply_event(
+            states.get(ev.product_id), ev, h=e, h_dim=enc.shape[1], content=True
+        )
+        for req in res.forecasts:
+            if req.kind == "day_close":
+                t = (ev.day - start).days
+                np.testing.assert_allclose(req.xs[-1], x[p_index[ev.product_id], t], rtol=1e-5, atol=1e-5)
+                checked += 1
+    assert checked > data.n_products and np.abs(x[..., -1]).max() > 0  # the channel is there
 
 
 def test_evaluate_with_content_scores_refuses_removal_ablations_and_missing_annotations(world, tmp_path):
