@@ -28,7 +28,7 @@ from torch import nn
 
 from inference.daily import PRODUCT_DIM, SIDE_DIM
 from inference.lamm import LammConfig, Skip, encode_packed, masked_pool
-from inference.lamm_data import LammData, make_side_only
+from inference.lamm_data import LammData, content_channel, make_side_only
 from schemas import limits as L
 
 MODALITY_ORDER = ("frame", "motion", "audio", "text")
@@ -45,6 +45,7 @@ class BaselineConfig:
     gate_heads: int = 4  # self-attention heads of the Gate fusion (128 / 4 = 32 per head)
     tab_dropout: bool = LammConfig.tab_dropout  # as LAMM's day model (inference.lamm.LammConfig)
     skip_hidden: int = LammConfig.skip_hidden
+    content_channel: bool = False  # the content-lift channel at the end of x, as LAMM's (v7)
 
     def __post_init__(self) -> None:
         assert self.fusion in ("concat", "gate") and self.head in ("lstm", "mlp"), f"bad baseline {self}"
@@ -55,7 +56,7 @@ class BaselineConfig:
 
     @property
     def x_dim(self) -> int:
-        return self.d_model + SIDE_DIM + PRODUCT_DIM
+        return self.d_model + SIDE_DIM + PRODUCT_DIM + int(self.content_channel)
 
 
 NEURAL = {c.name: c for c in (BaselineConfig(f, h) for f in ("gate", "concat") for h in ("lstm", "mlp"))}
@@ -75,7 +76,7 @@ class NeuralBaseline(nn.Module):
             self.gate = nn.MultiheadAttention(d, cfg.gate_heads, dropout=cfg.dropout, batch_first=True)
             self.gate_norm = nn.LayerNorm(d)
         self.fuse = nn.Sequential(nn.Linear(4 * d, d), nn.LayerNorm(d))
-        tab = SIDE_DIM + PRODUCT_DIM
+        tab = SIDE_DIM + PRODUCT_DIM + int(cfg.content_channel)
         self.register_buffer("x_mean", torch.zeros(tab))
         self.register_buffer("x_std", torch.ones(tab))
         self.register_buffer("y_mean", torch.zeros(()))
@@ -175,7 +176,10 @@ def day_inputs_numpy(data: LammData, products: np.ndarray, h: np.ndarray) -> np.
     np.add.at(sums, slot, h[data.pair_video[pairs]])
     cnt = np.bincount(slot, minlength=len(p) * data.n_days).astype(np.float64)
     hv = (sums / np.maximum(cnt, 1.0)[:, None]).reshape(len(p), data.n_days, -1)
-    return np.concatenate([hv, make_side_only(data, p), data.product_x[p]], axis=2).astype(np.float32)
+    parts = [hv, make_side_only(data, p), data.product_x[p]]
+    if data.video_q is not None:  # + the content-lift channel (inference.content_scores)
+        parts.append(content_channel(data, p))
+    return np.concatenate(parts, axis=2).astype(np.float32)
 
 
 def fit_predict_lr(
@@ -292,6 +296,8 @@ def lgbm_table(data: LammData, products: np.ndarray) -> np.ndarray:
         lag(np.log1p(sums[..., 4]), 1),
         np.log1p(sums[..., 3]) - np.log1p(sums[..., 4]),
     ]
+    if data.video_q is not None:  # + the content-lift channel (inference.content_scores), last
+        cols.append(content_channel(data, p)[..., 0])
     return np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=-1)
 
 

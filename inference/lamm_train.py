@@ -613,20 +613,26 @@ def _predict(name: str, f: _Fold, cfg: LammConfig, pooled) -> np.ndarray:
         return _predict_lamm(f, cfg, coverage=True, gbm=True)
     if name in ABLATIONS:
         return _predict_lamm(f, replace(cfg, **ABLATIONS[name]), coverage=False)
+    # with --content-scores every model that reads a day input gets the channel too (same view)
+    data, norm, _ = _lamm_view(f, cfg)
     if name in B.NEURAL:
         torch.manual_seed(f.tc.seed)
         # LAMM's day-model options, so a neural baseline differs from LAMM only in its video encoder
         bcfg = replace(
-            B.NEURAL[name], dropout=cfg.dropout, tab_dropout=cfg.tab_dropout, skip_hidden=cfg.skip_hidden
+            B.NEURAL[name],
+            dropout=cfg.dropout,
+            tab_dropout=cfg.tab_dropout,
+            skip_hidden=cfg.skip_hidden,
+            content_channel=f.tc.content_scores,
         )
         model = B.NeuralBaseline(bcfg)
-        fit(model, f.data, f.fit_p, f.cal_p, f.norm, f.tc, log=f.log)
-        return predict_z(model, f.data, f.test_p)
+        fit(model, data, f.fit_p, f.cal_p, norm, f.tc, log=f.log)
+        return predict_z(model, data, f.test_p)
     if name == "LR":
-        return B.fit_predict_lr(f.data, f.fit_p, f.test_p, f.norm, pooled=pooled)
+        return B.fit_predict_lr(data, f.fit_p, f.test_p, norm, pooled=pooled)
     if name == "LightGBM":
         return B.fit_predict_lightgbm(
-            f.data, f.fit_p, f.cal_p, f.test_p, f.norm, seed=f.tc.seed, threads=f.tc.threads
+            data, f.fit_p, f.cal_p, f.test_p, norm, seed=f.tc.seed, threads=f.tc.threads
         )
     if name == "SeasonalNaive":
         return B.predict_seasonal_naive(f.data, f.test_p, f.norm)

@@ -260,3 +260,24 @@ def test_evaluate_with_content_scores_refuses_removal_ablations_and_missing_anno
 
     with pytest.raises(ValueError, match="annotations"):
         evaluate(replace(data, annotations=None), tmp_path / "e", models=("LAMM",), ablations=(), tc=tc)
+
+
+def test_evaluate_gives_every_model_the_channel(world, tmp_path):
+    """With content scores the baselines read the same x (their LSTM / trees get the column too),
+    and the permutation ablation rescores the shuffled videos."""
+    data = load_lamm_data(world)
+    tc = TrainConfig(epochs=1, batch_products=4, bf16=False, content_scores=True)
+    res = evaluate(
+        data,
+        tmp_path / "e",
+        models=("LAMM", "Concat_MLP", "LR", "LightGBM"),
+        ablations=(),
+        permutation=("frame",),
+        tc=tc,
+        max_folds=1,
+        log=lambda *_: None,
+    )
+    fold = res["per_fold"][0]
+    assert set(fold["models"]) == {"LAMM", "Concat_MLP", "LR", "LightGBM"}
+    assert all(np.isfinite(m["mae"]) for m in fold["models"].values())
+    assert res["train"]["content_scores"] and "frame" in fold["permutation"]
