@@ -109,9 +109,13 @@ def load_models(settings: Settings, dataset: Path | None, progress: bool = True)
     if settings.forecaster == "standin" or dataset is None and settings.forecaster == "auto":
         forecaster = SeasonalNaiveForecaster()
     elif settings.forecaster == "auto":
-        from inference.lamm_train import train_or_load
+        from inference.lamm_train import TrainConfig, train_or_load
 
-        forecaster = train_or_load(dataset, cache / "lamm", log=print if progress else (lambda *a, **k: None))
+        # the content-lift channel (docs/lamm.md, item 10) when the dataset has annotations to train it on
+        train = TrainConfig(content_scores=(Path(dataset) / "annotations").exists())
+        forecaster = train_or_load(
+            dataset, cache / "lamm", train=train, log=print if progress else (lambda *a, **k: None)
+        )
     else:
         from inference.lamm import LammForecaster
 

@@ -150,3 +150,17 @@ def test_dataset_references_resolve_and_unsupported_media_is_dead_lettered(tiny_
     assert out.counts["applied"] == 2 and out.counts["dead_letter"] == 1
     (dead,) = [r for r in out.rows if isinstance(r, DeadLetter)]
     assert dead.error_type == "UnsupportedMedia" and '"video_id":"bad"' in dead.raw
+
+
+def test_embedded_run_serves_a_content_lamm(tiny_world, tmp_path):
+    """forecaster auto on a world with annotations: LAMM with the content-lift channel is trained
+    and served through the same Processor (encodings [h_v, q_v], the channel in x)."""
+    settings = Settings(
+        home=tmp_path / "home", store=f"chdb://{tmp_path / 'chdb'}", forecaster="auto", advisor="standin"
+    )
+    res = run(settings, dataset=tiny_world, out_dir=tmp_path / "out", progress=False)
+    assert res.counts["dead_letter"] == 0 and res.counts["applied"] == res.n_events
+    ckpts = list((tmp_path / "home" / "models" / "lamm").glob("lamm-*"))
+    assert len(ckpts) == 1 and (ckpts[0] / "content.npz").exists()
+    versions = _rows(tmp_path / "chdb", "SELECT DISTINCT model_version FROM liftstream.forecasts FINAL")
+    assert len(versions) == 1 and versions[0][0].startswith("lamm-")

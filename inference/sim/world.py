@@ -117,7 +117,7 @@ PRESETS: dict[str, SimConfig] = {
 # Bump whenever the world that a preset and seed produce changes (generation code or constants):
 # written to meta.json as "simulator_version", and folders of another version are stale
 # (inference.sim.stale_world says why; the embedded run and the benchmarks regenerate their own).
-SIM_VERSION = "2"
+SIM_VERSION = "3"  # 3: annotations/ (a sample of videos with per-segment labels)
 
 F_MEAN = 9.2  # mean ln(followers) ~ 10k
 LN_F_MIN, LN_F_MAX = math.log(65), math.log(2.5e7)  # Table 1's follower range
