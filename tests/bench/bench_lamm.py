@@ -73,6 +73,15 @@ def bench_head(x_tab_dim: int, n_trees: int = 120, num_leaves: int = 15, seed: i
     return GbmHead(m.booster_.model_to_string())
 
 
+def bench_content_model(seed: int = 0):
+    """A content model with random detectors and weights (the cost does not depend on them)."""
+    from inference.content_scores import SCORES, ContentModel, Detectors
+
+    rng = np.random.default_rng(seed)
+    det = Detectors(*(rng.normal(0, 0.05, L.FEATURE_DIM + 1) for _ in range(4)))
+    return ContentModel(det, np.zeros(len(SCORES)), np.ones(len(SCORES)), rng.normal(0, 0.3, len(SCORES)))
+
+
 def throughput(threads: int = 2) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -85,6 +94,10 @@ def throughput(threads: int = 2) -> dict:
     full.seg_mask[:] = True  # worst case: every video 64 s, every title 32 tokens
     full.title_mask[:] = True
     out["encode_videos_per_s_batch4096_all_full_length"] = 4096 / _best_of(lambda: fc.encode(full))
+    # a content LAMM (docs/lamm.md, item 10) also scores each video: h_v and q_v
+    fcc = LammForecaster(Lamm(LammConfig(content_channel=True)), Conformal(), content=bench_content_model())
+    vb = realistic_videos(4096)
+    out["encode_videos_per_s_batch4096_content"] = 4096 / _best_of(lambda: fcc.encode(vb))
     rng = np.random.default_rng(0)
     for suffix, head in (("", None), ("_gbm", bench_head(fc.cfg.x_dim - fc.cfg.d_model))):
         fc.gbm = head  # "_gbm": the served default, LAMM blended with its GBM head (inference.gbm_head)
