@@ -245,6 +245,8 @@ def test_stub_runs_in_this_virtualenv(served: Served) -> None:
 def test_versions_and_init_state(served: Served) -> None:
     assert served.client.model_version == served.eager.model_version
     assert served.client.advice_version == served.eager.advice_version
+    # the lamm_fei set serves a content LAMM: its encodings end with q_v (lamm_step's parameter)
+    assert served.client.content_channel == served.eager.content_channel == (served.name == "lamm_fei")
     for n in (0, 1, 5):
         got, want = served.client.init_state(n), served.eager.init_state(n)
         assert got.shape == want.shape and got.dtype == np.float32

@@ -224,7 +224,8 @@ def random_x(n: int, hidden_dim: int, seed: int = 0) -> np.ndarray:
 
 def lamm_fei_checkpoints(tmp: str | Path) -> tuple[Path, Path]:
     """Checkpoint folders of a random-initialised ``LammForecaster`` with a GBM head (20 trees on
-    random rows: the served default is LAMM blended with one) and of an ``FeiAdvisor`` whose
+    random rows: the served default is LAMM blended with one) and the content-lift channel (random
+    detectors and conversion weights: the embedded run serves one), and of an ``FeiAdvisor`` whose
     control-function IV (the advisor's default estimator) ran two epochs on random rows: real
     classes and save/load, numbers of no meaning."""
     import lightgbm as lgb
@@ -234,10 +235,11 @@ def lamm_fei_checkpoints(tmp: str | Path) -> tuple[Path, Path]:
     from inference.deepiv import ControlFunctionIV
     from inference.gbm_head import GbmHead
     from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
+    from tests.bench.bench_lamm import bench_content_model
 
     tmp = Path(tmp)
     torch.manual_seed(0)
-    cfg = LammConfig()
+    cfg = LammConfig(content_channel=True)
     rng = np.random.default_rng(3)
     xt = rng.standard_normal((2000, cfg.x_dim - cfg.d_model)).astype(np.float32)
     trees = lgb.LGBMRegressor(n_estimators=20, num_leaves=15, verbose=-1, n_jobs=1)
@@ -246,6 +248,7 @@ def lamm_fei_checkpoints(tmp: str | Path) -> tuple[Path, Path]:
         Lamm(cfg),
         Conformal(level=0.8, q_lo=-1.2, q_hi=1.1, n_calib=100),
         gbm=GbmHead(trees.booster_.model_to_string(), weight=0.5),
+        content=bench_content_model(seed=4),
     )
     fdir = lamm.save(tmp / "lamm")
     n = 96
