@@ -219,9 +219,10 @@ def fit_content(data, products: np.ndarray, log=print) -> ContentModel:
     training products), conversion weights from those products' same-day sales."""
     from inference.daily import PRODUCT_FEATURES
     from inference.lamm_data import _ranges
+    from schemas.dataset import DatasetError
 
     if data.annotations is None:
-        raise ValueError(
+        raise DatasetError(
             f"{data.root}: no annotations/ (schemas.dataset): content scores need per-segment labels "
             "of some videos; `liftstream simulate` writes them"
         )
@@ -229,7 +230,9 @@ def fit_content(data, products: np.ndarray, log=print) -> ContentModel:
     ann_video, ann_seg, ann_names = data.annotations
     mine = np.isin(data.video_product[ann_video], p)
     if mine.sum() < 50:
-        raise ValueError(f"only {int(mine.sum())} annotated videos among the training products (need >= 50)")
+        raise DatasetError(
+            f"only {int(mine.sum())} annotated videos among the training products (need >= 50)"
+        )
     av, seg, names = ann_video[mine], ann_seg[mine], ann_names[mine]
     rows = data.video_row[av]
     feats = {

@@ -709,7 +709,11 @@ def evaluate(
             "read it; with --content-scores use the permutation ablation (--ablations= --permutation ...)"
         )
     if tc.content_scores and data.annotations is None:
-        raise ValueError(f"{data.root}: --content-scores needs the dataset's annotations/ (schemas.dataset)")
+        from schemas.dataset import DatasetError
+
+        raise DatasetError(
+            f"{data.root}: --content-scores needs the dataset's annotations/ (schemas.dataset)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     fold_of = fold_assignment(data.n_products, folds, tc.seed)
     pooled = B.pooled_raw_features(data) if "LR" in models else None

@@ -281,3 +281,17 @@ def test_evaluate_gives_every_model_the_channel(world, tmp_path):
     assert set(fold["models"]) == {"LAMM", "Concat_MLP", "LR", "LightGBM"}
     assert all(np.isfinite(m["mae"]) for m in fold["models"].values())
     assert res["train"]["content_scores"] and "frame" in fold["permutation"]
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_cli_content_scores_without_annotations_is_one_line(world, tmp_path, capsys, command):
+    import shutil
+
+    from streams.cli import main
+
+    bare = tmp_path / "bare"
+    shutil.copytree(world, bare, ignore=shutil.ignore_patterns("annotations"))
+    argv = [command, "--data", str(bare), "--out", str(tmp_path / "out"), "--content-scores", "--epochs", "1"]
+    assert main(argv + (["--ablations="] if command == "evaluate" else [])) == 2
+    err = capsys.readouterr()
+    assert "annotations/" in err.err + err.out and "Traceback" not in err.err
