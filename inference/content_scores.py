@@ -238,17 +238,13 @@ def fit_content(data, products: np.ndarray, log=print) -> ContentModel:
     feats = {
         k: np.asarray(data.features[k][rows], dtype=np.float32) for k in ("frame", "motion", "audio", "title")
     }
-    mask = (
-        np.asarray(data.features["seg_mask"][rows], dtype=bool)
-        & (np.arange(seg.shape[1]) < seg.shape[1])[None]
-    )
+    mask = np.asarray(data.features["seg_mask"][rows], dtype=bool)
     labels = {k: seg[..., i] for i, k in enumerate(SEGMENT_DETECTORS)}
     det = fit_detectors(feats["frame"], feats["motion"], feats["audio"], mask, feats["title"], labels, names)
     s_ann = scores(det, feats["frame"], feats["motion"], feats["audio"], mask, feats["title"])
     mu, sd = s_ann.mean(0).astype(np.float64), s_ann.std(0).astype(np.float64) + 1e-6
     log(f"content scores: detectors on {len(av)} annotated videos")
     vids = _ranges(data.video_start, p)
-    cm0 = ContentModel(det, mu, sd, np.zeros(len(SCORES)))
     phi = np.empty((len(vids), len(SCORES)), np.float32)
     for lo in range(0, len(vids), 4096):
         r = data.video_row[vids[lo : lo + 4096]]
@@ -273,4 +269,4 @@ def fit_content(data, products: np.ndarray, log=print) -> ContentModel:
         "content scores: conversion weights "
         + ", ".join(f"{k} {v:+.3f}" for k, v in zip(SCORES, w, strict=True))
     )
-    return ContentModel(cm0.det, mu, sd, w)
+    return ContentModel(det, mu, sd, w)
