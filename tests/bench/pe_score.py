@@ -30,44 +30,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SCORES = ("pe", "af", "p_mean", "e_mean", "a_mean", "names", "names_x_p")
+from inference import content_scores as CS
+
+SCORES = CS.SCORES
 _SEG_LABELS = (("frame", "seg_product"), ("motion", "seg_saliency"), ("audio", "seg_speech"))
-
-
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    """Ridge weights (with intercept as the last entry) of y on x."""
-    xa = np.column_stack([x, np.ones(len(x))])
-    reg = alpha * np.eye(xa.shape[1])
-    reg[-1, -1] = 0.0
-    return np.linalg.solve(xa.T @ xa + reg, xa.T @ y)
-
-
-def _apply(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return x @ w[:-1] + w[-1]
 
 
 def _rows(data, videos: np.ndarray, name: str) -> np.ndarray:
     return np.asarray(data.features[name][data.video_row[videos]], dtype=np.float32)
 
 
-def fit_detectors(data, root: Path, annotated: np.ndarray) -> dict:
-    """Ridge detectors trained on the ``annotated`` videos' (global indices) labelled segments."""
+def fit_detectors(data, root: Path, annotated: np.ndarray) -> CS.Detectors:
+    """``inference.content_scores.fit_detectors`` on the ``annotated`` videos (global indices),
+    their labels read from the simulator's truth/ (the pilots ran before annotations/ existed)."""
     rows = data.video_row[annotated]
-    mask = np.asarray(data.features["seg_mask"][rows], dtype=bool)
-    det = {}
+    labels = {}
     for modality, label in _SEG_LABELS:
         y = np.load(root / "truth" / f"{label}.npy", mmap_mode="r")
-        y = np.asarray(y[_truth_rows(data, root)[annotated]], dtype=np.float32)
-        det[modality] = _ridge(_rows(data, annotated, modality)[mask], y[mask])
+        labels[modality] = np.asarray(y[_truth_rows(data, root)[annotated]], dtype=np.float32)
     names = _truth_videos(data, root)["title_names_product"].to_numpy()[annotated].astype(np.float32)
-    det["title"] = _ridge(_title_x(data, annotated), names)
-    return det
-
-
-def _title_x(data, videos: np.ndarray) -> np.ndarray:
-    rows = data.video_row[videos]
-    t = np.asarray(data.features["title"][rows], dtype=np.float32)
-    return t.sum(axis=1)  # the brand token adds its direction once, whatever the title's length
+    feats = [_rows(data, annotated, k) for k in ("frame", "motion", "audio")]
+    mask = np.asarray(data.features["seg_mask"][rows], dtype=bool)
+    return CS.fit_detectors(*feats, mask, _rows(data, annotated, "title"), labels, names)
 
 
 def _truth_videos(data, root: Path) -> pd.DataFrame:
@@ -80,40 +64,21 @@ def _truth_rows(data, root: Path) -> np.ndarray:
     return _truth_videos(data, root)["feature_row"].to_numpy().astype(np.int64)
 
 
-def scores_from_arrays(frame, motion, audio, seg_mask, title, det: dict) -> np.ndarray:
-    """(N, len(SCORES)) float32 content scores of N videos' feature arrays ((N, S, D) segments,
-    (N, S) mask, (N, T, D) title; numpy or torch)."""
-    arr = lambda t: np.asarray(t, dtype=np.float32)  # noqa: E731
-    m = arr(seg_mask)
-    p, e, a = (
-        np.clip(_apply(arr(x), det[k]), 0, 1) * m
-        for x, k in ((frame, "frame"), (motion, "motion"), (audio, "audio"))
-    )
-    n = np.maximum(m.sum(1), 1)
-    p_mean = p.sum(1) / n
-    names = np.clip(_apply(arr(title).sum(axis=1), det["title"]), 0, 1)
-    return np.column_stack(
-        [
-            (p * e).sum(1) / np.maximum(e.sum(1), 1e-6),
-            (a * p).sum(1) / np.maximum(a.sum(1), 1e-6),
-            p_mean,
-            e.sum(1) / n,
-            a.sum(1) / n,
-            names,
-            names * p_mean,
-        ]
-    ).astype(np.float32)
+def scores_from_arrays(frame, motion, audio, seg_mask, title, det: CS.Detectors) -> np.ndarray:
+    """(N, len(SCORES)) content scores of N videos' feature arrays (numpy or torch)."""
+    return CS.scores(det, *(np.asarray(a, dtype=np.float32) for a in (frame, motion, audio, seg_mask, title)))
 
 
-def detector_scores(data, det: dict, videos: np.ndarray | None = None, chunk: int = 4096) -> np.ndarray:
+def detector_scores(
+    data, det: CS.Detectors, videos: np.ndarray | None = None, chunk: int = 4096
+) -> np.ndarray:
     """(len(videos), len(SCORES)) float32 content scores of ``videos`` (default: all)."""
     videos = np.arange(data.n_videos) if videos is None else np.asarray(videos)
     out = np.empty((len(videos), len(SCORES)), np.float32)
     for lo in range(0, len(videos), chunk):
-        v = videos[lo : lo + chunk]
-        rows = data.video_row[v]
-        out[lo : lo + len(v)] = scores_from_arrays(
-            *(data.features[k][rows] for k in ("frame", "motion", "audio", "seg_mask", "title")), det
+        rows = data.video_row[videos[lo : lo + chunk]]
+        out[lo : lo + len(rows)] = CS.scores(
+            det, *(data.features[k][rows] for k in ("frame", "motion", "audio", "seg_mask", "title"))
         )
     return out
 
@@ -142,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         y = np.asarray(
             np.load(root / "truth" / f"{label}.npy", mmap_mode="r")[_truth_rows(data, root)[rest[:5000]]]
         )
-        pred = np.clip(_apply(_rows(data, rest[:5000], modality)[mask], det[modality]), 0, 1)
+        pred = np.clip(CS._apply(_rows(data, rest[:5000], modality)[mask], getattr(det, modality)), 0, 1)
         out[f"r2_{label}"] = round(float(1 - np.mean((pred - y[mask]) ** 2) / np.var(y[mask])), 3)
     s = detector_scores(data, det, rest)
     for name, col in (("pe", "pe"), ("af", "af"), ("p_mean", "p_mean"), ("names", "title_names_product")):
