@@ -1137,6 +1137,11 @@ def cli_evaluate(argv: list[str]) -> int:
     bad = sorted(set(perm) - set(MODALITIES))
     if bad:
         ap.error(f"--permutation: unknown modalities {bad}; choose from {','.join(MODALITIES)}")
+    if a.content_scores and a.ablations and not a.merge:
+        ap.error(
+            "--content-scores with removal ablations: a LAMM retrained without a modality would still read "
+            "it through the content scores; pass --ablations= and use the permutation ablation"
+        )
     if a.merge:
         res = merge_results(a.merge.split(","), a.out)
         print(f"evaluate: merged report in {Path(a.out) / 'report.md'}")

@@ -515,6 +515,7 @@ def test_cli_train_and_evaluate(dataset, tmp_path, capsys):
         (["--gbm-weight", "1.5"], "1.5"),
         (["--gbm-weight", "half"], "half"),
         (["--permutation", "frame,smell"], "smell"),
+        (["--content-scores"], "--ablations="),  # the removal ablations are on by default
     ],
 )
 def test_cli_evaluate_refuses_bad_flags(dataset, tmp_path, capsys, flags, named):
