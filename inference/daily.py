@@ -57,7 +57,9 @@ PRODUCT_FEATURES = (
     + CAMPAIGN_FEATURES  # product_campaign: the tabular aggregates the GBM head (and LightGBM) use
 )
 # bumped when a column's definition changes under the same name (train_or_load's cache key has it)
-DAY_INPUT_VERSION = 5  # 5: campaign columns, product_day capped at WINDOW_DAYS
+# 5: campaign columns, product_day capped at WINDOW_DAYS; 6: the content channel's title detector
+# reads the brand token (inference.content_scores), so cached content checkpoints retrain
+DAY_INPUT_VERSION = 6
 SIDE_DIM = len(SIDE_FEATURES)
 PRODUCT_DIM = len(PRODUCT_FEATURES)
 TRAILING_WINDOWS = (3, 7)  # rolling means of log1p units, today included
