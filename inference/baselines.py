@@ -28,7 +28,7 @@ from torch import nn
 
 from inference.daily import PRODUCT_DIM, SIDE_DIM
 from inference.lamm import LammConfig, Skip, encode_packed, masked_pool
-from inference.lamm_data import LammData, content_channel, make_side_only
+from inference.lamm_data import LammData, content_channel, tab_part
 from schemas import limits as L
 
 MODALITY_ORDER = ("frame", "motion", "audio", "text")
@@ -176,10 +176,7 @@ def day_inputs_numpy(data: LammData, products: np.ndarray, h: np.ndarray) -> np.
     np.add.at(sums, slot, h[data.pair_video[pairs]])
     cnt = np.bincount(slot, minlength=len(p) * data.n_days).astype(np.float64)
     hv = (sums / np.maximum(cnt, 1.0)[:, None]).reshape(len(p), data.n_days, -1)
-    parts = [hv, make_side_only(data, p), data.product_x[p]]
-    if data.video_q is not None:  # + the content-lift channel (inference.content_scores)
-        parts.append(content_channel(data, p))
-    return np.concatenate(parts, axis=2).astype(np.float32)
+    return np.concatenate([hv, tab_part(data, p)], axis=2).astype(np.float32)
 
 
 def fit_predict_lr(

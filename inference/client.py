@@ -188,7 +188,7 @@ class InProcessClient:
 
     def __post_init__(self) -> None:
         # a LAMM with the content-lift channel: encodings end with q_v, x with the channel
-        self.content_channel = bool(getattr(getattr(self.forecaster, "cfg", None), "content_channel", False))
+        self.content_channel = bool(getattr(self.forecaster, "content_channel", False))
         self.model_version = self.forecaster.model_version
         self.advice_version = self.advisor.model_version
 

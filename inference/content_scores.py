@@ -236,10 +236,34 @@ def video_q(cm: ContentModel, data, videos: np.ndarray | None = None, chunk: int
     return out
 
 
+def fit_conversion_on(data, products: np.ndarray, phi: np.ndarray, **kw) -> np.ndarray:
+    """``fit_conversion`` on a LammData's ``products``: their sales, discounts and active pairs;
+    ``phi`` (videos of ``products`` in data's order, F) standardized scores."""
+    from inference.daily import PRODUCT_FEATURES
+    from inference.lamm_data import _ranges
+
+    p = np.asarray(products)
+    vids = _ranges(data.video_start, p)
+    pos = np.full(data.n_products, -1)
+    pos[p] = np.arange(len(p))
+    loc = np.full(data.n_videos, -1)
+    loc[vids] = np.arange(len(vids))
+    pairs = _ranges(data.pair_start, p)
+    return fit_conversion(
+        data.units[p],
+        data.product_x[p][..., PRODUCT_FEATURES.index("log_discount")],
+        pos[data.pair_product[pairs]],
+        data.pair_day[pairs],
+        loc[data.pair_video[pairs]],
+        data.pair_raw[pairs][:, 4],
+        phi,
+        **kw,
+    )
+
+
 def fit_content(data, products: np.ndarray, log=print) -> ContentModel:
     """The content model of a LammData: detectors on its annotated videos of ``products`` (the
     training products), conversion weights from those products' same-day sales."""
-    from inference.daily import PRODUCT_FEATURES
     from inference.lamm_data import _ranges
     from schemas.dataset import DatasetError
 
@@ -272,21 +296,7 @@ def fit_content(data, products: np.ndarray, log=print) -> ContentModel:
         r = data.video_row[vids[lo : lo + 4096]]
         s = scores(det, *(data.features[k][r] for k in ("frame", "motion", "audio", "seg_mask", "title")))
         phi[lo : lo + len(r)] = (s - mu) / sd
-    pos = np.full(data.n_products, -1)
-    pos[p] = np.arange(len(p))
-    loc = np.full(data.n_videos, -1)
-    loc[vids] = np.arange(len(vids))
-    pairs = _ranges(data.pair_start, p)
-    w = fit_conversion(
-        data.units[p],
-        data.product_x[p][..., PRODUCT_FEATURES.index("log_discount")],
-        pos[data.pair_product[pairs]],
-        data.pair_day[pairs],
-        loc[data.pair_video[pairs]],
-        data.pair_raw[pairs][:, 4],
-        phi,
-        log=log,
-    )
+    w = fit_conversion_on(data, p, phi, log=log)
     log(
         "content scores: conversion weights "
         + ", ".join(f"{k} {v:+.3f}" for k, v in zip(SCORES, w, strict=True))

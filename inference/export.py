@@ -225,7 +225,7 @@ def export_repository(
         N.P_LEVEL: repr(probe["level"]),
         N.P_HAS_BASELINE: "1" if probe["has_baseline"] else "0",
         N.P_INIT_STATE: json.dumps([float(v) for v in probe["init_state"]]),
-        N.P_CONTENT: "1" if getattr(getattr(f, "cfg", None), "content_channel", False) else "0",
+        N.P_CONTENT: "1" if getattr(f, "content_channel", False) else "0",
     }
     plan = {
         N.ENCODER: (fc, forecaster.checkpoint),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.lamm_data import LammData, content_channel, make_side_only
+from inference.lamm_data import LammData, tab_part
 
 # the LightGBM baseline's settings (inference.baselines.fit_predict_lightgbm uses them too)
 LGBM_PARAMS = dict(
@@ -72,13 +72,9 @@ def fit_lightgbm(x, y, x_val, y_val, *, seed: int, threads: int, categorical=(),
 
 
 def tab_inputs(data: LammData, products: np.ndarray) -> np.ndarray:
-    """(B, D, SIDE_DIM + PRODUCT_DIM [+ 1]) float32: x[..., H:] of every product-day, as the stream
-    builds it (+ the content-lift channel when ``data.video_q`` is set)."""
-    p = np.asarray(products)
-    parts = [make_side_only(data, p), data.product_x[p]]
-    if data.video_q is not None:
-        parts.append(content_channel(data, p))
-    return np.concatenate(parts, axis=2).astype(np.float32)
+    """(B, D, SIDE_DIM + PRODUCT_DIM [+ 1]) float32: x[..., H:] of every product-day
+    (``lamm_data.tab_part``)."""
+    return tab_part(data, products)
 
 
 def _xy(data: LammData, products: np.ndarray, norm: dict) -> tuple[np.ndarray, np.ndarray]:

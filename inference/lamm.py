@@ -400,6 +400,11 @@ class LammForecaster:
         return self.model.cfg
 
     @property
+    def content_channel(self) -> bool:
+        """Whether x ends with the content-lift channel (and ``encode`` with q_v)."""
+        return self.cfg.content_channel
+
+    @property
     def hidden_dim(self) -> int:
         """Width of ``encode``'s output: h_v, and q_v after it with the content-lift channel."""
         return self.cfg.d_model + int(self.cfg.content_channel)

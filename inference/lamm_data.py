@@ -364,7 +364,9 @@ def make_batch(data: LammData, products: np.ndarray) -> Batch:
         product_x=torch.from_numpy(data.product_x[products]),
         units=torch.from_numpy(np.log1p(data.units[products]).astype(np.float32)),
         content_q=None if data.video_q is None else torch.from_numpy(data.video_q[vids].astype(np.float32)),
-        pair_log_impr=torch.from_numpy(np.log1p(data.pair_raw[pairs][:, 4]).astype(np.float32)),
+        pair_log_impr=None
+        if data.video_q is None
+        else torch.from_numpy(np.log1p(data.pair_raw[pairs][:, 4]).astype(np.float32)),
     )
 
 
@@ -401,13 +403,23 @@ def build_day_inputs(h: torch.Tensor, batch: Batch) -> torch.Tensor:
     return torch.cat(parts, dim=2)  # (B, D, F)
 
 
+def tab_part(data: LammData, products: np.ndarray) -> np.ndarray:
+    """(B, D, SIDE_DIM + PRODUCT_DIM [+ 1]) float32: x[..., H:] of every product-day, as the stream
+    builds it: the mean side information, the product part, and the content-lift channel when
+    ``data.video_q`` is set. The one numpy builder of that part (the GBM head, the model buffers,
+    the LR baseline)."""
+    p = np.asarray(products)
+    parts = [make_side_only(data, p), data.product_x[p]]
+    if data.video_q is not None:
+        parts.append(content_channel(data, p))
+    return np.concatenate(parts, axis=2).astype(np.float32)
+
+
 def tabular_stats(data: LammData, products: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean / std of the side + product part of x over the given products' days (for the model buffers)."""
     p = np.asarray(products)
     n_b, d = len(p), data.n_days
-    b = make_side_only(data, p)  # (B, D, SIDE)
-    parts = [b, data.product_x[p]] + ([content_channel(data, p)] if data.video_q is not None else [])
-    tab = np.concatenate(parts, axis=2).reshape(n_b * d, -1).astype(np.float64)
+    tab = tab_part(data, p).reshape(n_b * d, -1).astype(np.float64)
     mean, std = tab.mean(0), tab.std(0)
     return mean.astype(np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32)
 

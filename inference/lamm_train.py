@@ -541,9 +541,10 @@ class _Fold:
     log: object = print
 
 
-def _lamm_view(f: _Fold, cfg: LammConfig) -> tuple[LammData, dict, LammConfig]:
-    """The data, normalisation and config LAMM's rows read: with the content-lift channel when
-    ``tc.content_scores`` (inference.content_scores, fitted once per fold on its fit products)."""
+def _fold_view(f: _Fold, cfg: LammConfig) -> tuple[LammData, dict, LammConfig]:
+    """The data, normalisation and LAMM config of the fold's models that read a day input: with the
+    content-lift channel when ``tc.content_scores`` (inference.content_scores, fitted once per fold
+    on its fit products)."""
     if not f.tc.content_scores:
         return f.data, f.norm, cfg
     if "content_view" not in f.extra:
@@ -555,7 +556,7 @@ def _lamm_view(f: _Fold, cfg: LammConfig) -> tuple[LammData, dict, LammConfig]:
 
 def _fold_lamm(f: _Fold, cfg: LammConfig) -> Lamm:
     """The fold's LAMM of ``cfg``, trained once: the LAMM and LAMM+GBM rows share it."""
-    data, norm, cfg = _lamm_view(f, cfg)
+    data, norm, cfg = _fold_view(f, cfg)
     key = "lamm:" + json.dumps(asdict(cfg), sort_keys=True)
     if key not in f.extra:
         torch.manual_seed(f.tc.seed)
@@ -569,7 +570,7 @@ def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) 
     """LAMM's test z (``gbm``: blended with a GBM head fitted on the fold, the "LAMM+GBM" row);
     ``coverage`` records the conformal interval's out-of-fold coverage in ``f.extra``."""
     model = _fold_lamm(f, cfg)
-    data, norm, _ = _lamm_view(f, cfg)
+    data, norm, _ = _fold_view(f, cfg)
     head = None
     if gbm:  # the served blend; asked for with gbm_weight 0 (LAMM alone), its weight is chosen
         tc = f.tc if f.tc.gbm_weight != 0 else replace(f.tc, gbm_weight=None)
@@ -595,7 +596,7 @@ def _permutation_metrics(
     what the trained model draws from that modality, free of the retraining noise the removal
     ablation carries."""
     model = _fold_lamm(f, cfg)
-    data, _, _ = _lamm_view(f, cfg)
+    data, _, _ = _fold_view(f, cfg)
     runs = [
         metrics(predict_z(model, data, f.test_p, permute=modality, seed=r), f.true, f.norm)
         for r in range(repeats)
@@ -614,7 +615,7 @@ def _predict(name: str, f: _Fold, cfg: LammConfig, pooled) -> np.ndarray:
     if name in ABLATIONS:
         return _predict_lamm(f, replace(cfg, **ABLATIONS[name]), coverage=False)
     # with --content-scores every model that reads a day input gets the channel too (same view)
-    data, norm, _ = _lamm_view(f, cfg)
+    data, norm, _ = _fold_view(f, cfg)
     if name in B.NEURAL:
         torch.manual_seed(f.tc.seed)
         # LAMM's day-model options, so a neural baseline differs from LAMM only in its video encoder

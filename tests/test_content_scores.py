@@ -262,9 +262,27 @@ def test_evaluate_with_content_scores_refuses_removal_ablations_and_missing_anno
         evaluate(replace(data, annotations=None), tmp_path / "e", models=("LAMM",), ablations=(), tc=tc)
 
 
-def test_evaluate_gives_every_model_the_channel(world, tmp_path):
+def test_evaluate_gives_every_model_the_channel(world, tmp_path, monkeypatch):
     """With content scores the baselines read the same x (their LSTM / trees get the column too),
     and the permutation ablation rescores the shuffled videos."""
+    import inference.baselines as B
+
+    seen = {}
+    for name in ("fit_predict_lr", "fit_predict_lightgbm"):
+        real = getattr(B, name)
+
+        def spy(data, *a, _real=real, _name=name, **kw):
+            seen[_name] = data.video_q is not None
+            return _real(data, *a, **kw)
+
+        monkeypatch.setattr(B, name, spy)
+    real_nb = B.NeuralBaseline
+
+    def spy_nb(cfg):
+        seen["NeuralBaseline"] = cfg.content_channel
+        return real_nb(cfg)
+
+    monkeypatch.setattr(B, "NeuralBaseline", spy_nb)
     data = load_lamm_data(world)
     tc = TrainConfig(epochs=1, batch_products=4, bf16=False, content_scores=True)
     res = evaluate(
@@ -281,6 +299,7 @@ def test_evaluate_gives_every_model_the_channel(world, tmp_path):
     assert set(fold["models"]) == {"LAMM", "Concat_MLP", "LR", "LightGBM"}
     assert all(np.isfinite(m["mae"]) for m in fold["models"].values())
     assert res["train"]["content_scores"] and "frame" in fold["permutation"]
+    assert seen == {"fit_predict_lr": True, "fit_predict_lightgbm": True, "NeuralBaseline": True}
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])

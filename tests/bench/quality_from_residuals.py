@@ -121,49 +121,14 @@ def fit_q(
     return w.detach().numpy()
 
 
-def fit_q_sales(data, products, phi: np.ndarray, *, steps=600, lr=0.05, log=print) -> np.ndarray:
-    """(F,) weights w of q_v = w . phi_v from a structural model of the same day's sales (no
-    forecast involved): units(p, t) ~ Poisson(base + lift) with
+def fit_q_sales(data, products, phi: np.ndarray, *, steps=600, log=print) -> np.ndarray:
+    """(F,) weights w of q_v = w . phi_v from a structural model of the same day's sales
+    (``inference.content_scores.fit_conversion``: organic base + each active video converting its
+    impressions at exp(b_p + q_v)). ``phi``: (videos of ``products`` in data's order, F)
+    standardized."""
+    from inference.content_scores import fit_conversion_on
 
-        base = exp(a_p + g_t + d * log_discount(p, t))    lift = sum over active v of exp(b_p + q_v) x impressions_v(t)
-
-    a_p, b_p per product (b_p pulled to their mean), g_t per day: organic demand, and each
-    video converting its impressions at a rate its content sets. ``phi``: (videos of ``products``
-    in data's order, F) standardized."""
-    from inference.daily import PRODUCT_FEATURES, SIDE_DIM  # noqa: F401  (column names)
-
-    p = np.asarray(products)
-    D = data.n_days
-    pv, slot, li = _pairs(data, p)
-    impr = torch.expm1(li)
-    y = torch.tensor(data.units[p], dtype=torch.float32)  # (B, D)
-    ok = ~torch.isnan(y)
-    y0 = torch.nan_to_num(y)
-    disc = torch.tensor(data.product_x[p][..., PRODUCT_FEATURES.index("log_discount")], dtype=torch.float32)
-    phi_t = torch.tensor(phi, dtype=torch.float32)
-    mean_units = (y0.sum(1) / ok.sum(1).clamp(min=1)).clamp(min=0.5)
-    a_p = torch.log(0.5 * mean_units).clone().requires_grad_(True)
-    tot_imp = torch.zeros(len(p) * D).index_add(0, slot, impr).view(len(p), D).sum(1).clamp(min=1.0)
-    b0 = torch.log(0.5 * (y0.sum(1) / tot_imp).clamp(min=1e-6)).median()
-    b_p = torch.full((len(p),), float(b0)).requires_grad_(True)
-    g = torch.zeros(D, requires_grad=True)
-    d = torch.zeros(1, requires_grad=True)
-    w = torch.zeros(phi.shape[1], requires_grad=True)
-    opt = torch.optim.Adam([a_p, b_p, g, d, w], lr=lr)
-    prod_of_pair = torch.div(slot, D, rounding_mode="floor")
-    for it in range(steps):
-        base = torch.exp(a_p[:, None] + g[None, :] + d * disc)
-        rate = torch.exp(b_p[prod_of_pair] + (phi_t @ w)[pv]) * impr
-        lift = torch.zeros(len(p) * D).index_add(0, slot, rate).view(len(p), D)
-        mu = (base + lift).clamp(min=1e-6)
-        nll = (mu - y0 * torch.log(mu))[ok].mean()
-        loss = nll + 1e-2 * ((b_p - b_p.mean()) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if it % max(steps // 6, 1) == 0:
-            log(f"{it} {float(nll.detach()):.4f}")
-    return w.detach().numpy()
+    return fit_conversion_on(data, products, phi, steps=steps, log=log)
 
 
 def main(argv: list[str] | None = None) -> float:
