@@ -12,6 +12,7 @@ from schemas.events import SalesDaily
 from schemas.outputs import ForecastAlert, InfluencerAdvice
 from streams.api import create_app, store_url
 from streams.sinks import ChdbSink, ClickHouseSink, StoreError, StoreURLError, open_store
+from tests.factories import advice
 from tests.factories import forecast as _forecast
 
 DB = "liftstream"
@@ -35,27 +36,17 @@ def _alert(pid, target, rule, severity, current, emitted) -> ForecastAlert:
 
 
 def _advice(vid, pid, followers, tier, fei, opt_tier, actual, optimal, version, emitted) -> InfluencerAdvice:
-    return InfluencerAdvice(
-        video_id=vid,
-        product_id=pid,
-        influencer_id=f"inf-{vid}",
-        day=date(2026, 11, 19),
+    return advice(
+        vid,
+        pid,
+        tier,
+        opt_tier,
+        actual,
+        optimal,
         followers=followers,
-        tier=tier,
         fei=fei,
-        curve_shape="s_shaped",
-        expected_impressions=1000.0,
-        optimal_followers=200_000,
-        optimal_tier=opt_tier,
-        optimal_followers_low=120_000,
-        optimal_followers_high=350_000,
-        expected_impressions_optimal=4000.0,
-        profit_actual=actual,
-        profit_optimal=optimal,
-        value_per_impression=0.02,
-        cost_per_1k_followers=5.0,
-        model_version=version,
-        emitted_at=datetime.fromisoformat(emitted),
+        version=version,
+        emitted=emitted,
     )
 
 

@@ -18,7 +18,7 @@ from dashboards import build
 from schemas.ddl import COLUMNS, create_all, row_of
 from schemas.outputs import DeadLetter, ForecastAlert, InfluencerAdvice, SalesLiftForecast
 from streams.sinks import chdb_session
-from tests.factories import forecast
+from tests.factories import advice, forecast
 
 DB = build.DATABASE
 FROM, TO = "2026-11-01 00:00:00", "2026-11-21 00:20:00"
@@ -97,27 +97,16 @@ def _forecast(*args) -> SalesLiftForecast:
 
 
 def _advice(vid, pid, tier, opt_tier, actual, optimal) -> InfluencerAdvice:
-    return InfluencerAdvice(
-        video_id=vid,
-        product_id=pid,
-        influencer_id=f"i-{vid}",
-        day=date(2026, 11, 20),
-        followers=20_000,
-        tier=tier,
-        fei=0.8,
-        curve_shape="s_shaped",
-        expected_impressions=1000.0,
-        optimal_followers=200_000,
-        optimal_tier=opt_tier,
-        optimal_followers_low=120_000,
-        optimal_followers_high=350_000,
-        expected_impressions_optimal=5000.0,
-        profit_actual=actual,
-        profit_optimal=optimal,
-        value_per_impression=0.02,
-        cost_per_1k_followers=5.0,
-        model_version="fei-test",
-        emitted_at=_dt("2026-11-20 10:00:00"),
+    return advice(
+        vid,
+        pid,
+        tier,
+        opt_tier,
+        actual,
+        optimal,
+        day="2026-11-20",
+        impressions_optimal=5000.0,
+        emitted="2026-11-20 10:00:00",
     )
 
 
