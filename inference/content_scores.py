@@ -11,8 +11,16 @@ same day's sales, then hand the day model one channel:
    (frame), engagement saliency (motion) and speech about the product (audio), and of the
    title's tokens for "the title names the product" (the brand token's projection), trained on a small annotated set
    (per-segment labels, as an annotation team or a product detector would give them).
+   **Match** (``fit_match``): whether the frames show the product the title names. Both carry the
+   product's identity (the presence-weighted frame look, the brand token's embedding); no label
+   says which product a video shows, but where the two agree their identity readings correlate,
+   so a canonical correlation analysis of (look, brand token) over many unlabelled videos finds
+   the shared identity directions, and the cosine of a video's canonical variates scores the
+   match (held-out AUC 0.96 for "shows the advertised product" among named videos,
+   tests/bench/match_pilot.py).
 2. **Scores** (``scores``, ``SCORES``): PE = sum_s p_s e_s / sum_s e_s (the PE-score), AF = the same
-   with the voice, the means of p, e, a, the title detector and title x mean presence.
+   with the voice, the means of p, e, a, the title detector, title x mean presence, the match,
+   title x match and title x match x mean presence.
 3. **Conversion** (``fit_conversion``): units(p, t) ~ Poisson(base + lift), base = exp(a_p + g_t +
    d log_discount), lift = sum over the active videos of exp(b_p + w . scores_v) x impressions_v(t):
    organic demand plus each video converting its impressions at a rate its content sets. The same
@@ -27,11 +35,24 @@ Numpy in, numpy out (the fit uses torch); nothing here reads the simulator's tru
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-SCORES = ("pe", "af", "p_mean", "e_mean", "a_mean", "names", "names_x_p")
+SCORES = (
+    "pe",
+    "af",
+    "p_mean",
+    "e_mean",
+    "a_mean",
+    "names",
+    "names_x_p",
+    "match",
+    "names_x_match",
+    "names_x_match_x_p",
+)
+MATCH_DIM = 8  # canonical directions of the look / brand-token match
+MATCH_VIDEOS = 20_000  # unlabelled named videos the match is fitted on
 SEGMENT_DETECTORS = ("frame", "motion", "audio")  # -> presence, saliency, speech about the product
 CHANNEL_SHIFT, CHANNEL_SCALE = 9.0, 3.0  # log-lift units to about N(0, 1) on the simulated worlds
 
@@ -56,30 +77,90 @@ class Detectors:
     the product" on the summed tokens), read as the largest projection over the title's tokens and
     calibrated by ``title_cal`` (slope, intercept). The brand is one token: its projection stands
     out, where in the sum the other words drown it (held-out correlation with the label 0.94
-    against 0.71 for the sum, tests/bench/pe_score.py)."""
+    against 0.71 for the sum, tests/bench/pe_score.py). match_look / match_brand (F, k) and
+    match_mean (2, F): the canonical directions and means of ``fit_match``."""
 
     frame: np.ndarray
     motion: np.ndarray
     audio: np.ndarray
     title: np.ndarray
-    title_cal: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0]))
+    title_cal: np.ndarray
+    match_look: np.ndarray
+    match_brand: np.ndarray
+    match_mean: np.ndarray
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in DETECTOR_ARRAYS}
 
 
-DETECTOR_ARRAYS = (*SEGMENT_DETECTORS, "title", "title_cal")
+DETECTOR_ARRAYS = (*SEGMENT_DETECTORS, "title", "title_cal", "match_look", "match_brand", "match_mean")
+
+
+def _title_proj(title, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T, F) float32 title and (N, T) projections of its tokens on ``direction`` ((F + 1,)
+    ridge weights, intercept unused), -inf on padded tokens (exact zeros, schemas.dataset)."""
+    t = np.asarray(title, dtype=np.float32)
+    proj = t @ direction[:-1].astype(np.float32)
+    return t, np.where(np.any(t != 0, axis=2), proj, -np.inf)
 
 
 def title_max(title, direction: np.ndarray) -> np.ndarray:
-    """(N,) the largest projection of a title's real tokens on ``direction`` ((F + 1,) ridge
-    weights, intercept unused); padded tokens are exact zeros (schemas.dataset) and do not count;
-    0 for a title with no token."""
-    t = np.asarray(title, dtype=np.float32)
-    proj = t @ direction[:-1].astype(np.float32)  # (N, T)
-    real = np.any(t != 0, axis=2)
-    best = np.where(real, proj, -np.inf).max(axis=1)
+    """(N,) the largest projection of a title's real tokens on ``direction``; 0 for a title with
+    no token."""
+    best = _title_proj(title, direction)[1].max(axis=1)
     return np.where(np.isfinite(best), best, 0.0).astype(np.float32)
+
+
+def brand_token(title, direction: np.ndarray) -> np.ndarray:
+    """(N, F) the title token with the largest projection on ``direction`` (the brand-name token
+    where the title names the product); zeros for a title with no token."""
+    t, proj = _title_proj(title, direction)
+    return (
+        t[np.arange(len(t)), proj.argmax(axis=1)]
+        if t.shape[1]
+        else np.zeros((len(t), t.shape[2]), np.float32)
+    )
+
+
+def product_look(frame, p: np.ndarray) -> np.ndarray:
+    """(N, F) presence-weighted mean frame of N videos ((N, S) presence p, 0 on padding): what the
+    product on screen looks like; zeros where no segment shows a product."""
+    f = np.asarray(frame, dtype=np.float32)
+    w = p / np.maximum(p.sum(1, keepdims=True), 1e-6)
+    return np.einsum("ns,nsf->nf", w, f)
+
+
+def fit_match(
+    look: np.ndarray, brand: np.ndarray, k: int = MATCH_DIM, reg: float = 1e-2
+) -> dict[str, np.ndarray]:
+    """Canonical correlation analysis of (N, F) product looks and brand tokens of videos whose
+    title names the product: the top-k canonical directions of each (``match_look``,
+    ``match_brand``) and the means (``match_mean``). Covariances are ridged by ``reg`` x their
+    mean eigenvalue. Unsupervised: the shared directions are the product identity, which the two
+    carry alike where the frames show the named product."""
+    a, b = np.asarray(look, dtype=np.float64), np.asarray(brand, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or len(a) < 2:
+        raise ValueError(f"fit_match: expected two (N >= 2, F) arrays, got {a.shape} and {b.shape}")
+    ma, mb = a.mean(0), b.mean(0)
+    a, b = a - ma, b - mb
+
+    def inv_sqrt(c: np.ndarray) -> np.ndarray:
+        c = c + reg * max(np.trace(c) / len(c), 1e-12) * np.eye(len(c))
+        w, v = np.linalg.eigh(c)
+        return (v / np.sqrt(w)) @ v.T
+
+    wa, wb = inv_sqrt(a.T @ a / len(a)), inv_sqrt(b.T @ b / len(b))
+    u, _, vt = np.linalg.svd(wa @ (a.T @ b / len(a)) @ wb)
+    k = min(k, a.shape[1])
+    return {"match_look": wa @ u[:, :k], "match_brand": wb @ vt[:k].T, "match_mean": np.stack([ma, mb])}
+
+
+def match_score(det: Detectors, look: np.ndarray, brand: np.ndarray) -> np.ndarray:
+    """(N,) in [0, 1]: the cosine of a video's canonical look and brand-token variates, clipped."""
+    va = (look - det.match_mean[0]).astype(np.float32) @ det.match_look.astype(np.float32)
+    vb = (brand - det.match_mean[1]).astype(np.float32) @ det.match_brand.astype(np.float32)
+    cos = (va * vb).sum(1) / np.sqrt((va * va).sum(1) * (vb * vb).sum(1) + 1e-9)
+    return np.clip(cos, 0.0, 1.0)
 
 
 def fit_detectors(
@@ -107,6 +188,12 @@ def fit_detectors(
     names = np.asarray(names, dtype=np.float64)
     w["title"] = ridge(np.asarray(title, dtype=np.float32).sum(axis=1), names, alpha)
     w["title_cal"] = ridge(title_max(title, w["title"])[:, None], names, 1e-6)
+    # the match on the annotated videos whose title names the product (fit_content refits it on
+    # many unlabelled videos: it needs no label)
+    p = np.clip(_apply(frame, w["frame"]), 0, 1) * m
+    look, brand = product_look(frame, p), brand_token(title, w["title"])
+    named = names > 0.5 if (names > 0.5).sum() >= 2 else np.ones(len(names), bool)
+    w.update(fit_match(look[named], brand[named]))
     return Detectors(**w)
 
 
@@ -120,6 +207,7 @@ def scores(det: Detectors, frame, motion, audio, seg_mask, title) -> np.ndarray:
     n = np.maximum(m.sum(1), 1)
     p_mean = p.sum(1) / n
     names = np.clip(_apply(title_max(title, det.title)[:, None], det.title_cal), 0, 1)
+    match = match_score(det, product_look(frame, p), brand_token(title, det.title))
     return np.column_stack(
         [
             (p * e).sum(1) / np.maximum(e.sum(1), 1e-6),
@@ -129,6 +217,9 @@ def scores(det: Detectors, frame, motion, audio, seg_mask, title) -> np.ndarray:
             a.sum(1) / n,
             names,
             names * p_mean,
+            match,
+            names * match,
+            names * match * p_mean,
         ]
     ).astype(np.float32)
 
@@ -261,6 +352,27 @@ def fit_conversion_on(data, products: np.ndarray, phi: np.ndarray, **kw) -> np.n
     )
 
 
+def _refit_match(det: Detectors, data, vids: np.ndarray, log, max_videos: int = MATCH_VIDEOS) -> Detectors:
+    """``det`` with its match refitted (``fit_match``) on up to ``max_videos`` of a LammData's
+    ``vids`` (a seeded sample) whose title the detector reads as naming the product."""
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.permutation(vids)[: 2 * max_videos])  # about half name the product
+    looks, brands = [], []
+    for lo in range(0, len(sample), 4096):
+        r = data.video_row[sample[lo : lo + 4096]]
+        frame, title = data.features["frame"][r], data.features["title"][r]
+        m = np.asarray(data.features["seg_mask"][r], dtype=np.float32)
+        named = np.clip(_apply(title_max(title, det.title)[:, None], det.title_cal), 0, 1) > 0.5
+        p = np.clip(_apply(frame, det.frame), 0, 1) * m
+        looks.append(product_look(frame, p)[named])
+        brands.append(brand_token(title, det.title)[named])
+    look, brand = np.concatenate(looks)[:max_videos], np.concatenate(brands)[:max_videos]
+    if len(look) < 2 * look.shape[1]:  # too few to beat the annotated videos' fit
+        return det
+    log(f"content scores: look / brand-token match on {len(look)} unlabelled named videos")
+    return replace(det, **fit_match(look, brand))
+
+
 def fit_content(data, products: np.ndarray, log=print) -> ContentModel:
     """The content model of a LammData: detectors on its annotated videos of ``products`` (the
     training products), conversion weights from those products' same-day sales."""
@@ -287,10 +399,11 @@ def fit_content(data, products: np.ndarray, log=print) -> ContentModel:
     mask = np.asarray(data.features["seg_mask"][rows], dtype=bool)
     labels = {k: seg[..., i] for i, k in enumerate(SEGMENT_DETECTORS)}
     det = fit_detectors(feats["frame"], feats["motion"], feats["audio"], mask, feats["title"], labels, names)
-    s_ann = scores(det, feats["frame"], feats["motion"], feats["audio"], mask, feats["title"])
-    mu, sd = s_ann.mean(0).astype(np.float64), s_ann.std(0).astype(np.float64) + 1e-6
     log(f"content scores: detectors on {len(av)} annotated videos")
     vids = _ranges(data.video_start, p)
+    det = _refit_match(det, data, vids, log)
+    s_ann = scores(det, feats["frame"], feats["motion"], feats["audio"], mask, feats["title"])
+    mu, sd = s_ann.mean(0).astype(np.float64), s_ann.std(0).astype(np.float64) + 1e-6
     phi = np.empty((len(vids), len(SCORES)), np.float32)
     for lo in range(0, len(vids), 4096):
         r = data.video_row[vids[lo : lo + 4096]]

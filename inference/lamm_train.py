@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inference import content_scores as CS
 from inference import daily as D
 from inference.gbm_head import GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
@@ -344,6 +345,7 @@ def train_or_load(
                 list(D.SIDE_FEATURES),
                 list(D.PRODUCT_FEATURES),
                 D.DAY_INPUT_VERSION,
+                list(CS.SCORES),
             ],  # the day-input definition: a checkpoint of another x never loads
             sort_keys=True,
         ).encode()

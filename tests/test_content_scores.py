@@ -62,6 +62,40 @@ def test_detectors_learn_their_labels_and_pe_is_the_engagement_weighted_presence
     np.testing.assert_allclose(CS.scores(det, fr2, mo, au, mask, title), sc, rtol=1e-5, atol=1e-5)
 
 
+def test_match_finds_whether_the_frames_show_the_named_product():
+    """Frames show a product identity (in proportion to presence) beside a style look and noise; the
+    brand token carries the advertised product's identity. Without labels, the CCA finds the
+    shared directions and the match separates "shows the named product" from "shows another"."""
+    rng = np.random.default_rng(1)
+    n, s, f, k = 3000, 8, 24, 4
+    basis = rng.normal(0, 1, (k, f)) / np.sqrt(f)  # identity directions
+    advertised = rng.normal(0, 1, (n, k))
+    shows = rng.random(n) < 0.7
+    shown = np.where(shows[:, None], advertised, rng.normal(0, 1, (n, k)))
+    p = rng.random((n, s))
+    style = rng.normal(0, 1, (n, f)) * 0.2
+    frame = (p[..., None] * (shown @ basis)[:, None, :] + style[:, None, :]).astype(np.float32)
+    frame += rng.normal(0, 0.1, frame.shape).astype(np.float32)
+    brand = (advertised @ basis + rng.normal(0, 0.05, (n, f))).astype(np.float32)
+    look = CS.product_look(frame, p)
+    fit, held = slice(0, n // 2), slice(n // 2, n)
+    det = CS.Detectors(None, None, None, None, None, **CS.fit_match(look[fit], brand[fit], k=k))
+    m = CS.match_score(det, look[held], brand[held])
+    assert m.shape == (n - n // 2,) and m.min() >= 0 and m.max() <= 1
+    assert m[shows[held]].mean() > 0.8 and m[~shows[held]].mean() < 0.3
+    # a shuffled brand token (the product is not the named one) reads as no match
+    assert CS.match_score(det, look[held], brand[held][::-1]).mean() < 0.3
+    # the brand token is the title token with the largest projection; padding never wins
+    title = np.zeros((2, 3, f), np.float32)
+    title[0, 1] = brand[0]
+    title[0, 0] = -brand[0]
+    direction = np.append(brand[0], 0.0)
+    np.testing.assert_array_equal(CS.brand_token(title, direction)[0], brand[0])
+    np.testing.assert_array_equal(CS.brand_token(title, direction)[1], np.zeros(f))
+    with pytest.raises(ValueError, match="fit_match"):
+        CS.fit_match(look[:5], brand[:4])
+
+
 def test_fit_detectors_refuses_mismatched_labels():
     x = np.zeros((4, 3, 2), np.float32)
     with pytest.raises(ValueError, match="labels"):
