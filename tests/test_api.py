@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events import SalesDaily
-from schemas.outputs import ForecastAlert, InfluencerAdvice
+from schemas.outputs import ForecastAlert
 from streams.api import create_app, store_url
 from streams.sinks import ChdbSink, ClickHouseSink, StoreError, StoreURLError, open_store
 from tests.factories import advice
@@ -35,21 +35,7 @@ def _alert(pid, target, rule, severity, current, emitted) -> ForecastAlert:
     )
 
 
-def _advice(vid, pid, followers, tier, fei, opt_tier, actual, optimal, version, emitted) -> InfluencerAdvice:
-    return advice(
-        vid,
-        pid,
-        tier,
-        opt_tier,
-        actual,
-        optimal,
-        followers=followers,
-        fei=fei,
-        version=version,
-        emitted=emitted,
-    )
-
-
+NEXT = "2026-11-20 10:00:00"  # the fei-2 model's advice
 OUTPUTS = [
     _forecast("p1", "2026-11-20", "provisional", 3, 10.0, 8.0, 12.0, 6.0, 2, "2026-11-19 18:00:00"),
     _forecast("p1", "2026-11-20", "day_close", 5, 12.0, 9.0, 15.0, 7.0, 2, "2026-11-20 00:05:00"),
@@ -62,12 +48,14 @@ OUTPUTS = [
     _alert("p1", "2026-11-21", "pct_drop", "warning", 14.0, "2026-11-20 12:00:00"),
     _alert("p2", "2026-11-21", "below_band", "critical", 9.0, "2026-11-21 00:10:00"),
     _alert("p2", "2026-11-21", "below_band", "critical", 9.0, "2026-11-21 00:10:00"),  # redelivered
-    _advice("v1", "p1", 20_000, "micro", 0.75, "mid_tier", 100.0, 150.0, "fei-1", "2026-11-19 10:00:00"),
-    _advice(
-        "v1", "p1", 20_000, "micro", 0.5, "mid_tier", 100.0, 160.0, "fei-2", "2026-11-20 10:00:00"
-    ),  # newer
-    _advice("v2", "p1", 5_000, "nano", 1.25, "mid_tier", 50.0, 80.0, "fei-2", "2026-11-20 10:00:00"),
-    _advice("v3", "p1", 30_000, "micro", 1.0, "macro", 40.0, 40.5, "fei-2", "2026-11-20 10:00:00"),
+    advice("v1", "p1", "micro", "mid_tier", 100.0, 150.0, fei=0.75, version="fei-1"),
+    advice("v1", "p1", "micro", "mid_tier", 100.0, 160.0, fei=0.5, version="fei-2", emitted=NEXT),  # newer
+    advice(
+        "v2", "p1", "nano", "mid_tier", 50.0, 80.0, followers=5_000, fei=1.25, version="fei-2", emitted=NEXT
+    ),
+    advice(
+        "v3", "p1", "micro", "macro", 40.0, 40.5, followers=30_000, fei=1.0, version="fei-2", emitted=NEXT
+    ),
 ]
 SALES = [
     SalesDaily(event_id="s1", day=date(2026, 11, 20), product_id="p1", units=11, price=9.9, rating=4.8),

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime
+from functools import partial
 
 import pytest
 
 from dashboards import build
 from schemas.ddl import COLUMNS, create_all, row_of
-from schemas.outputs import DeadLetter, ForecastAlert, InfluencerAdvice, SalesLiftForecast
+from schemas.outputs import DeadLetter, ForecastAlert, SalesLiftForecast
 from streams.sinks import chdb_session
 from tests.factories import advice, forecast
 
@@ -96,18 +97,8 @@ def _forecast(*args) -> SalesLiftForecast:
     return forecast(*args, version="lamm-test")
 
 
-def _advice(vid, pid, tier, opt_tier, actual, optimal) -> InfluencerAdvice:
-    return advice(
-        vid,
-        pid,
-        tier,
-        opt_tier,
-        actual,
-        optimal,
-        day="2026-11-20",
-        impressions_optimal=5000.0,
-        emitted="2026-11-20 10:00:00",
-    )
+# advice for day 2026-11-20 (the dashboards' time range)
+_advice = partial(advice, day="2026-11-20", impressions_optimal=5000.0, emitted="2026-11-20 10:00:00")
 
 
 def _alert(pid, rule, severity, current, emitted) -> ForecastAlert:

@@ -75,10 +75,17 @@ def bench_head(x_tab_dim: int, n_trees: int = 120, num_leaves: int = 15, seed: i
 
 def bench_content_model(seed: int = 0):
     """A content model with random detectors and weights (the cost does not depend on them)."""
-    from inference.content_scores import SCORES, ContentModel, Detectors
+    from inference.content_scores import MATCH_DIM, SCORES, ContentModel, Detectors
 
     rng = np.random.default_rng(seed)
-    det = Detectors(*(rng.normal(0, 0.05, L.FEATURE_DIM + 1) for _ in range(4)))
+    f = L.FEATURE_DIM
+    det = Detectors(
+        *(rng.normal(0, 0.05, f + 1) for _ in range(4)),
+        title_cal=np.array([1.0, 0.0]),
+        match_look=rng.normal(0, 0.1, (f, MATCH_DIM)),
+        match_brand=rng.normal(0, 0.1, (f, MATCH_DIM)),
+        match_mean=np.zeros((2, f)),
+    )
     return ContentModel(det, np.zeros(len(SCORES)), np.ones(len(SCORES)), rng.normal(0, 0.3, len(SCORES)))
 
 
