@@ -60,6 +60,12 @@ class FitConfig:
     # h only through its level. Off by default: it raises the profit share but lowers the shape
     # accuracy and helps the naive regression more (docs/fei.md, "Supervised level score")
     level_score: bool = False
+    # one more level-only content column from the dataset's annotations/: the engagement-saliency
+    # detector of "Engagement that Sells" (inference.content_scores: a ridge of the saliency labels
+    # on one motion segment) applied to the motion means, i.e. the video's mean saliency. How many
+    # impressions a video earns rises with it; a label, not the outcome, finds the direction
+    # (docs/fei.md, "Saliency level")
+    saliency_level: bool = False
     vsvae: V.VSVAEConfig = field(default_factory=V.VSVAEConfig)
     # the IV estimator behind the FEI: "control_function" (default; measured better on the paper
     # world, docs/fei.md) or "deepiv" (the paper's Deep IV); each has its own network settings
@@ -242,6 +248,10 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
             )
             pooled = pooled.with_direction(level.weights / level.scale)
             vs_report = {"level_score": {"blocks": level.blocks, "cv_mse": level.cv_mse}}
+        if cfg.saliency_level:
+            weights, info = saliency_direction(root, videos, rows, feats, stats, pooled)
+            pooled = pooled.with_direction(weights)
+            vs_report = {**vs_report, "saliency_level": info}
         r = pooled.transform(stats)
     t_vae = time.time() - t0
     x = F.covariates(r, meta)
@@ -270,6 +280,45 @@ def fit_advisor(root: str | Path, cfg: FitConfig | None = None, progress: bool =
         pooled=pooled,
     )
     return FeiAdvisorFit(adv, x, t, z, y, r)
+
+
+def saliency_direction(root, videos: pa.Table, rows: np.ndarray, feats, stats: np.ndarray, pooled):
+    """(P,) weights over ``pooled``'s standardized statistics that read a video's mean engagement
+    saliency, scaled to unit variance over the videos, and a report. The saliency detector is
+    ``inference.content_scores``' ridge of the annotations' per-segment saliency on one motion
+    segment; averaged over a video's segments it is the same linear map of the motion means (before
+    the detector's clip to [0, 1], which the level column does without)."""
+    from inference.content_scores import ridge
+
+    ann = DS.read_annotations(root)
+    if ann is None:
+        raise DS.DatasetError(
+            f"{root}: no annotations/ (schemas.dataset): the saliency level needs per-segment labels of some videos"
+        )
+    table, seg = ann
+    row_of = dict(zip(videos.column("video_id").to_pylist(), range(videos.num_rows), strict=True))
+    ids = table.column("video_id").to_pylist()
+    unknown = [v for v in ids if v not in row_of]
+    if unknown:
+        raise DS.DatasetError(
+            f"{root}/annotations/videos.parquet: {len(unknown)} unknown video_id, e.g. {unknown[:3]}"
+        )
+    fr = rows[[row_of[v] for v in ids]]
+    order = np.argsort(fr)  # memmaps read in row order
+    motion = np.asarray(feats["motion"][fr[order]], dtype=np.float32)
+    mask = np.asarray(feats["seg_mask"][fr[order]], dtype=bool)
+    label = seg[order][..., DS.ANNOTATION_LABELS.index("saliency")]
+    w = ridge(motion[mask], label[mask])
+    d = stats.shape[1] // len(F.POOLED_STATS)
+    raw = np.zeros(stats.shape[1])
+    b = F.POOLED_STATS.index("motion_mean")
+    raw[b * d : (b + 1) * d] = w[:-1]
+    weights = raw * pooled.scale  # on (stats - mean) / scale
+    score = ((stats - pooled.mean) / pooled.scale) @ weights
+    sd = float(score.std()) or 1.0
+    pred = np.clip(motion[mask] @ w[:-1] + w[-1], 0, 1)
+    r2 = 1.0 - float(np.mean((pred - label[mask]) ** 2) / np.var(label[mask]))
+    return weights / sd, {"annotated_videos": len(ids), "segment_r2_in_sample": round(r2, 3)}
 
 
 def fit_iv(cfg: FitConfig, content_dim: int, t, x, z, y, **overrides):
@@ -312,7 +361,7 @@ def iv_config(cfg: FitConfig, content_dim: int) -> DeepIVConfig:
     follower count (the treatment), so it carries the confounder; given t it says nothing more about
     it, and h keeps it as a covariate (docs/fei.md, "Control function")."""
     level = {}
-    n_level = cfg.level_dim + int(cfg.level_score)
+    n_level = cfg.level_dim + int(cfg.level_score) + int(cfg.saliency_level)
     if cfg.content == "pooled" and n_level:
         level = {"level_only": tuple(range(content_dim - n_level, content_dim))}
     if cfg.estimator == "deepiv":
@@ -411,6 +460,12 @@ def cli_fit(argv: list[str]) -> int:
         action="store_true",
         help="pooled content: add the supervised level score (fei.LevelScore), a level-only covariate",
     )
+    p.add_argument(
+        "--saliency-level",
+        action="store_true",
+        help="pooled content: add the mean engagement saliency read by a detector trained on the "
+        "dataset's annotations/, a level-only covariate",
+    )
     a = p.parse_args(argv)
     base = FitConfig()
     epochs = {} if a.iv_epochs is None else {"max_epochs": a.iv_epochs}
@@ -420,6 +475,7 @@ def cli_fit(argv: list[str]) -> int:
         snr_dim=a.snr_dim,
         level_dim=a.level_dim,
         level_score=a.level_score,
+        saliency_level=a.saliency_level,
         vsvae=V.VSVAEConfig(max_train_videos=a.vae_train_videos, max_epochs=a.vae_epochs, seed=a.seed),
         estimator=a.estimator,
         deepiv=replace(base.deepiv, seed=a.seed, **epochs),

@@ -123,6 +123,36 @@ def test_advisor_with_the_level_score_gives_it_to_h_as_a_level_only_column(world
     assert np.allclose(back.covariates(vb, meta), adv.covariates(vb, meta))
 
 
+def test_saliency_level_reads_the_videos_mean_saliency_from_the_annotations(world, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    import pyarrow.parquet as pq
+
+    from schemas import dataset as DS
+
+    fit = FT.fit_advisor(world, replace(TINY, saliency_level=True, members=1), progress=False)
+    adv = fit.advisor
+    k = FT.FitConfig.pooled_dim
+    assert fit.r.shape[1] == k + 1 and adv.estimator.cfg.level_only == (k,)
+    assert adv.report["saliency_level"]["annotated_videos"] > 0
+    # the column is the detector's mean saliency: it follows the simulator's true e_mean
+    truth = pq.read_table(world / "truth" / "videos.parquet").to_pandas().set_index("video_id")
+    videos = pq.read_table(world / "videos.parquet").column("video_id").to_pylist()
+    e_mean = truth.loc[videos, "e_mean"].to_numpy()
+    assert np.corrcoef(fit.r[:, k], e_mean)[0, 1] > 0.75  # 0.82 here (tiny world, short videos)
+    assert abs(fit.r[:, k].std() - 1.0) < 0.01
+    back = F.FeiAdvisor.load(adv.save(tmp_path / "a"))
+    vb, meta = _batch(world, 10)
+    assert np.allclose(back.covariates(vb, meta), adv.covariates(vb, meta))
+    # a dataset without annotations: a clear error, before any fit
+    bare = tmp_path / "bare"
+    shutil.copytree(world, bare)
+    shutil.rmtree(bare / "annotations")
+    with pytest.raises(DS.DatasetError, match="annotations"):
+        FT.fit_advisor(bare, replace(TINY, saliency_level=True, members=1), progress=False)
+
+
 def test_heatmap_optimum_falls_with_cost_and_rises_with_value(tmp_path):
     grid = np.exp(np.linspace(np.log(1e2), np.log(1e7), 400))
     values, costs = np.array([0.02, 0.1, 0.2]), np.array([5.0, 20.0, 100.0])

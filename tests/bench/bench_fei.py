@@ -76,6 +76,7 @@ def fit_config(args) -> FT.FitConfig:
         snr_dim=args.snr_dim,
         level_dim=args.level_dim,
         level_score=args.level_score,
+        saliency_level=args.saliency_level,
         estimator=args.estimator,
         members=args.members,
         vsvae=V.VSVAEConfig(max_train_videos=args.vae_train_videos, max_epochs=args.vae_epochs),
@@ -631,6 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--level-score", action="store_true", help="add the supervised level score (fei.LevelScore)"
+    )
+    p.add_argument(
+        "--saliency-level",
+        action="store_true",
+        help="add the annotation-trained mean saliency as a level-only column (FitConfig.saliency_level)",
     )
     p.add_argument("--members", type=int, default=FT.FitConfig.members, help="IV fits averaged (IVEnsemble)")
     p.add_argument("--seed", type=int, default=0, help="seed of the IV fits (and of the PCA sample)")
