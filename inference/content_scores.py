@@ -96,30 +96,19 @@ class Detectors:
 DETECTOR_ARRAYS = (*SEGMENT_DETECTORS, "title", "title_cal", "match_look", "match_brand", "match_mean")
 
 
-def _title_proj(title, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, T, F) float32 title and (N, T) projections of its tokens on ``direction`` ((F + 1,)
-    ridge weights, intercept unused), -inf on padded tokens (exact zeros, schemas.dataset)."""
+def title_reads(title, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) the largest projection of a title's real tokens on ``direction`` ((F + 1,) ridge
+    weights, intercept unused) and (N, F) that token (the brand-name token where the title names
+    the product), from one projection; 0 and zeros for a title with no token (padded tokens are
+    exact zeros, schemas.dataset, and never count)."""
     t = np.asarray(title, dtype=np.float32)
-    proj = t @ direction[:-1].astype(np.float32)
-    return t, np.where(np.any(t != 0, axis=2), proj, -np.inf)
-
-
-def title_max(title, direction: np.ndarray) -> np.ndarray:
-    """(N,) the largest projection of a title's real tokens on ``direction``; 0 for a title with
-    no token."""
-    best = _title_proj(title, direction)[1].max(axis=1)
-    return np.where(np.isfinite(best), best, 0.0).astype(np.float32)
-
-
-def brand_token(title, direction: np.ndarray) -> np.ndarray:
-    """(N, F) the title token with the largest projection on ``direction`` (the brand-name token
-    where the title names the product); zeros for a title with no token."""
-    t, proj = _title_proj(title, direction)
-    return (
-        t[np.arange(len(t)), proj.argmax(axis=1)]
-        if t.shape[1]
-        else np.zeros((len(t), t.shape[2]), np.float32)
-    )
+    n, _, f = t.shape
+    if t.shape[1] == 0:
+        return np.zeros(n, np.float32), np.zeros((n, f), np.float32)
+    proj = np.where(np.any(t != 0, axis=2), t @ direction[:-1].astype(np.float32), -np.inf)  # (N, T)
+    best = proj.argmax(axis=1)
+    top = proj[np.arange(n), best]
+    return np.where(np.isfinite(top), top, 0.0).astype(np.float32), t[np.arange(n), best]
 
 
 def product_look(frame, p: np.ndarray) -> np.ndarray:
@@ -187,27 +176,33 @@ def fit_detectors(
         w[k] = ridge(np.asarray(x, dtype=np.float32)[m], y[m], alpha)
     names = np.asarray(names, dtype=np.float64)
     w["title"] = ridge(np.asarray(title, dtype=np.float32).sum(axis=1), names, alpha)
-    w["title_cal"] = ridge(title_max(title, w["title"])[:, None], names, 1e-6)
+    top, brand = title_reads(title, w["title"])
+    w["title_cal"] = ridge(top[:, None], names, 1e-6)
     # the match on the annotated videos whose title names the product (fit_content refits it on
     # many unlabelled videos: it needs no label)
-    p = np.clip(_apply(frame, w["frame"]), 0, 1) * m
-    look, brand = product_look(frame, p), brand_token(title, w["title"])
+    look = product_look(frame, np.clip(_apply(frame, w["frame"]), 0, 1) * m)
     named = names > 0.5 if (names > 0.5).sum() >= 2 else np.ones(len(names), bool)
     w.update(fit_match(look[named], brand[named]))
     return Detectors(**w)
 
 
+def _product_reads(det: Detectors, frame, m: np.ndarray, title):
+    """Presence p (N, S), "names the product" (N,), the product look and the brand token (N, F)."""
+    frame = np.asarray(frame, dtype=np.float32)  # converted once: the detector and the look read it
+    p = np.clip(_apply(frame, det.frame), 0, 1) * m
+    top, brand = title_reads(title, det.title)
+    names = np.clip(_apply(top[:, None], det.title_cal), 0, 1)
+    return p, names, product_look(frame, p), brand
+
+
 def scores(det: Detectors, frame, motion, audio, seg_mask, title) -> np.ndarray:
     """(N, len(SCORES)) float32 content scores of N videos' feature arrays."""
     m = np.asarray(seg_mask, dtype=np.float32)
-    p, e, a = (
-        np.clip(_apply(x, getattr(det, k)), 0, 1) * m
-        for k, x in zip(SEGMENT_DETECTORS, (frame, motion, audio), strict=True)
-    )
+    p, names, look, brand = _product_reads(det, frame, m, title)
+    e, a = (np.clip(_apply(x, getattr(det, k)), 0, 1) * m for k, x in (("motion", motion), ("audio", audio)))
     n = np.maximum(m.sum(1), 1)
     p_mean = p.sum(1) / n
-    names = np.clip(_apply(title_max(title, det.title)[:, None], det.title_cal), 0, 1)
-    match = match_score(det, product_look(frame, p), brand_token(title, det.title))
+    match = match_score(det, look, brand)
     return np.column_stack(
         [
             (p * e).sum(1) / np.maximum(e.sum(1), 1e-6),
@@ -360,12 +355,10 @@ def _refit_match(det: Detectors, data, vids: np.ndarray, log, max_videos: int = 
     looks, brands = [], []
     for lo in range(0, len(sample), 4096):
         r = data.video_row[sample[lo : lo + 4096]]
-        frame, title = data.features["frame"][r], data.features["title"][r]
         m = np.asarray(data.features["seg_mask"][r], dtype=np.float32)
-        named = np.clip(_apply(title_max(title, det.title)[:, None], det.title_cal), 0, 1) > 0.5
-        p = np.clip(_apply(frame, det.frame), 0, 1) * m
-        looks.append(product_look(frame, p)[named])
-        brands.append(brand_token(title, det.title)[named])
+        _, names, look, brand = _product_reads(det, data.features["frame"][r], m, data.features["title"][r])
+        looks.append(look[names > 0.5])
+        brands.append(brand[names > 0.5])
     look, brand = np.concatenate(looks)[:max_videos], np.concatenate(brands)[:max_videos]
     if len(look) < 2 * look.shape[1]:  # too few to beat the annotated videos' fit
         return det

@@ -290,23 +290,16 @@ def saliency_direction(root, videos: pa.Table, rows: np.ndarray, feats, stats: n
     the detector's clip to [0, 1], which the level column does without)."""
     from inference.content_scores import ridge
 
-    ann = DS.read_annotations(root)
+    ann = DS.annotations_for(root, videos.column("video_id").to_pylist())
     if ann is None:
         raise DS.DatasetError(
             f"{root}: no annotations/ (schemas.dataset): the saliency level needs per-segment labels of some videos"
         )
-    table, seg = ann
-    row_of = dict(zip(videos.column("video_id").to_pylist(), range(videos.num_rows), strict=True))
-    ids = table.column("video_id").to_pylist()
-    unknown = [v for v in ids if v not in row_of]
-    if unknown:
-        raise DS.DatasetError(
-            f"{root}/annotations/videos.parquet: {len(unknown)} unknown video_id, e.g. {unknown[:3]}"
-        )
-    fr = rows[[row_of[v] for v in ids]]
-    order = np.argsort(fr)  # memmaps read in row order
-    motion = np.asarray(feats["motion"][fr[order]], dtype=np.float32)
-    mask = np.asarray(feats["seg_mask"][fr[order]], dtype=bool)
+    pos, seg, _ = ann
+    order = np.argsort(rows[pos])  # memmaps read in row order
+    fr = rows[pos][order]
+    motion = np.asarray(feats["motion"][fr], dtype=np.float32)
+    mask = np.asarray(feats["seg_mask"][fr], dtype=bool)
     label = seg[order][..., DS.ANNOTATION_LABELS.index("saliency")]
     w = ridge(motion[mask], label[mask])
     d = stats.shape[1] // len(F.POOLED_STATS)
@@ -318,7 +311,7 @@ def saliency_direction(root, videos: pa.Table, rows: np.ndarray, feats, stats: n
     sd = float(score.std()) or 1.0
     pred = np.clip(motion[mask] @ w[:-1] + w[-1], 0, 1)
     r2 = 1.0 - float(np.mean((pred - label[mask]) ** 2) / np.var(label[mask]))
-    return weights / sd, {"annotated_videos": len(ids), "segment_r2_in_sample": round(r2, 3)}
+    return weights / sd, {"annotated_videos": len(pos), "segment_r2_in_sample": round(r2, 3)}
 
 
 def fit_iv(cfg: FitConfig, content_dim: int, t, x, z, y, **overrides):

@@ -71,14 +71,8 @@ def fit_lightgbm(x, y, x_val, y_val, *, seed: int, threads: int, categorical=(),
     return model
 
 
-def tab_inputs(data: LammData, products: np.ndarray) -> np.ndarray:
-    """(B, D, SIDE_DIM + PRODUCT_DIM [+ 1]) float32: x[..., H:] of every product-day
-    (``lamm_data.tab_part``)."""
-    return tab_part(data, products)
-
-
 def _xy(data: LammData, products: np.ndarray, norm: dict) -> tuple[np.ndarray, np.ndarray]:
-    x = tab_inputs(data, products)[:, :-1]  # day t's input predicts day t+1
+    x = tab_part(data, products)[:, :-1]  # day t's input predicts day t+1
     y = (data.log_units()[np.asarray(products)][:, 1:] - norm["y_mean"]) / norm["y_std"]
     return x.reshape(-1, x.shape[-1]), y.reshape(-1)
 
@@ -160,5 +154,5 @@ def choose_weight(z_lamm: np.ndarray, z_gbm: np.ndarray, target: np.ndarray, gri
 def predict_gbm_z(head: GbmHead, data: LammData, products: np.ndarray) -> np.ndarray:
     """(B, D-1) the head's z forecasts of days 1..D-1 (``predict_z``'s layout)."""
     p = np.asarray(products)
-    x = tab_inputs(data, p)[:, :-1]
+    x = tab_part(data, p)[:, :-1]
     return head.predict_z(x.reshape(-1, x.shape[-1])).reshape(len(p), data.n_days - 1)

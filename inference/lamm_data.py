@@ -235,23 +235,7 @@ def load_lamm_data(root: str | Path, max_day: int | None = None, in_memory: bool
         pair_raw=np.concatenate([raw, followers[:, None]], axis=1),
         pair_start=pair_start,
         features=feats,
-        annotations=_annotations(root, videos["video_id"].to_numpy()),
-    )
-
-
-def _annotations(root: Path, video_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """annotations/ mapped to this data's video order (annotated videos outside it are left out)."""
-    ann = ds.read_annotations(root)
-    if ann is None:
-        return None
-    table, seg = ann
-    index = pd.Series(np.arange(len(video_ids)), index=video_ids)
-    ids = table.column("video_id").to_numpy(zero_copy_only=False)
-    known = np.isin(ids, video_ids)
-    return (
-        index[ids[known]].to_numpy(),
-        seg[known],
-        table.column("title_names_product").to_numpy(zero_copy_only=False)[known].astype(np.float32),
+        annotations=ds.annotations_for(root, videos["video_id"].to_numpy()),
     )
 
 

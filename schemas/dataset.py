@@ -207,7 +207,31 @@ def read_annotations(root: str | Path) -> tuple[pa.Table, np.ndarray] | None:
     seg = seg.astype(np.float32)
     if not np.isfinite(seg).all() or seg.min() < 0 or seg.max() > 1:
         raise DatasetError(f"{spath}: labels must be finite and in [0, 1]")
+    videos = Path(root) / "videos.parquet"
+    if videos.exists():
+        known = set(pq.read_table(videos, columns=["video_id"]).column("video_id").to_pylist())
+        unknown = [v for v in table.column("video_id").to_pylist() if v not in known]
+        if unknown:
+            raise DatasetError(f"{vpath}: {len(unknown)} video_id not in videos.parquet, e.g. {unknown[:3]}")
     return table, seg
+
+
+def annotations_for(root: str | Path, video_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``read_annotations`` in a caller's video order: (positions in ``video_ids`` of the annotated
+    videos among them, their (n, S, 3) float32 labels, their (n,) float32 "title names the product"),
+    or None without annotations/. Annotated videos outside ``video_ids`` are left out (a caller that
+    reads part of the dataset, e.g. the days up to a cut)."""
+    ann = read_annotations(root)
+    if ann is None:
+        return None
+    table, seg = ann
+    vid = np.asarray(video_ids, dtype=object)
+    pos_of = {v: i for i, v in enumerate(vid.tolist())}
+    ids = table.column("video_id").to_pylist()
+    known = np.array([v in pos_of for v in ids], dtype=bool)
+    pos = np.array([pos_of[v] for v, k in zip(ids, known, strict=True) if k], dtype=np.int64)
+    names = table.column("title_names_product").to_numpy(zero_copy_only=False)
+    return pos, seg[known], names[known].astype(np.float32)
 
 
 def validate_dataset(root: str | Path) -> dict:

@@ -90,8 +90,10 @@ def test_match_finds_whether_the_frames_show_the_named_product():
     title[0, 1] = brand[0]
     title[0, 0] = -brand[0]
     direction = np.append(brand[0], 0.0)
-    np.testing.assert_array_equal(CS.brand_token(title, direction)[0], brand[0])
-    np.testing.assert_array_equal(CS.brand_token(title, direction)[1], np.zeros(f))
+    top, token = CS.title_reads(title, direction)
+    np.testing.assert_array_equal(token[0], brand[0])
+    np.testing.assert_array_equal(token[1], np.zeros(f))
+    assert top[1] == 0.0 and np.isclose(top[0], brand[0] @ brand[0], rtol=1e-5)
     with pytest.raises(ValueError, match="fit_match"):
         CS.fit_match(look[:5], brand[:4])
 
@@ -179,6 +181,18 @@ def test_read_annotations_refuses_bad_folders(tmp_path):
     np.save(a / "segments.npy", np.zeros((2, L.MAX_SEGMENTS, 3), np.float16))
     with pytest.raises(ds.DatasetError, match="unique"):
         ds.read_annotations(tmp_path)
+    # an annotated video the dataset does not have
+    pq.write_table(
+        pa.table({"video_id": ["v1", "v2"], "title_names_product": [True, False]}), a / "videos.parquet"
+    )
+    pq.write_table(pa.table({"video_id": ["v1"]}), tmp_path / "videos.parquet")
+    with pytest.raises(ds.DatasetError, match="not in videos.parquet"):
+        ds.read_annotations(tmp_path)
+    pq.write_table(pa.table({"video_id": ["v0", "v2", "v1"]}), tmp_path / "videos.parquet")
+    pos, seg, names = ds.annotations_for(tmp_path, ["v2", "v1"])  # a caller's subset and order
+    assert pos.tolist() == [1, 0] and seg.shape == (2, L.MAX_SEGMENTS, 3) and names.tolist() == [1.0, 0.0]
+    pos, seg, names = ds.annotations_for(tmp_path, ["v0", "v2"])  # v1 left out
+    assert pos.tolist() == [1] and names.tolist() == [0.0]
 
 
 def test_step_parity_and_counterfactual_with_the_channel():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from inference.daily import NO_VIDEO_FEATURES, PRODUCT_FEATURES, SIDE_DIM
-from inference.gbm_head import GbmHead, choose_weight, fit_gbm_head, predict_gbm_z, tab_inputs
+from inference.gbm_head import GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
 from inference.lamm import LammConfig, LammForecaster
-from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch
+from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch, tab_part
 from inference.lamm_train import SERVED, TrainConfig, _served_summary, norm_constants, summarize, train_lamm
 
 
@@ -80,7 +80,7 @@ def test_save_load_round_trip_and_a_lamm_only_save_drops_the_head(world, trained
     fc.save(tmp_path / "ck")
     fc2 = LammForecaster.load(tmp_path / "ck")
     assert fc2.gbm is not None and fc2.model_version == fc.model_version
-    x = tab_inputs(world, np.arange(4))[:, 2]
+    x = tab_part(world, np.arange(4))[:, 2]
     np.testing.assert_array_equal(fc2.gbm.predict_z(x), fc.gbm.predict_z(x))
     lstm_only = LammForecaster(fc.model, fc.conformal, meta=fc.meta)
     assert lstm_only.model_version != fc.model_version  # the head is part of the version

@@ -48,10 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = data.video_row[rest]
     frame, title = (np.asarray(data.features[k][rows], dtype=np.float32) for k in ("frame", "title"))
     mask = np.asarray(data.features["seg_mask"][rows], dtype=np.float32)
-    look = CS.product_look(frame, np.clip(CS._apply(frame, det.frame), 0, 1) * mask)
-    brand = CS.brand_token(title, det.title)
+    _, names, look, brand = CS._product_reads(det, frame, mask, title)
     fit_half = np.arange(len(rest)) % 2 == 0
-    names = np.clip(CS._apply(CS.title_max(title, det.title)[:, None], det.title_cal), 0, 1)
     det = replace(det, **CS.fit_match(look[fit_half & (names > 0.5)], brand[fit_half & (names > 0.5)]))
     match = CS.match_score(det, look, brand)
     truth = _truth_videos(data, root)

@@ -1,6 +1,6 @@
 """Pilot: can a video's content quality be learned from product sales with a lower-noise target?
 
-One fold of ``liftstream evaluate``'s split. The GBM head's recipe on x (``gbm_head.tab_inputs``)
+One fold of ``liftstream evaluate``'s split. The GBM head's recipe on x (``lamm_data.tab_part``)
 predicts the fit products' next-day z, cross-fitted over two halves (early-stopped on the
 calibration products). A linear q_v = w . phi_v (phi: the video's standardized inputs) is then
 fitted full batch (Adam, ``--steps``, ridge ``--ridge``) so that a + b * c(t) explains those
@@ -28,7 +28,7 @@ import torch
 
 import inference.lamm_data as LD
 import inference.lamm_train as LT
-from inference.gbm_head import HEAD_PARAMS, fit_lightgbm, tab_inputs
+from inference.gbm_head import HEAD_PARAMS, fit_lightgbm
 from tests.bench.lift_channel_pilot import pooled
 
 
@@ -41,7 +41,7 @@ def gbm_residuals(data, fit_p, cal_p, norm) -> np.ndarray:
     D = data.n_days
 
     def rows(p):
-        x = tab_inputs(data, p)[:, :-1]
+        x = LD.tab_part(data, p)[:, :-1]
         return x.reshape(-1, x.shape[-1]), LT.targets_z(data, p, norm).reshape(-1)
 
     half = np.zeros(len(fit_p), bool)
