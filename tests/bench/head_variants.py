@@ -5,18 +5,26 @@ The served forecaster blends LAMM with a GBM head on the day input's tabular par
 the head alone trails the baseline too. This fits, on ``liftstream evaluate``'s folds, seeds and
 split (fit products, early stopping on the calibration products, MAE on z of the test products):
 
-- ``head``: the head as served (``gbm_head.fit_gbm_head``: x[..., H:], ``HEAD_PARAMS``);
-- ``head, baseline trees``: the same input with the baseline's settings (``LGBM_PARAMS``);
-- ``head + ratios``: x[..., H:] plus columns derived from it (``DERIVED``: engagement per
-  impression, the category as one categorical column), ``HEAD_PARAMS``;
-- ``head + ratios, baseline trees``;
-- ``LightGBM``: the baseline on its own table (``baselines.fit_predict_lightgbm``).
+- ``head, baseline trees``: the head as served since v9 (``gbm_head.fit_gbm_head``: x[..., H:],
+  the baseline's settings ``LGBM_PARAMS`` = ``HEAD_PARAMS``);
+- ``head, v8 trees``: the same input with the served recipe until v8 (``V8_TREES``: learning
+  rate 0.1, 15 leaves; a run from before v9 calls it ``head``), and three recipes between;
+- ``head + ratios, ...``: x[..., H:] plus columns derived from it (``DERIVED``: engagement per
+  impression, the category as one categorical column);
+- ``LightGBM``: the baseline on its own table (``baselines.fit_predict_lightgbm``);
+- with ``--lamm`` also ``stack``: the head's input plus LAMM's own forecast as one more column
+  (LAMM's z on the fit products is in-sample), and ``residual``: the head fitted to LAMM's
+  residual on the fit products, added to LAMM's forecast.
+
+``--content-scores`` gives every model the content-lift channel as ``evaluate --content-scores``
+does (the content model fitted on each fold's fit products).
 
 With ``--lamm``, each fold's LAMM is trained as ``evaluate`` trains it (about 2 minutes a fold;
 its calibration and test z are cached in ``--out``'s folder) and every head is also scored in the
 blend, its weight chosen on the calibration products (``gbm_head.choose_weight``), as served.
+Each head's size and LightGBM prediction cost (one thread, 100,000 rows) are recorded too.
 
-    .venv/bin/python -m tests.bench.head_variants --data data/paper_content [--lamm] [--folds-run 0,1,2,3,4] --out runs/bench/head_variants_content.json
+    .venv/bin/python -m tests.bench.head_variants --data data/paper_content [--lamm] [--content-scores] [--folds-run 0,1,2,3,4] --out runs/bench/head_variants_content.json
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,48 +57,68 @@ def derived(tab: np.ndarray) -> np.ndarray:
     return np.column_stack([tab, *ratios, cat]).astype(np.float32)
 
 
-def head_z(data, fit_p, cal_p, products_out, norm, params, seed: int, extra: bool) -> list[np.ndarray]:
-    """The test z (and any other products') of a head with ``params``, fitted as ``fit_gbm_head``
-    fits it, on x[..., H:] (``extra``: plus ``derived``)."""
+def head_z(
+    data, fit_p, cal_p, products_out, norm, params, seed: int, extra: bool, lamm=None, mode: str = "plain"
+) -> tuple[list[np.ndarray], tuple[int, float]]:
+    """The z of ``products_out`` from a head with ``params``, fitted as ``fit_gbm_head`` fits it,
+    on x[..., H:] (``extra``: plus ``derived``), and its serving cost (trees, microseconds per row
+    on one thread). ``lamm`` maps a products array's id to LAMM's (B, D-1) z on it: ``mode``
+    "stack" adds it as a column, "residual" fits the head to y - z_lamm and returns z_lamm + the
+    head."""
     import lightgbm as lgb
 
     def xy(p):
         x, y = G._xy(data, p, norm)
-        return (derived(x) if extra else x), y
+        x = derived(x) if extra else x
+        if mode == "plain":
+            return x, y, 0.0
+        zl = lamm[id(p)].reshape(-1)
+        if mode == "stack":
+            return np.column_stack([x, zl]).astype(np.float32), y, 0.0
+        return x, y - zl, zl
 
-    (x, y), (xv, yv) = xy(fit_p), xy(cal_p)
-    cat = [x.shape[1] - 1] if extra else ()
+    (x, y, _), (xv, yv, _) = xy(fit_p), xy(cal_p)
+    cat = [x.shape[1] - 1 - (mode == "stack")] if extra else ()
     model = G.fit_lightgbm(x, y, xv, yv, seed=seed, threads=1, params=params, categorical=cat)
     booster = lgb.Booster(model_str=model.booster_.model_to_string(num_iteration=model.best_iteration_))
     out = []
     for p in products_out:
-        xt, _ = xy(p)
-        out.append(booster.predict(xt, num_threads=1).reshape(len(p), data.n_days - 1))
-    return out
+        xt, _, base = xy(p)
+        out.append((base + booster.predict(xt, num_threads=1)).reshape(len(p), data.n_days - 1))
+    # serving cost: one thread, 100,000 rows (the step benchmark's batch) tiled from the last products
+    rows = np.resize(xt, (100_000, xt.shape[1]))
+    t0 = time.perf_counter()
+    booster.predict(rows, num_threads=1)
+    return out, (booster.num_trees(), (time.perf_counter() - t0) / len(rows) * 1e6)
 
 
+V8_TREES = {**G.LGBM_PARAMS, "learning_rate": 0.1, "num_leaves": 15}  # the head's recipe until v8
 HEADS = {
-    "head": (G.HEAD_PARAMS, False),
-    "head, baseline trees": (G.LGBM_PARAMS, False),
-    "head + ratios": (G.HEAD_PARAMS, True),
+    "head, v8 trees": (V8_TREES, False),
+    "head, baseline trees": (G.LGBM_PARAMS, False),  # the served head since v9 (G.HEAD_PARAMS)
+    "head, lr 0.05": ({**G.LGBM_PARAMS, "learning_rate": 0.05}, False),
+    "head, lr 0.1, 31 leaves": ({**G.LGBM_PARAMS, "learning_rate": 0.1}, False),
+    "head, lr 0.05, 15 leaves": ({**G.LGBM_PARAMS, "learning_rate": 0.05, "num_leaves": 15}, False),
+    "head + ratios, v8 trees": (V8_TREES, True),
     "head + ratios, baseline trees": (G.LGBM_PARAMS, True),
 }
 
 
-def lamm_z(data, k, fit_p, cal_p, test_p, norm, tc, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Fold k's LAMM (trained as ``evaluate`` trains it) z on the calibration and test products."""
+def lamm_z(data, k, fit_p, cal_p, test_p, norm, tc, cache: Path) -> tuple[np.ndarray, ...]:
+    """Fold k's LAMM (trained as ``evaluate`` trains it) z on the fit, calibration and test products."""
     import torch
 
     from inference.lamm import Lamm, LammConfig
 
     f = cache / f"lamm_fold{k}.npz"
-    if not f.exists():
+    if not f.exists() or "fit" not in np.load(f).files:
         torch.manual_seed(tc.seed)
-        model = Lamm(LammConfig())
+        model = Lamm(LammConfig(content_channel=data.video_q is not None))
         LT.fit(model, data, fit_p, cal_p, norm, tc, log=lambda *_: None)
-        np.savez(f, cal=LT.predict_z(model, data, cal_p), test=LT.predict_z(model, data, test_p))
+        z = {n: LT.predict_z(model, data, p) for n, p in (("fit", fit_p), ("cal", cal_p), ("test", test_p))}
+        np.savez(f, **z)
     z = np.load(f)
-    return z["cal"], z["test"]
+    return z["fit"], z["cal"], z["test"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -99,15 +128,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", default="data/paper_content")
     ap.add_argument("--folds-run", default="0,1,2,3,4")
     ap.add_argument("--lamm", action="store_true", help="also train each fold's LAMM and score the blends")
+    ap.add_argument(
+        "--content-scores",
+        action="store_true",
+        help="every model with the content-lift channel (as evaluate)",
+    )
     ap.add_argument("--out", required=True, help="the table as json (LAMM's cached z beside it)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     out_path = Path(a.out)
     cache = out_path.parent / (out_path.stem + "_lamm")
     cache.mkdir(parents=True, exist_ok=True)
-    data = load_lamm_data(a.data)
-    tc0 = LT.TrainConfig(threads=1)
-    fold_of = LT.fold_assignment(data.n_products, 5, tc0.seed)
+    data0 = load_lamm_data(a.data)
+    tc0 = LT.TrainConfig(threads=1, content_scores=a.content_scores)
+    fold_of = LT.fold_assignment(data0.n_products, 5, tc0.seed)
     res: dict[str, list[float]] = {}
 
     def put(name, z, true, norm, k):
@@ -115,9 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"K{k + 1} {name}: MAE {res[name][-1]:.4f}", flush=True)
 
     for k in (int(s) for s in a.folds_run.split(",")):
-        tc = LT.TrainConfig(threads=1, seed=tc0.seed + k)  # evaluate's per-fold seed (split and models)
+        tc = replace(tc0, seed=tc0.seed + k)  # evaluate's per-fold seed (split and models)
         test_p = np.flatnonzero(fold_of == k)
         fit_p, cal_p = LT.split_calib(np.flatnonzero(fold_of != k), tc.calib_frac, tc.seed)
+        data = LT.with_content(data0, fit_p, log=lambda *_: None) if a.content_scores else data0
         norm = LT.norm_constants(data, fit_p)
         true, true_cal = LT.targets_z(data, test_p, norm), LT.targets_z(data, cal_p, norm)
         put(
@@ -129,11 +164,29 @@ def main(argv: list[str] | None = None) -> dict:
         )
         if a.lamm:
             t0 = time.time()
-            lam_cal, lam_test = lamm_z(data, k, fit_p, cal_p, test_p, norm, tc, cache)
+            lam_fit, lam_cal, lam_test = lamm_z(data, k, fit_p, cal_p, test_p, norm, tc, cache)
             print(f"K{k + 1} LAMM ready ({time.time() - t0:.0f} s)", flush=True)
             put("LAMM", lam_test, true, norm, k)
-        for name, (params, extra) in HEADS.items():
-            z_test, z_cal = head_z(data, fit_p, cal_p, (test_p, cal_p), norm, params, tc.seed, extra)
+            put("LAMM, fit products (in-sample)", lam_fit, LT.targets_z(data, fit_p, norm), norm, k)
+            put("LAMM (calibration products)", lam_cal, true_cal, norm, k)
+        lamm = {id(fit_p): lam_fit, id(cal_p): lam_cal, id(test_p): lam_test} if a.lamm else None
+        heads = {n: (p, e, "plain") for n, (p, e) in HEADS.items()}
+        if a.lamm:
+            heads.update(
+                {
+                    "stack": (V8_TREES, False, "stack"),
+                    "stack, baseline trees": (G.LGBM_PARAMS, False, "stack"),
+                    "residual": (V8_TREES, False, "residual"),
+                }
+            )
+        for name, (params, extra, mode) in heads.items():
+            t0 = time.time()
+            (z_test, z_cal), (trees, us) = head_z(
+                data, fit_p, cal_p, (test_p, cal_p), norm, params, tc.seed, extra, lamm=lamm, mode=mode
+            )
+            print(f"K{k + 1} {name}: {time.time() - t0:.1f} s, {trees} trees, {us:.2f} us/row", flush=True)
+            res.setdefault(f"{name} (trees)", []).append(trees)
+            res.setdefault(f"{name} (us per row)", []).append(us)
             put(name, z_test, true, norm, k)
             if a.lamm:
                 w = G.choose_weight(lam_cal, z_cal, true_cal)
@@ -144,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
     table = {}
     for name, v in res.items():
         row = {"folds": v, "mean": float(np.mean(v))}
-        if "weight" not in name and name != "LightGBM" and len(v) > 1:
+        per_fold_figure = name.endswith(("(trees)", "(us per row)", "(weight)", "(in-sample)", "products)"))
+        if not per_fold_figure and name != "LightGBM" and len(v) > 1:
             row["p_vs_lightgbm"] = float(stats.ttest_rel(v, res["LightGBM"]).pvalue)
         table[name] = row
     print(json.dumps({k: round(v["mean"], 4) for k, v in table.items()}, indent=0))
