@@ -16,15 +16,27 @@ held-out MAE), because how the two compare depends on the world: level on the pa
 (docs/lamm.md, "content world"), where a fixed 0.5 put the blend behind LightGBM alone.
 
 Trained on the same fit products as the LSTM, with early stopping on the same held-out products,
-the LightGBM baseline's recipe with smaller trees (``HEAD_PARAMS``); the conformal interval is then
-calibrated on the blend's held-out residuals.
+with the LightGBM baseline's own recipe (``HEAD_PARAMS``; smaller trees were cheaper to serve and
+lost 0.0005-0.0011 MAE of the blend on each simulated world, docs/lamm.md "v9"); the conformal
+interval is then calibrated on the blend's held-out residuals.
+
+Serving cost: LightGBM's own ``predict`` walks those 200-350 trees at about 9 us a row on one
+core, which alone would hold the day step under 100,000 products/s. Batches of at least
+``COMPILE_MIN_ROWS`` rows therefore go through the trees compiled to machine code by lleaves
+(LLVM; the same predictions to float64 rounding, about 6x faster), compiled once per head on the
+first such batch and cached on disk by the model's hash (``LIFTSTREAM_CACHE``, default
+~/.cache/liftstream); small batches, or a machine without lleaves, use LightGBM.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +54,43 @@ LGBM_PARAMS = dict(
     colsample_bytree=0.8,
     reg_lambda=1.0,
 )
-# the head's: the same recipe with smaller trees and a larger step, so that it stops after fewer,
-# shallower trees. Serving cost is per tree level visited; the held-out error is the same
-# (both measured in docs/lamm.md, "v5")
-HEAD_PARAMS = {**LGBM_PARAMS, "learning_rate": 0.1, "num_leaves": 15}
+# the head's: the baseline's recipe. Until v8 it had smaller trees and a larger step (learning
+# rate 0.1, 15 leaves; 2-3x cheaper per row); on all three simulated worlds the blend was 0.0005
+# to 0.0011 MAE worse with them (tests/bench/head_variants.py, docs/lamm.md "v9")
+HEAD_PARAMS = dict(LGBM_PARAMS)
 EARLY_STOPPING_ROUNDS = 100
+COMPILE_MIN_ROWS = 4096  # batches from this size on are predicted by the compiled trees (lleaves)
+log = logging.getLogger(__name__)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("LIFTSTREAM_CACHE", Path.home() / ".cache" / "liftstream")) / "gbm"
+
+
+def compile_trees(model_str: str):
+    """The trees of a LightGBM text model compiled by lleaves (an object with ``predict(x, n_jobs)``
+    on float64 rows), cached on disk by the model's hash; None where lleaves is not installed or
+    the compilation fails (the caller then uses LightGBM)."""
+    try:
+        import lleaves
+    except ImportError:
+        return None
+    digest = hashlib.sha256(model_str.encode()).hexdigest()[:24]
+    cache = _cache_dir() / f"{digest}.o"
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        cache = None  # a read-only home: compile without the disk cache
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "gbm.txt"
+            f.write_text(model_str)
+            model = lleaves.Model(model_file=str(f))
+            model.compile(cache=None if cache is None else str(cache))
+        return model
+    except Exception as e:  # noqa: BLE001 - any compiler failure falls back to LightGBM's predict
+        log.warning("gbm head: lleaves compilation failed (%s); predicting with LightGBM", e)
+        return None
 
 
 def fit_lightgbm(x, y, x_val, y_val, *, seed: int, threads: int, categorical=(), params=None):
@@ -85,6 +129,9 @@ class GbmHead:
     weight: float = 0.5
     n_features: int = 0
     threads: int = 1  # prediction threads (a served model is one of several processes)
+    compile: bool = True  # large batches through the lleaves-compiled trees (module docstring)
+    _compiled: object = field(default=None, init=False, repr=False)
+    _compile_tried: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         import lightgbm as lgb
@@ -93,6 +140,14 @@ class GbmHead:
         self._booster = lgb.Booster(model_str=self.model_str)
         self.n_features = self._booster.num_feature()
 
+    @property
+    def compiled(self):
+        """The compiled trees (compiling them on first use), or None: LightGBM predicts."""
+        if self.compile and not self._compile_tried:
+            self._compile_tried = True
+            self._compiled = compile_trees(self.model_str)
+        return self._compiled
+
     def predict_z(self, tab: np.ndarray) -> np.ndarray:
         """(N, n_features) x[..., H:] -> (N,) float64 forecast of the next day's z."""
         assert tab.ndim == 2 and tab.shape[1] == self.n_features, (
@@ -100,8 +155,12 @@ class GbmHead:
         )
         if tab.shape[0] == 0:
             return np.zeros(0)
-        # float32, as the stream's x is and as the head was trained on (LightGBM reads it as is)
-        return self._booster.predict(np.asarray(tab, dtype=np.float32), num_threads=self.threads)
+        # float32, as the stream's x is and as the head was trained on (LightGBM reads it as is;
+        # the compiled trees compare the same values widened to float64)
+        tab = np.asarray(tab, dtype=np.float32)
+        if tab.shape[0] >= COMPILE_MIN_ROWS and self.compiled is not None:
+            return self._compiled.predict(tab.astype(np.float64), n_jobs=self.threads)
+        return self._booster.predict(tab, num_threads=self.threads)
 
     def blend(self, z_lamm: np.ndarray, z_gbm: np.ndarray) -> np.ndarray:
         return (1.0 - self.weight) * np.asarray(z_lamm, dtype=np.float64) + self.weight * z_gbm

@@ -28,7 +28,7 @@ import torch
 
 from inference import content_scores as CS
 from inference import daily as D
-from inference.gbm_head import GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
+from inference.gbm_head import HEAD_PARAMS, GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import (
     MODALITIES,
@@ -346,6 +346,7 @@ def train_or_load(
                 list(D.PRODUCT_FEATURES),
                 D.DAY_INPUT_VERSION,
                 list(CS.SCORES),
+                HEAD_PARAMS,  # the GBM head's recipe: a checkpoint with another head never loads
             ],  # the day-input definition: a checkpoint of another x never loads
             sort_keys=True,
         ).encode()

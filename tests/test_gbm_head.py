@@ -171,3 +171,46 @@ def test_served_summary_tests_the_blend_against_every_model():
     for f in folds:  # one fold where LightGBM wins: no longer lower on the mean with p < 0.05
         f["models"]["LightGBM"]["mae"] = f["models"][SERVED]["mae"] - 0.001 + 1e-4 * rng.standard_normal()
     assert not _served_summary(folds, summarize({"per_fold": folds}))["beats_all_p05"]
+
+
+def test_large_batches_go_through_the_compiled_trees_with_lightgbms_predictions(tmp_path, monkeypatch):
+    """From COMPILE_MIN_ROWS rows on, the head predicts with the lleaves-compiled trees: the same
+    forecasts as LightGBM's predict (NaN inputs and their default directions included), the
+    compiled object cached on disk by the model's hash so a second head of the same model loads
+    it; below that size, and with compile=False, LightGBM predicts."""
+    import lightgbm as lgb
+
+    import inference.gbm_head as G
+
+    monkeypatch.setenv("LIFTSTREAM_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 6)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = (
+        np.sin(2 * np.nan_to_num(x[:, 0]))
+        + np.nan_to_num(x[:, 1]) * np.isnan(x[:, 2])
+        + 0.1 * rng.standard_normal(3000)
+    )
+    booster = lgb.train(
+        {"objective": "regression", "num_leaves": 31, "learning_rate": 0.1, "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, y),
+        num_boost_round=40,
+    )
+    rows = rng.standard_normal((G.COMPILE_MIN_ROWS + 10, 6)).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.1] = np.nan
+    want = booster.predict(rows)
+    head = GbmHead(booster.model_to_string())
+    assert head._compiled is None  # nothing compiled before a large batch
+    got = head.predict_z(rows)
+    assert head._compiled is not None, "lleaves is a dependency: the large batch must use the compiled trees"
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert len(list((tmp_path / "gbm").glob("*.o"))) == 1
+    again = GbmHead(booster.model_to_string())
+    np.testing.assert_allclose(again.predict_z(rows), want, rtol=0, atol=1e-9)
+    assert len(list((tmp_path / "gbm").glob("*.o"))) == 1  # loaded from the cache, not a second file
+    small = GbmHead(booster.model_to_string())
+    np.testing.assert_allclose(small.predict_z(rows[:100]), want[:100], rtol=0, atol=1e-12)
+    assert small._compiled is None and not small._compile_tried
+    off = GbmHead(booster.model_to_string(), compile=False)
+    np.testing.assert_allclose(off.predict_z(rows), want, rtol=0, atol=1e-12)
+    assert off._compiled is None
