@@ -24,8 +24,8 @@ Serving cost: LightGBM's own ``predict`` walks those 200-350 trees at about 9 us
 core, which alone would hold the day step under 100,000 products/s. Batches of at least
 ``COMPILE_MIN_ROWS`` rows therefore go through the trees compiled to machine code by lleaves
 (LLVM; the same predictions to float64 rounding, about 6x faster), compiled once per head on the
-first such batch and cached on disk by the model's hash (``LIFTSTREAM_CACHE``, default
-~/.cache/liftstream); small batches, or a machine without lleaves, use LightGBM.
+first such batch and cached on disk by the model's hash (``LIFTSTREAM_TREE_CACHE``, default
+~/.cache/liftstream/gbm); small batches, or a machine without lleaves, use LightGBM.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("LIFTSTREAM_CACHE", Path.home() / ".cache" / "liftstream")) / "gbm"
+    return Path(os.environ.get("LIFTSTREAM_TREE_CACHE", Path.home() / ".cache" / "liftstream" / "gbm"))
 
 
 def compile_trees(model_str: str):
