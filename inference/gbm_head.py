@@ -86,7 +86,16 @@ def compile_trees(model_str: str):
             f = Path(tmp) / "gbm.txt"
             f.write_text(model_str)
             model = lleaves.Model(model_file=str(f))
-            model.compile(cache=None if cache is None else str(cache))
+            if cache is None or cache.exists():
+                model.compile(cache=None if cache is None else str(cache))
+            else:  # written beside the cache and renamed into place: another process that
+                # compiles the same head at the same time never reads a half-written object
+                part = cache.with_name(f"{cache.stem}.{os.getpid()}.part")
+                try:
+                    model.compile(cache=str(part))
+                    os.replace(part, cache)
+                finally:
+                    part.unlink(missing_ok=True)
         return model
     except Exception as e:  # noqa: BLE001 - any compiler failure falls back to LightGBM's predict
         log.warning("gbm head: lleaves compilation failed (%s); predicting with LightGBM", e)

@@ -59,7 +59,7 @@ def _best_of(fn, repeats: int = 3) -> float:
 def bench_head(x_tab_dim: int, n_trees: int = 350, num_leaves: int = 31, seed: int = 0) -> GbmHead:
     """A GBM head of at least the served size: ``n_trees`` full trees of ``num_leaves`` leaves over
     x[..., H:] (``gbm_head.HEAD_PARAMS``; the heads trained on the three simulated worlds' folds
-    stopped at 196-348 trees, tests/bench/head_variants.py). A tree's cost is its depth, not what
+    stopped at 196-363 trees, tests/bench/head_variants.py). A tree's cost is its depth, not what
     it learnt, so random data with a non-linear target gives the serving time. Compiled before
     the timing (``GbmHead.compiled``), as a served head is by its first large batch."""
     import lightgbm as lgb
