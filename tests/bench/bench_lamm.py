@@ -124,6 +124,12 @@ def throughput(threads: int = 2) -> dict:
                 fc.with_baseline = baseline
                 key = f"step_products_per_s_batch{n}_{'with' if baseline else 'no'}_baseline{suffix}"
                 out[key] = n / _best_of(lambda x=x, s=s: fc.step(s, x))
+    # the same head through LightGBM's own predict (what the compiled trees replace)
+    fc.gbm = GbmHead(fc.gbm.model_str, compile=False, threads=threads)
+    fc.with_baseline = True
+    out["step_products_per_s_batch100000_with_baseline_gbm_uncompiled"] = 100_000 / _best_of(
+        lambda x=x, s=s: fc.step(s, x)
+    )
     return out
 
 
