@@ -3,6 +3,7 @@
     .venv/bin/python -m tests.bench.bench_lamm                       # throughput only (random weights)
     .venv/bin/python -m tests.bench.bench_lamm --data data/paper     # + 5-fold CV of LAMM alone, timed
     .venv/bin/python -m tests.bench.bench_lamm --data data/paper --full   # + baselines and ablations
+    .venv/bin/python -m tests.bench.bench_lamm --head-data data/paper    # + the step with a head fitted there
 
 Prints its figures and writes runs/bench/lamm.json (+ the evaluation report under
 runs/bench/lamm-eval/ when --data is given). Targets: encode >= 2,000 videos/s, day step
@@ -96,7 +97,24 @@ def bench_content_model(seed: int = 0):
     return ContentModel(det, np.zeros(len(SCORES)), np.ones(len(SCORES)), rng.normal(0, 0.3, len(SCORES)))
 
 
-def throughput(threads: int = 2) -> dict:
+def data_head(path: str, seed: int = 0) -> tuple[GbmHead, np.ndarray]:
+    """A head fitted as ``train_lamm`` fits the served one (HEAD_PARAMS, early-stopped on held-out
+    products: 60% fit, 20% held out) on the dataset at ``path``, and the dataset's own x[..., H:]
+    rows: the served head on the inputs it serves."""
+    from inference.gbm_head import fit_gbm_head
+    from inference.lamm_data import load_lamm_data, tab_part
+    from inference.lamm_train import norm_constants
+
+    data = load_lamm_data(path)
+    p = np.random.default_rng(seed).permutation(data.n_products)
+    fit_p, cal_p = p[: int(0.6 * len(p))], p[int(0.6 * len(p)) : int(0.8 * len(p))]
+    head = fit_gbm_head(data, fit_p, cal_p, norm_constants(data, fit_p), seed=seed)
+    rows = tab_part(data, np.arange(data.n_products)).reshape(-1, head.n_features)
+    print(f"{path} head: {head._booster.num_trees()} trees, compiled {head.compiled is not None}")
+    return head, rows
+
+
+def throughput(threads: int = 2, head_data: str | None = None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     fc = LammForecaster(Lamm(LammConfig()), Conformal())
@@ -130,6 +148,13 @@ def throughput(threads: int = 2) -> dict:
     out["step_products_per_s_batch100000_with_baseline_gbm_uncompiled"] = 100_000 / _best_of(
         lambda x=x, s=s: fc.step(s, x)
     )
+    if head_data:  # a head trained on a dataset, on that dataset's product-day rows (tiled)
+        fc.gbm, rows = data_head(head_data)
+        fc.gbm.threads = threads
+        x[:, fc.cfg.d_model :] = rows[np.arange(len(x)) % len(rows)]
+        out["step_products_per_s_batch100000_with_baseline_datahead"] = 100_000 / _best_of(
+            lambda x=x, s=s: fc.step(s, x)
+        )
     return out
 
 
@@ -139,9 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="CV with all baselines and ablations, not LAMM alone")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--head-data", help="also time the step with a head fitted on this dataset, on its rows")
     a = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    res = {"throughput": throughput(a.threads)}
+    res = {"throughput": throughput(a.threads, a.head_data)}
+    if a.head_data:
+        res["throughput"]["head_data"] = a.head_data
     for k, v in res["throughput"].items():
         print(f"{k:<52} {v:,.1f}" if isinstance(v, float) else f"{k:<52} {v}")
     if a.data:
