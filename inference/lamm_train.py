@@ -56,7 +56,9 @@ class TrainConfig:
     level: float = 0.8
     seed: int = 0
     threads: int = 1  # 1 by default: on a shared 2-core machine 2 OpenMP threads ran 5-8x slower (spinning)
-    bf16: bool = True  # bf16 autocast for the video encoder while training (AVX-512 BF16 CPUs: ~2x)
+    # bf16 autocast for the video encoder while training: ~2x on CPUs with native bf16 (AVX-512
+    # BF16, AMX), 8-9x slower than fp32 where oneDNN emulates it (AVX2); None: where native
+    bf16: bool | None = None
     max_minutes: float = 0.0  # wall-clock cap per fit (0 = none); stops after the current epoch
     # weight of the GBM head (inference.gbm_head) in the served forecast: None = chosen on the
     # held-out products (gbm_head.choose_weight); 0 = LAMM alone; in (0, 1] = that weight
@@ -115,8 +117,18 @@ def _chunks(a: np.ndarray, n: int):
         yield a[i : i + n]
 
 
-def _encode(model, batch, bf16: bool) -> torch.Tensor:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX). Measured on an AVX2-only
+    EPYC: the encoder's forward + backward under bf16 autocast took 8-9x fp32's time, which made
+    `make demo`'s training 504 s instead of about a minute."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probes: fp32, never the slow path
+        return False
+
+
+def _encode(model, batch, bf16: bool | None) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16() if bf16 is None else bf16):
         h = model.encode_packed(*batch.videos())
     return h.float()
 
@@ -403,7 +415,11 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
-    ap.add_argument("--no-bf16", action="store_true", help="train the encoder in fp32")
+    ap.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="train the encoder in fp32 (default: bf16 where the CPU has it natively)",
+    )
     ap.add_argument(
         "--content-scores",
         action="store_true",
@@ -441,7 +457,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         loss=a.loss,
         seed=a.seed,
         threads=a.threads,
-        bf16=not a.no_bf16,
+        bf16=False if a.no_bf16 else None,
         gbm_weight=a.gbm_weight,
         content_scores=a.content_scores,
     )
