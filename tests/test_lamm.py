@@ -241,6 +241,8 @@ def test_step_parity_with_full_sequence(variant):
     torch.manual_seed(0)
     cfg = LammConfig(**variant)
     m = Lamm(cfg).eval()
+    m.x_mean.copy_(torch.randn_like(m.x_mean))  # trained-like standardisation
+    m.x_std.copy_(torch.rand_like(m.x_std) + 0.5)
     x = torch.randn(5, 9, cfg.x_dim)  # (B, T, F)
     with torch.inference_mode():
         z_full, _ = m.forward_days(x)
@@ -271,6 +273,9 @@ def test_baseline_is_the_step_with_no_videos(variant):
     torch.manual_seed(0)
     cfg = LammConfig(**variant)
     m = Lamm(cfg).eval()
+    # trained-like standardisation: a zeroed raw column is not a zero standardized one
+    m.x_mean.copy_(torch.randn_like(m.x_mean))
+    m.x_std.copy_(torch.rand_like(m.x_std) + 0.5)
     x = torch.randn(6, cfg.x_dim)
     s = torch.randn(6, 2 * cfg.hidden)
     x0 = x.clone()
