@@ -308,7 +308,8 @@ def _lstm_cell_doubled_g(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Te
     """nn.LSTM's cell from precomputed gates (N, 4*hidden) in PyTorch's i, f, g, o order, the g
     gate's pre-activation doubled (``Lamm.step_weights``): tanh(g) = 2 sigmoid(2g) - 1, so one
     sigmoid over all four gates and one for tanh(c') replace three sigmoids and two tanhs (tanh is
-    the slower kernel on CPU; the cell's time halves, same numbers to float32 rounding)."""
+    the slower kernel on CPU; docs/lamm.md "Serving cost, second pass"), the same numbers to
+    float32 rounding."""
     i, f, g2, o = torch.sigmoid(gates).chunk(4, dim=1)
     c1 = torch.addcmul(torch.addcmul(-i, i, g2, value=2.0), f, c)  # f c + i (2 sigmoid(2g) - 1)
     h1 = torch.addcmul(-o, o, torch.sigmoid(2.0 * c1), value=2.0)  # o tanh(c')
@@ -485,8 +486,8 @@ class LammForecaster:
         new, z = torch.empty_like(s), torch.empty(n)
         z0 = torch.empty(n) if self.with_baseline else None
         with torch.inference_mode():
+            w = self.model.step_weights()  # once per call, shared by the chunks
             # row chunks keep the (rows, 4*hidden) gate tensors in cache: faster at 100k rows
-            w = self.model.step_weights()
             for i in range(0, n, self.step_chunk):
                 j = slice(i, i + self.step_chunk)
                 if self.with_baseline:

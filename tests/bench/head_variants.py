@@ -110,7 +110,8 @@ def lamm_z(data, k, fit_p, cal_p, test_p, norm, tc, cache: Path) -> tuple[np.nda
 
     from inference.lamm import Lamm, LammConfig
 
-    f = cache / f"lamm_fold{k}.npz"
+    # the content channel changes LAMM's input: a run with and one without it never share a cache
+    f = cache / f"lamm_fold{k}{'_content' if data.video_q is not None else ''}.npz"
     if not f.exists() or "fit" not in np.load(f).files:
         torch.manual_seed(tc.seed)
         model = Lamm(LammConfig(content_channel=data.video_q is not None))
