@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install services demo test lint bench clean stack-up stack-down
+.PHONY: install services demo test lint bench compare-env clean stack-up stack-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: services
 bench: $(STAMP)
 	$(PY) -m tests.bench.run_all
 
+# EconML for tests/bench/fei_econml.py, in its own environment: its numba needs a newer llvmlite
+# than the one lleaves (the served GBM head, in .venv) builds with
+compare-env:
+	$(PYTHON) -m venv .venv-compare
+	.venv-compare/bin/pip install -q econml==0.17.0 lightgbm==4.7.0 scikit-learn numpy
+
 stack-up: services
 	$(VENV)/bin/liftstream stack up
 
@@ -43,4 +49,4 @@ stack-down: $(STAMP)
 	$(VENV)/bin/liftstream stack down
 
 clean:
-	rm -rf $(VENV) .liftstream runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-compare .liftstream runs .pytest_cache .ruff_cache
