@@ -47,6 +47,19 @@ BENCHES = (
         12,
     ),
     Bench(
+        "fei_econml",  # after "fei": it reads that run's advisor and rows
+        (
+            "bash",
+            "-c",
+            "make compare-env"
+            f" && {PY} -m tests.bench.fei_econml export --bench runs/bench/fei"
+            " && .venv-compare/bin/python -m tests.bench.fei_econml fit --bench runs/bench/fei"
+            f" && {PY} -m tests.bench.fei_econml score --bench runs/bench/fei --dataset data/fei_paper",
+        ),
+        "docs/fei.md",
+        4,
+    ),
+    Bench(
         "lamm_cv",
         (
             PY,
