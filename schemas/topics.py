@@ -16,6 +16,13 @@ DEAD_LETTERS = "liftstream.deadletters"
 
 DEFAULT_PARTITIONS = 4
 
+# Topics whose history the broker keeps (retention.ms = -1; deploy/ sets it at creation and on
+# existing topics). A product's state (its LSTM state runs over every day since its first video)
+# is rebuilt by replaying the input from the start: moving to more partitions (deploy/README.md,
+# "Scaling") and recovering from a lost changelog both need the input since the campaigns began,
+# which a 7-day default would have deleted. Outputs are in ClickHouse; the broker default suffices.
+KEEP_HISTORY = (EVENTS,)
+
 
 def topic_names(prefix: str = "") -> dict[str, str]:
     """Topic names with an optional prefix (tests give each run its own)."""

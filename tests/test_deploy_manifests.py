@@ -16,7 +16,7 @@ import yaml
 
 from dashboards import build
 from schemas.ddl import create_all
-from schemas.topics import DEFAULT_PARTITIONS, topic_names
+from schemas.topics import DEFAULT_PARTITIONS, KEEP_HISTORY, topic_names
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +140,17 @@ def test_topics_match_schemas_topics():
     assert _topics_spec(_env(c)["TOPICS"]) == TOPICS
     assert _topics_spec(COMPOSE["services"]["kafka-topics"]["environment"]["TOPICS"]) == TOPICS
     assert "--if-not-exists" in c["args"][0]
+
+
+def test_input_history_is_kept():
+    """The replay that rebuilds states (more partitions, a lost changelog) needs the whole input."""
+    job = BY_KIND_NAME[("Job", "kafka-topics")]
+    (c,) = _pod(job)["containers"]
+    compose = COMPOSE["services"]["kafka-topics"]
+    for env, script in ((_env(c), c["args"][0]), (compose["environment"], compose["command"][0])):
+        assert env["KEEP_HISTORY"].split() == list(KEEP_HISTORY) == ["liftstream.events"]
+        alter = script[script.index("KEEP_HISTORY") :]
+        assert "kafka-configs.sh" in alter and "--add-config retention.ms=-1" in alter, script
 
 
 def test_workers_scale_with_partitions_and_env_matches_settings():
