@@ -298,6 +298,13 @@ def lgbm_table(data: LammData, products: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=-1)
 
 
+def lgbm_xy(data: LammData, products: np.ndarray, norm: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The LightGBM baseline's rows: day t's aggregates (N, len(LGBM_FEATURES)) and day t+1's z (N,)."""
+    x = lgbm_table(data, products)[:, :-1]
+    y = _z(data, products, norm)[:, 1:]
+    return x.reshape(-1, x.shape[-1]), y.reshape(-1)
+
+
 def fit_predict_lightgbm(
     data: LammData,
     fit_p: np.ndarray,
@@ -306,17 +313,22 @@ def fit_predict_lightgbm(
     norm: dict,
     seed: int = 0,
     threads: int = 2,
+    params: dict | None = None,
 ) -> np.ndarray:
+    """The LightGBM baseline's (B_test, D-1) z: fitted on ``fit_p``, early-stopped on ``cal_p``;
+    ``params`` default ``gbm_head.LGBM_PARAMS`` (tests/bench/lightgbm_tuned.py searches others)."""
     from inference.gbm_head import fit_lightgbm
 
-    def xy(p):
-        x = lgbm_table(data, p)[:, :-1]
-        y = _z(data, p, norm)[:, 1:]
-        return x.reshape(-1, x.shape[-1]), y.reshape(-1)
-
-    (x, y), (xv, yv) = xy(fit_p), xy(cal_p)
+    (x, y), (xv, yv) = lgbm_xy(data, fit_p, norm), lgbm_xy(data, cal_p, norm)
     model = fit_lightgbm(
-        x, y, xv, yv, seed=seed, threads=threads, categorical=[LGBM_FEATURES.index("category")]
+        x,
+        y,
+        xv,
+        yv,
+        seed=seed,
+        threads=threads,
+        categorical=[LGBM_FEATURES.index("category")],
+        params=params,
     )
-    xt, _ = xy(test_p)
+    xt, _ = lgbm_xy(data, test_p, norm)
     return model.predict(xt).reshape(len(test_p), data.n_days - 1)
