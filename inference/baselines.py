@@ -314,21 +314,19 @@ def fit_predict_lightgbm(
     seed: int = 0,
     threads: int = 2,
     params: dict | None = None,
+    tune: bool = True,
 ) -> np.ndarray:
     """The LightGBM baseline's (B_test, D-1) z: fitted on ``fit_p``, early-stopped on ``cal_p``;
-    ``params`` default ``gbm_head.LGBM_PARAMS`` (tests/bench/lightgbm_tuned.py searches others)."""
-    from inference.gbm_head import fit_lightgbm
+    with ``tune`` (and no ``params``) its settings are the ``gbm_head.TUNE_GRID`` point with the
+    lowest MAE on ``cal_p``, as the served head's are, else ``params`` (default
+    ``gbm_head.LGBM_PARAMS``; tests/bench/lightgbm_tuned.py searches a wider grid)."""
+    from inference.gbm_head import fit_lightgbm, fit_lightgbm_tuned
 
     (x, y), (xv, yv) = lgbm_xy(data, fit_p, norm), lgbm_xy(data, cal_p, norm)
-    model = fit_lightgbm(
-        x,
-        y,
-        xv,
-        yv,
-        seed=seed,
-        threads=threads,
-        categorical=[LGBM_FEATURES.index("category")],
-        params=params,
-    )
+    cat = [LGBM_FEATURES.index("category")]
+    if tune and params is None:
+        model, _, _ = fit_lightgbm_tuned(x, y, xv, yv, seed=seed, threads=threads, categorical=cat)
+    else:
+        model = fit_lightgbm(x, y, xv, yv, seed=seed, threads=threads, categorical=cat, params=params)
     xt, _ = lgbm_xy(data, test_p, norm)
     return model.predict(xt).reshape(len(test_p), data.n_days - 1)

@@ -15,10 +15,10 @@ held-out MAE), because how the two compare depends on the world: level on the pa
 (weights 0.3-0.7 within 0.001 of each other), LightGBM far ahead where videos cause most sales
 (docs/lamm.md, "content world"), where a fixed 0.5 put the blend behind LightGBM alone.
 
-Trained on the same fit products as the LSTM, with early stopping on the same held-out products,
-with the LightGBM baseline's own recipe (``HEAD_PARAMS``; smaller trees were cheaper to serve and
-lost 0.0005-0.0011 MAE of the blend on each simulated world, docs/lamm.md "v9"); the conformal
-interval is then calibrated on the blend's held-out residuals.
+Trained on the same fit products as the LSTM, with early stopping on the same held-out products;
+its settings are tuned on those held-out products (``fit_lightgbm_tuned``: the ``TUNE_GRID``
+setting with the lowest held-out MAE, as the LightGBM baseline is tuned; docs/lamm.md "v10"); the
+conformal interval is then calibrated on the blend's held-out residuals.
 
 Serving cost: LightGBM's own ``predict`` walks those 200-350 trees at about 9 us a row on one
 core, which alone would hold the day step under 100,000 products/s. Batches of at least
@@ -32,6 +32,7 @@ first such batch and cached on disk by the model's hash (``LIFTSTREAM_TREE_CACHE
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -59,6 +60,15 @@ LGBM_PARAMS = dict(
 # rate 0.1, 15 leaves; 2-3x cheaper per row); on all three simulated worlds the blend was 0.0005
 # to 0.0011 MAE worse with them (tests/bench/head_variants.py, docs/lamm.md "v9")
 HEAD_PARAMS = dict(LGBM_PARAMS)
+# the settings the head and the LightGBM baseline choose from on the held-out products (v10), each
+# the recipe above with these fields replaced. A 60-setting search per fold on the paper world
+# (tests/bench/lightgbm_tuned.py, docs/lamm.md "v10") chose 7 or 15 leaves and 20-300 rows per
+# leaf; this grid spans those choices and the recipe itself, at a fifth of the fits
+TUNE_GRID = {
+    "num_leaves": (7, 15, 31),
+    "min_child_samples": (20, 100),
+    "colsample_bytree": (0.5, 0.8),
+}
 EARLY_STOPPING_ROUNDS = 100
 COMPILE_MIN_ROWS = 4096  # batches from this size on are predicted by the compiled trees (lleaves)
 log = logging.getLogger(__name__)
@@ -123,6 +133,36 @@ def fit_lightgbm(x, y, x_val, y_val, *, seed: int, threads: int, categorical=(),
             callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
         )
     return model
+
+
+def tune_settings(grid: dict | None = None, base: dict | None = None) -> list[dict]:
+    """Every point of ``grid`` (default ``TUNE_GRID``) as LightGBM params: ``base`` (default
+    ``LGBM_PARAMS``) with the grid's fields replaced."""
+    grid = TUNE_GRID if grid is None else grid
+    base = LGBM_PARAMS if base is None else base
+    keys = list(grid)
+    return [{**base, **dict(zip(keys, v, strict=True))} for v in itertools.product(*grid.values())]
+
+
+def fit_lightgbm_tuned(
+    x, y, x_val, y_val, *, seed: int, threads: int, categorical=(), grid: dict | None = None
+) -> tuple[object, dict, float]:
+    """``fit_lightgbm`` for every setting of ``tune_settings(grid)``; the model with the lowest MAE
+    on (x_val, y_val) (NaN targets skipped; the first such setting on a tie), its params and that MAE.
+    The held-out rows both stop each fit early and choose among them, as a practitioner's
+    validation set does; the test products see neither."""
+    ok_v = ~np.isnan(y_val)
+    if not ok_v.any():
+        raise ValueError("fit_lightgbm_tuned: no held-out targets")
+    best = None
+    for params in tune_settings(grid):
+        model = fit_lightgbm(
+            x, y, x_val, y_val, seed=seed, threads=threads, categorical=categorical, params=params
+        )
+        mae = float(np.mean(np.abs(model.predict(x_val[ok_v]) - y_val[ok_v])))
+        if best is None or mae < best[2]:
+            best = (model, params, mae)
+    return best
 
 
 def _xy(data: LammData, products: np.ndarray, norm: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -199,10 +239,15 @@ def fit_gbm_head(
     weight: float = 0.5,
     seed: int = 0,
     threads: int = 1,
+    tune: bool = True,
 ) -> GbmHead:
-    """Fit the head on ``fit_p``'s product-days, early-stopped on ``cal_p``'s."""
+    """Fit the head on ``fit_p``'s product-days, early-stopped on ``cal_p``'s; with ``tune`` its
+    settings are the ``TUNE_GRID`` point with the lowest MAE on ``cal_p`` (else ``HEAD_PARAMS``)."""
     (x, y), (xv, yv) = _xy(data, fit_p, norm), _xy(data, cal_p, norm)
-    model = fit_lightgbm(x, y, xv, yv, seed=seed, threads=threads, params=HEAD_PARAMS)
+    if tune:
+        model, _, _ = fit_lightgbm_tuned(x, y, xv, yv, seed=seed, threads=threads)
+    else:
+        model = fit_lightgbm(x, y, xv, yv, seed=seed, threads=threads, params=HEAD_PARAMS)
     return GbmHead(model.booster_.model_to_string(num_iteration=model.best_iteration_), weight=weight)
 
 

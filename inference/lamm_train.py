@@ -28,7 +28,7 @@ import torch
 
 from inference import content_scores as CS
 from inference import daily as D
-from inference.gbm_head import HEAD_PARAMS, GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
+from inference.gbm_head import HEAD_PARAMS, TUNE_GRID, GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import (
     MODALITIES,
@@ -359,6 +359,7 @@ def train_or_load(
                 D.DAY_INPUT_VERSION,
                 list(CS.SCORES),
                 HEAD_PARAMS,  # the GBM head's recipe: a checkpoint with another head never loads
+                TUNE_GRID,  # and the settings it is tuned over (v10)
             ],  # the day-input definition: a checkpoint of another x never loads
             sort_keys=True,
         ).encode()

@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from inference.daily import NO_VIDEO_FEATURES, PRODUCT_FEATURES, SIDE_DIM
-from inference.gbm_head import GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
+from inference.gbm_head import (
+    GbmHead,
+    _xy,
+    choose_weight,
+    fit_gbm_head,
+    fit_lightgbm,
+    fit_lightgbm_tuned,
+    predict_gbm_z,
+    tune_settings,
+)
 from inference.lamm import LammConfig, LammForecaster
 from inference.lamm_data import build_day_inputs, load_lamm_data, make_batch, tab_part
 from inference.lamm_train import SERVED, TrainConfig, _served_summary, norm_constants, summarize, train_lamm
@@ -96,6 +105,43 @@ def test_gbm_weight_zero_trains_lamm_alone(world):
         world, LammConfig(), TrainConfig(epochs=1, bf16=False, gbm_weight=0), log=lambda *_: None
     )
     assert fc.gbm is None
+
+
+def test_tuning_keeps_the_setting_with_the_lowest_held_out_mae():
+    """fit_lightgbm_tuned fits every grid setting and keeps the one of lowest held-out MAE (NaN
+    targets skipped): on an interaction that stumps cannot express, 31 leaves win although the
+    grid lists the stumps first; on a target that is one step, where more leaves only fit noise, the
+    same grid keeps fewer leaves; the reported MAE is the kept model's own."""
+    rng = np.random.default_rng(0)
+    x, xv = rng.normal(size=(3000, 4)), rng.normal(size=(1000, 4))
+    grid = {"num_leaves": (2, 31)}
+    assert [s["num_leaves"] for s in tune_settings(grid)] == [2, 31]
+    for f, leaves in (
+        (lambda a: np.sin(2 * a[:, 0]) * a[:, 1] + a[:, 2] * a[:, 3], 31),
+        (lambda a: (a[:, 0] > 0) * 1.0, 2),
+    ):
+        y, yv = f(x) + 0.3 * rng.normal(size=len(x)), f(xv) + 0.3 * rng.normal(size=len(xv))
+        yv[::9] = np.nan
+        model, params, mae = fit_lightgbm_tuned(x, y, xv, yv, seed=0, threads=1, grid=grid)
+        ok = ~np.isnan(yv)
+        assert params["num_leaves"] == leaves
+        assert mae == pytest.approx(np.mean(np.abs(model.predict(xv[ok]) - yv[ok])))
+        for other in tune_settings(grid):  # no setting does better on the held-out rows
+            m = fit_lightgbm(x, y, xv, yv, seed=0, threads=1, params=other)
+            assert mae <= np.mean(np.abs(m.predict(xv[ok]) - yv[ok])) + 1e-12
+    with pytest.raises(ValueError, match="no held-out"):
+        fit_lightgbm_tuned(x, y, xv, np.full(len(xv), np.nan), seed=0, threads=1, grid=grid)
+
+
+def test_the_head_is_the_tuned_model(world):
+    """fit_gbm_head's trees are fit_lightgbm_tuned's on the same rows (tune=True, the default)."""
+    p = np.arange(world.n_products)
+    fit_p, cal_p = p[: world.n_products - 3], p[world.n_products - 3 :]
+    norm = norm_constants(world, fit_p)
+    (x, y), (xv, yv) = _xy(world, fit_p, norm), _xy(world, cal_p, norm)
+    model, _, _ = fit_lightgbm_tuned(x, y, xv, yv, seed=0, threads=1)
+    head = fit_gbm_head(world, fit_p, cal_p, norm, seed=0)
+    assert head.model_str == model.booster_.model_to_string(num_iteration=model.best_iteration_)
 
 
 def test_choose_weight_takes_the_lower_held_out_mae():

@@ -98,7 +98,7 @@ def bench_content_model(seed: int = 0):
 
 
 def data_head(path: str, seed: int = 0) -> tuple[GbmHead, np.ndarray]:
-    """A head fitted as ``train_lamm`` fits the served one (HEAD_PARAMS, early-stopped on held-out
+    """A head fitted as ``train_lamm`` fits the served one (tuned and early-stopped on held-out
     products: 60% fit, 20% held out) on the dataset at ``path``, and the dataset's own x[..., H:]
     rows: the served head on the inputs it serves."""
     from inference.gbm_head import fit_gbm_head

@@ -42,6 +42,7 @@ import inference.gbm_head as G
 import inference.lamm_train as LT
 from inference.daily import PRODUCT_FEATURES, SIDE_DIM
 from inference.lamm_data import load_lamm_data
+from tests.bench.lightgbm_tuned import GRID, settings
 
 _COL = {name: SIDE_DIM + i for i, name in enumerate(PRODUCT_FEATURES)}
 _CATS = [_COL[n] for n in PRODUCT_FEATURES if n.startswith("category_")]
@@ -99,6 +100,7 @@ HEADS = {
     "head, lr 0.05": ({**G.LGBM_PARAMS, "learning_rate": 0.05}, False),
     "head, lr 0.1, 31 leaves": ({**G.LGBM_PARAMS, "learning_rate": 0.1}, False),
     "head, lr 0.05, 15 leaves": ({**G.LGBM_PARAMS, "learning_rate": 0.05, "num_leaves": 15}, False),
+    "head, 7 leaves": ({**G.LGBM_PARAMS, "num_leaves": 7}, False),  # what tuning the baseline picked most
     "head + ratios, v8 trees": (V8_TREES, True),
     "head + ratios, baseline trees": (G.LGBM_PARAMS, True),
 }
@@ -134,6 +136,13 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="every model with the content-lift channel (as evaluate)",
     )
+    ap.add_argument(
+        "--tuned",
+        action="store_true",
+        help="also 'head, tuned': per fold, the lightgbm_tuned grid's setting with the head's lowest "
+        "calibration MAE (as tests.bench.lightgbm_tuned tunes the baseline)",
+    )
+    ap.add_argument("--only-heads", default="", help="HEADS names to run, ';'-separated (default: all)")
     ap.add_argument("--out", required=True, help="the table as json (LAMM's cached z beside it)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         true, true_cal = LT.targets_z(data, test_p, norm), LT.targets_z(data, cal_p, norm)
         put(
             "LightGBM",
-            B.fit_predict_lightgbm(data, fit_p, cal_p, test_p, norm, seed=tc.seed, threads=1),
+            B.fit_predict_lightgbm(data, fit_p, cal_p, test_p, norm, seed=tc.seed, threads=1, tune=False),
             true,
             norm,
             k,
@@ -171,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
             put("LAMM, fit products (in-sample)", lam_fit, LT.targets_z(data, fit_p, norm), norm, k)
             put("LAMM (calibration products)", lam_cal, true_cal, norm, k)
         lamm = {id(fit_p): lam_fit, id(cal_p): lam_cal, id(test_p): lam_test} if a.lamm else None
-        heads = {n: (p, e, "plain") for n, (p, e) in HEADS.items()}
+        only = [h for h in a.only_heads.split(";") if h]
+        heads = {n: (p, e, "plain") for n, (p, e) in HEADS.items() if not only or n in only}
         if a.lamm:
             heads.update(
                 {
@@ -193,16 +203,41 @@ def main(argv: list[str] | None = None) -> dict:
                 w = G.choose_weight(lam_cal, z_cal, true_cal)
                 put(f"LAMM + {name} (blend)", (1 - w) * lam_test + w * z_test, true, norm, k)
                 res.setdefault(f"LAMM + {name} (weight)", []).append(w)
+        if a.tuned:
+            t0, best = time.time(), None
+            for params in settings():
+                (z_test, z_cal), cost = head_z(
+                    data, fit_p, cal_p, (test_p, cal_p), norm, params, tc.seed, False
+                )
+                cal_mae = LT.metrics(z_cal, true_cal, norm)["mae"]
+                if best is None or cal_mae < best[0]:
+                    best = (cal_mae, params, z_test, z_cal, cost)
+            _, params, z_test, z_cal, (trees, us) = best
+            chosen = {g: params[g] for g in GRID}
+            print(f"K{k + 1} head, tuned: {time.time() - t0:.0f} s, {chosen}, {trees} trees, {us:.2f} us/row")
+            res.setdefault("head, tuned (setting)", []).append(chosen)
+            res.setdefault("head, tuned (trees)", []).append(trees)
+            res.setdefault("head, tuned (us per row)", []).append(us)
+            put("head, tuned", z_test, true, norm, k)
+            if a.lamm:
+                w = G.choose_weight(lam_cal, z_cal, true_cal)
+                put("LAMM + head, tuned (blend)", (1 - w) * lam_test + w * z_test, true, norm, k)
+                res.setdefault("LAMM + head, tuned (weight)", []).append(w)
     from scipy import stats
 
     table = {}
     for name, v in res.items():
+        if name.endswith("(setting)"):
+            table[name] = {"folds": v}
+            continue
         row = {"folds": v, "mean": float(np.mean(v))}
-        per_fold_figure = name.endswith(("(trees)", "(us per row)", "(weight)", "(in-sample)", "products)"))
+        per_fold_figure = name.endswith(
+            ("(trees)", "(us per row)", "(weight)", "(in-sample)", "products)", "(setting)")
+        )
         if not per_fold_figure and name != "LightGBM" and len(v) > 1:
             row["p_vs_lightgbm"] = float(stats.ttest_rel(v, res["LightGBM"]).pvalue)
         table[name] = row
-    print(json.dumps({k: round(v["mean"], 4) for k, v in table.items()}, indent=0))
+    print(json.dumps({k: round(v["mean"], 4) for k, v in table.items() if "mean" in v}, indent=0))
     out_path.write_text(json.dumps(table, indent=1))
     return table
 

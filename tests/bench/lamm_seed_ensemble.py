@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
                 np.save(cache, predict_z(model, data, test_p))
                 print(f"  fold {k + 1} seed {s}: trained in {time.time() - t0:.0f} s", flush=True)
             preds.append(np.load(cache))
-        lgbm = B.fit_predict_lightgbm(data, fit_p, cal_p, test_p, norm, seed=tc.seed, threads=a.threads)
+        lgbm = B.fit_predict_lightgbm(
+            data, fit_p, cal_p, test_p, norm, seed=tc.seed, threads=a.threads, tune=False
+        )
         row = {
             "fold": k,
             "members_mae": [metrics(p, true, norm)["mae"] for p in preds],
