@@ -20,8 +20,9 @@ its settings are tuned on those held-out products (``fit_lightgbm_tuned``: the `
 setting with the lowest held-out MAE, as the LightGBM baseline is tuned; docs/lamm.md "v10"); the
 conformal interval is then calibrated on the blend's held-out residuals.
 
-Serving cost: LightGBM's own ``predict`` walks those 200-350 trees at about 9 us a row on one
-core, which alone would hold the day step under 100,000 products/s. Batches of at least
+Serving cost: LightGBM's own ``predict`` walks those trees (200-350 with v9's fixed recipe,
+up to about 800 of 7 leaves since v10's tuning) at 9-26 us a row on one core, which alone would
+hold the day step under 100,000 products/s. Batches of at least
 ``COMPILE_MIN_ROWS`` rows therefore go through the trees compiled to machine code by lleaves
 (LLVM; the same predictions to float64 rounding; the day step with head and counterfactual went
 from 50,009 to 102,456 products/s, docs/lamm.md "v9"), compiled once per head on the
