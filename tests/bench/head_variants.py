@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ import inference.gbm_head as G
 import inference.lamm_train as LT
 from inference.daily import PRODUCT_FEATURES, SIDE_DIM
 from inference.lamm_data import load_lamm_data
-from tests.bench.lightgbm_tuned import GRID, settings
+from tests.bench.lightgbm_tuned import GRID, evaluate_fold, settings
 
 _COL = {name: SIDE_DIM + i for i, name in enumerate(PRODUCT_FEATURES)}
 _CATS = [_COL[n] for n in PRODUCT_FEATURES if n.startswith("category_")]
@@ -159,11 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"K{k + 1} {name}: MAE {res[name][-1]:.4f}", flush=True)
 
     for k in (int(s) for s in a.folds_run.split(",")):
-        tc = replace(tc0, seed=tc0.seed + k)  # evaluate's per-fold seed (split and models)
-        test_p = np.flatnonzero(fold_of == k)
-        fit_p, cal_p = LT.split_calib(np.flatnonzero(fold_of != k), tc.calib_frac, tc.seed)
-        data = LT.with_content(data0, fit_p, log=lambda *_: None) if a.content_scores else data0
-        norm = LT.norm_constants(data, fit_p)
+        tc, fit_p, cal_p, test_p, data, norm = evaluate_fold(data0, fold_of, k, tc0)
         true, true_cal = LT.targets_z(data, test_p, norm), LT.targets_z(data, cal_p, norm)
         put(
             "LightGBM",

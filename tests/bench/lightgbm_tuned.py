@@ -83,6 +83,17 @@ def served_grid_pick(rows: list[dict]) -> dict:
     return min(served, key=lambda r: r["cal_mae"])
 
 
+def evaluate_fold(data0, fold_of: np.ndarray, k: int, tc0):
+    """Fold k as ``liftstream evaluate`` sets it up: its train config (seed + k), fit / calibration /
+    test products, data (with the content channel fitted on the fit products when
+    ``tc0.content_scores``) and normalisation."""
+    tc = replace(tc0, seed=tc0.seed + k)  # evaluate's per-fold seed (split and models)
+    test_p = np.flatnonzero(fold_of == k)
+    fit_p, cal_p = LT.split_calib(np.flatnonzero(fold_of != k), tc.calib_frac, tc.seed)
+    data = LT.with_content(data0, fit_p, log=lambda *_: None) if tc0.content_scores else data0
+    return tc, fit_p, cal_p, test_p, data, LT.norm_constants(data, fit_p)
+
+
 def main(argv: list[str] | None = None) -> dict:
     from scipy import stats
 
@@ -99,11 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     fold_of = LT.fold_assignment(data0.n_products, 5, tc0.seed)
     folds = []
     for k in (int(s) for s in a.folds_run.split(",")):
-        tc = replace(tc0, seed=tc0.seed + k)  # evaluate's per-fold seed (split and models)
-        test_p = np.flatnonzero(fold_of == k)
-        fit_p, cal_p = LT.split_calib(np.flatnonzero(fold_of != k), tc.calib_frac, tc.seed)
-        data = LT.with_content(data0, fit_p, log=lambda *_: None) if a.content_scores else data0
-        norm = LT.norm_constants(data, fit_p)
+        tc, fit_p, cal_p, test_p, data, norm = evaluate_fold(data0, fold_of, k, tc0)
         print(f"K{k + 1}: {len(settings())} settings", flush=True)
         f = tuned_fold(data, fit_p, cal_p, test_p, norm, tc.seed, a.threads)
         f["fold"] = k
