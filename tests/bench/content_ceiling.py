@@ -2,10 +2,11 @@
 
 The simulator knows each video's true content quality (its log conversion, ``truth/videos.parquet``)
 and each product-day's expected units (``truth/sales.parquet``). This refits the LightGBM
-baseline per fold (same folds and split as ``liftstream evaluate``) with one oracle column added,
-so the MAE on z says what a perfect reading of that information would buy:
+baseline per fold (same folds and split as ``liftstream evaluate``; its fixed recipe,
+``tune=False``, as the documented figures were measured) with one oracle column added, so the
+MAE on z says what a perfect reading of that information would buy:
 
-- ``baseline``: the LightGBM baseline as evaluated (it sees no content);
+- ``baseline``: the LightGBM baseline as evaluated before v10 (it sees no content);
 - ``oracle quality``: plus log1p(sum over the active videos of exp(true quality) x today's
   impressions): the impression-weighted content quality a perfect video encoder could deliver;
 - ``oracle expected units``: plus log1p of tomorrow's true expected units: the noise floor.

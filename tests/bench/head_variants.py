@@ -11,7 +11,8 @@ split (fit products, early stopping on the calibration products, MAE on z of the
   rate 0.1, 15 leaves; a run from before v9 calls it ``head``), and three recipes between;
 - ``head + ratios, ...``: x[..., H:] plus columns derived from it (``DERIVED``: engagement per
   impression, the category as one categorical column);
-- ``LightGBM``: the baseline on its own table (``baselines.fit_predict_lightgbm``);
+- ``LightGBM``: the baseline on its own table (``baselines.fit_predict_lightgbm``, the fixed
+  recipe as before v10: ``tune=False``);
 - with ``--lamm`` also ``stack``: the head's input plus LAMM's own forecast as one more column
   (LAMM's z on the fit products is in-sample), and ``residual``: the head fitted to LAMM's
   residual on the fit products, added to LAMM's forecast.

@@ -3,7 +3,7 @@
 Same folds, calibration split and normalisation as ``liftstream evaluate``. Per fold k, LAMM is
 trained ``--members`` times with torch seeds k, 1000 + k, 2000 + k, ... (the first is exactly
 the evaluated LAMM of that fold; the split stays the fold's), and the test predictions on z
-are averaged. LightGBM is refitted as evaluated. Prints per-fold MAE on z (each member, the
+are averaged. LightGBM is refitted as evaluated before v10 (the fixed recipe, ``tune=False``). Prints per-fold MAE on z (each member, the
 average, LightGBM) and a paired t-test of the average against LightGBM over the folds; writes
 ``results.json`` to ``--out``. Each member's test predictions are cached there
 (``pred_k{fold}_s{seed}.npy``), so a rerun only trains what is missing.
