@@ -21,7 +21,6 @@ LightGBM against its served blend (LAMM+GBM) fold by fold, with a paired t-test.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from dataclasses import replace
@@ -43,9 +42,8 @@ GRID = {
 
 
 def settings() -> list[dict]:
-    """Every grid point as LightGBM params (the baseline's recipe with the grid's fields replaced)."""
-    keys = list(GRID)
-    return [{**G.LGBM_PARAMS, **dict(zip(keys, v, strict=True))} for v in itertools.product(*GRID.values())]
+    """Every GRID point as LightGBM params (the baseline's recipe with the grid's fields replaced)."""
+    return G.tune_settings(GRID)
 
 
 def tuned_fold(data, fit_p, cal_p, test_p, norm, seed: int, threads: int, log=print) -> dict:
@@ -53,13 +51,16 @@ def tuned_fold(data, fit_p, cal_p, test_p, norm, seed: int, threads: int, log=pr
     cat = [B.LGBM_FEATURES.index("category")]
     (x, y), (xv, yv), (xt, _) = (B.lgbm_xy(data, p, norm) for p in (fit_p, cal_p, test_p))
     true_cal, true_test = LT.targets_z(data, cal_p, norm), LT.targets_z(data, test_p, norm)
+
+    def mae(model, x_rows, products, true):
+        z = model.predict(x_rows).reshape(len(products), data.n_days - 1)
+        return LT.metrics(z, true, norm)["mae"]
+
     rows = []
     for params in settings():
         t0 = time.time()
         model = G.fit_lightgbm(x, y, xv, yv, seed=seed, threads=threads, categorical=cat, params=params)
-        shape = lambda p, z: z.reshape(len(p), data.n_days - 1)  # noqa: E731
-        cal = LT.metrics(shape(cal_p, model.predict(xv)), true_cal, norm)["mae"]
-        test = LT.metrics(shape(test_p, model.predict(xt)), true_test, norm)["mae"]
+        cal, test = mae(model, xv, cal_p, true_cal), mae(model, xt, test_p, true_test)
         rows.append(
             {
                 **{k: params[k] for k in GRID},
