@@ -74,7 +74,9 @@ def resolve(arg: str, kind: str, cls: str | None = None) -> Source:
         return Source(cls or (STANDIN_FORECASTER if kind == "forecaster" else STANDIN_ADVISOR), None)
     path = Path(arg)
     if not path.is_dir():
-        raise FileNotFoundError(f"--{kind} {arg!r}: not 'standin' and not a checkpoint folder")
+        from inference.model_dir import ModelDirError
+
+        raise ModelDirError(f"--{kind} {arg!r}: not 'standin' and not a checkpoint folder")
     return Source(cls or (DEFAULT_FORECASTER_CLASS if kind == "forecaster" else DEFAULT_ADVISOR_CLASS), path)
 
 

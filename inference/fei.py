@@ -554,7 +554,9 @@ class FeiAdvisor:
 
     @classmethod
     def load(cls, path: str | Path) -> FeiAdvisor:
-        path = Path(path)
+        from inference.model_dir import require_files
+
+        path = require_files(path, ("config.json", "weights.pt"), "fit-fei")
         cfg = json.loads((path / "config.json").read_text())
         weights = torch.load(path / "weights.pt", weights_only=False)
         model, scale = V.load_state(weights["vsvae"]) if "vsvae" in weights else (None, None)

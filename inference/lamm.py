@@ -536,7 +536,9 @@ class LammForecaster:
 
     @classmethod
     def load(cls, path: str | Path, with_baseline: bool = True) -> LammForecaster:
-        path = Path(path)
+        from inference.model_dir import ModelDirError, require_files
+
+        path = require_files(path, ("config.json", "weights.pt", "meta.json", "conformal.json"), "train")
         raw = json.loads((path / "config.json").read_text())
         # a checkpoint from before these options had the v2 day model: input dropout everywhere, linear skip
         raw.setdefault("tab_dropout", True)
@@ -548,7 +550,7 @@ class LammForecaster:
                 weights[f"skip.linear.{k}"] = weights.pop(f"skip.{k}")
         trained_x = weights["lstm.weight_ih_l0"].shape[1]
         if trained_x != cfg.x_dim:
-            raise ValueError(
+            raise ModelDirError(
                 f"checkpoint {path} was trained on a day input of {trained_x} columns, this code builds "
                 f"{cfg.x_dim} (inference.daily.PRODUCT_FEATURES changed): retrain it"
             )

@@ -701,6 +701,27 @@ def _run_fold(data, k, fold_of, models, ablations, permutation, tc, cfg, pooled,
     return fold
 
 
+def check_evaluate_args(
+    folds: int, models, ablations, max_folds: int = 0, only_folds: tuple[int, ...] = ()
+) -> None:
+    """ValueError for arguments ``evaluate`` cannot run, raised before any training (a typo must not
+    surface after an hour of folds, nor an empty fold as a NaN row)."""
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    unknown = sorted(set(models) - set(ALL_MODELS)) + sorted(set(ablations) - set(ABLATIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown models / ablations {unknown}; models: {','.join(ALL_MODELS)}; "
+            f"ablations: {','.join(ABLATIONS)}"
+        )
+    if any(not 0 <= k < folds for k in only_folds) or len(set(only_folds)) != len(only_folds):
+        raise ValueError(
+            f"only_folds {list(only_folds)}: each fold at most once, 0-based, below folds = {folds}"
+        )
+    if not 0 <= max_folds <= folds:
+        raise ValueError(f"max_folds must be in [0, folds = {folds}], got {max_folds}")
+
+
 def evaluate(
     data: LammData,
     out: str | Path,
@@ -735,6 +756,7 @@ def evaluate(
         raise DatasetError(
             f"{data.root}: --content-scores needs the dataset's annotations/ (schemas.dataset)"
         )
+    check_evaluate_args(folds, models, ablations, max_folds, only_folds)
     out.mkdir(parents=True, exist_ok=True)
     fold_of = fold_assignment(data.n_products, folds, tc.seed)
     pooled = B.pooled_raw_features(data) if "LR" in models else None
@@ -1173,11 +1195,18 @@ def cli_evaluate(argv: list[str]) -> int:
     why = stale_world(a.data)
     if why:  # the figures would not be reproducible from a fresh clone
         print(f"evaluate: WARNING: {why}", flush=True)
-    data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
-    print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     models = tuple(m for m in a.models.split(",") if m)
     abl = tuple(x for x in a.ablations.split(",") if x)
-
+    try:
+        only = tuple(int(k) for k in a.only_folds.split(",") if k)
+    except ValueError:
+        ap.error(f"--only-folds: comma-separated 0-based fold indices, got {a.only_folds!r}")
+    try:
+        check_evaluate_args(a.folds, models, abl, a.max_folds, only)
+    except ValueError as e:
+        ap.error(str(e))
+    data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
+    print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
     res = evaluate(
         data,
         a.out,
@@ -1188,7 +1217,7 @@ def cli_evaluate(argv: list[str]) -> int:
         tc=tc,
         cfg=_lamm_config(a),
         max_folds=a.max_folds,
-        only_folds=tuple(int(k) for k in a.only_folds.split(",") if k),
+        only_folds=only,
     )
     s = res["summary"]
     print(

@@ -79,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     target, _ = COMMANDS[name]
     module, func = target.split(":")
+    from inference.model_dir import ModelDirError
     from schemas.dataset import DatasetError
 
     try:
         return int(getattr(importlib.import_module(module), func)(rest) or 0)
-    except DatasetError as e:  # a dataset folder that is missing or malformed: one line, not a traceback
+    except (DatasetError, ModelDirError) as e:  # a data or model folder missing or malformed: one line
         print(f"liftstream {name}: {e}", file=sys.stderr)
         return 2
 

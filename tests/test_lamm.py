@@ -646,6 +646,67 @@ def test_cli_reports_a_bad_dataset_folder_in_one_line(tmp_path, capsys, command)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--only-folds", "9"], "only_folds [9]"),  # ran a whole fold on no test products, NaN row
+        (["--only-folds", "1,1"], "each fold at most once"),
+        (["--only-folds", "a"], "--only-folds"),
+        (["--max-folds", "6"], "max_folds"),
+        (["--folds", "1"], "folds must be >= 2"),
+        (["--models", "LAMM,LGBM"], "['LGBM']"),  # found after a fold's LAMM before
+        (["--ablations", "w/o smell"], "['w/o smell']"),
+    ],
+)
+def test_evaluate_refuses_bad_arguments_before_training(tmp_path, capsys, monkeypatch, args, says):
+    """Arguments evaluate cannot run are refused at once, with exit 2 and a message naming the
+    argument, before the dataset is even read."""
+    import inference.lamm_train as T
+    from streams.cli import main
+
+    def not_reached(*a, **k):
+        raise AssertionError("read the dataset before checking the arguments")
+
+    monkeypatch.setattr(T, "load_lamm_data", not_reached)
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "out"), *args])
+    assert e.value.code == 2 and says in capsys.readouterr().err
+    with pytest.raises(ValueError, match="only_folds"):  # the function checks too
+        T.check_evaluate_args(5, ("LAMM",), (), only_folds=(5,))
+    T.check_evaluate_args(5, ("LAMM", "LightGBM"), ("w/o frame",), max_folds=5, only_folds=(0, 4))
+
+
+def test_model_folders_that_are_missing_or_incomplete_get_one_line(tmp_path, capsys):
+    """A wrong --model / --forecaster path: ModelDirError naming the folder, what is missing and
+    the command that writes it; through the CLI exit 2 and no traceback."""
+    from inference.fei import FeiAdvisor
+    from inference.model_dir import ModelDirError
+    from streams.cli import main
+
+    with pytest.raises(ModelDirError, match="no such model directory.*liftstream train"):
+        LammForecaster.load(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(ModelDirError, match="missing weights.pt, meta.json, conformal.json"):
+        LammForecaster.load(tmp_path / "half")
+    with pytest.raises(ModelDirError, match="written by `liftstream fit-fei` \\(missing weights.pt\\)"):
+        FeiAdvisor.load(tmp_path / "half")
+    argv = [
+        "advise",
+        "--model",
+        str(tmp_path / "half"),
+        "--dataset",
+        str(tmp_path),
+        "--value",
+        "0.02",
+        "--cost",
+        "5",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "missing weights.pt" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_training_uses_bf16_only_where_the_cpu_has_it(native, monkeypatch):
     """TrainConfig's default (bf16=None) autocasts the encoder to bf16 only on CPUs with native

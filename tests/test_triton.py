@@ -41,6 +41,7 @@ from inference.export import (
 from inference.export import (
     cli as export_cli,
 )
+from inference.model_dir import ModelDirError
 from inference.triton_client import (
     AsyncTritonModelClient,
     TritonModelClient,
@@ -469,7 +470,7 @@ def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert _parse(tmp_path / "repo" / N.ADVISOR / "config.pbtxt").parameters[N.P_LOADER].string_value == (
         "inference.fei:FeiAdvisor"
     )
-    with pytest.raises(FileNotFoundError, match="not 'standin'"):
+    with pytest.raises(ModelDirError, match="not 'standin'"):
         export_cli(["--forecaster", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
 
 
