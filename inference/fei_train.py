@@ -32,6 +32,7 @@ from inference import fei as F
 from inference import vsvae as V
 from inference.client import VideoBatch, VideoMeta
 from inference.deepiv import IV_ESTIMATORS, DeepIVConfig, IVEnsemble, instrument_validity
+from inference.optimum import check_economics
 from schemas import dataset as DS
 from schemas import limits as L
 
@@ -525,6 +526,12 @@ def cli_advise(argv: list[str]) -> int:
     p.add_argument("--out", help="csv to write (default: print a summary only)")
     p.add_argument("--chunk", type=int, default=4096)
     a = p.parse_args(argv)
+    if a.chunk < 1:
+        p.error(f"--chunk must be >= 1, got {a.chunk}")
+    try:
+        check_economics(a.value, a.cost)
+    except ValueError as e:
+        p.error(str(e))
     adv = F.FeiAdvisor.load(a.model)
     try:
         videos, meta, rows = read_video_meta(a.dataset)

@@ -26,10 +26,20 @@ def profit(
     )
 
 
+def check_economics(value: float, cost: float) -> None:
+    """ValueError unless value per impression > 0 and cost per 1K followers >= 0, both finite: with
+    a value <= 0 every size loses and the "optimum" would be the grid's smallest size."""
+    if not (np.isfinite(value) and value > 0 and np.isfinite(cost) and cost >= 0):
+        raise ValueError(
+            f"need value per impression > 0 and cost per 1K followers >= 0, got {value} / {cost}"
+        )
+
+
 def optimal_followers(
     exp_imp_grid: np.ndarray, grid_followers: np.ndarray, value: float, cost: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per video (N, G) expected impressions -> (best grid index (N,), best profit (N,))."""
+    check_economics(value, cost)
     p = profit(value, cost, exp_imp_grid, grid_followers[None, :])  # (N, G)
     best = p.argmax(1)
     return best, p[np.arange(p.shape[0]), best]
@@ -63,4 +73,4 @@ def near_optimal_range(
     return below, above
 
 
-__all__ = ["NEAR_OPTIMAL_SHARE", "near_optimal_range", "optimal_followers", "profit"]
+__all__ = ["NEAR_OPTIMAL_SHARE", "check_economics", "near_optimal_range", "optimal_followers", "profit"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,24 +23,26 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     app_id: str = "liftstream"
     topic_prefix: str = ""
-    topic_partitions: int = 4
-    worker_web_port: int = 6066
+    topic_partitions: int = Field(4, ge=1)
+    worker_web_port: int = Field(6066, ge=1, le=65535)
     data_dir: Path | None = Field(
         None, description="Faust's local data folder (table metadata); default <home>/faust/<app_id>."
     )
     batch_max: int = Field(
         20_000,
+        ge=1,
         description="Most events per micro-batch of the worker (a batch also closes batch_within_s after its "
         "first event, so batches are small at low rates; large ones amortise the ClickHouse inserts and state "
         "writes under load: bench_stream throughput 9.4k events/s at 5000, 10.0k at 20000, one run each, measured "
         "on Faust's stream path before the batch lane; 16.6k at 20000 with the lane).",
     )
-    batch_within_s: float = Field(0.2, description="Longest wait to fill a micro-batch.")
-    broker_session_timeout_s: float = 60.0
-    broker_rebalance_timeout_s: float = 60.0
-    broker_heartbeat_interval_s: float = 3.0
+    batch_within_s: float = Field(0.2, gt=0, description="Longest wait to fill a micro-batch.")
+    broker_session_timeout_s: float = Field(60.0, gt=0)
+    broker_rebalance_timeout_s: float = Field(60.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(3.0, gt=0)
     day_close_timeout_s: float = Field(
         0.0,
+        ge=0,
         description="Close a product's day without sales after this many seconds (0 = only on SalesDaily).",
     )
 
@@ -49,25 +51,33 @@ class Settings(BaseSettings):
         "chdb://.liftstream/chdb", description="chdb:///dir (embedded) or clickhouse://host:port/db"
     )
     database: str = "liftstream"
-    sink_batch_rows: int = 10_000
-    sink_flush_interval_s: float = 1.0
+    sink_batch_rows: int = Field(10_000, ge=1)
+    sink_flush_interval_s: float = Field(1.0, gt=0)
 
     # models
     models: str = Field("inprocess", description="'inprocess' or 'triton://host:port'")
     forecaster: str = Field("auto", description="'auto' (train or load LAMM), 'standin', or a checkpoint dir")
     advisor: str = Field("auto", description="'auto' (fit or load FEI), 'standin', or a model dir")
-    model_timeout_s: float = 10.0
+    model_timeout_s: float = Field(10.0, gt=0)
 
     # advice economics (per impression value and cost per 1k followers, in the shop's currency)
-    value_per_impression: float = 0.02
-    cost_per_1k_followers: float = 5.0
+    value_per_impression: float = Field(0.02, gt=0, allow_inf_nan=False)
+    cost_per_1k_followers: float = Field(5.0, ge=0, allow_inf_nan=False)
 
     # alerts
-    alert_window: int = 3
-    alert_pct_drop: float = 0.30
-    alert_critical_pct: float = 0.50
-    alert_min_reference_units: float = 5.0
-    alert_cooldown_days: int = 3
+    alert_window: int = Field(3, ge=1)
+    alert_pct_drop: float = Field(0.30, gt=0, lt=1)
+    alert_critical_pct: float = Field(0.50, gt=0, le=1)
+    alert_min_reference_units: float = Field(5.0, ge=0)
+    alert_cooldown_days: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _critical_is_the_larger_drop(self) -> Settings:
+        if self.alert_critical_pct < self.alert_pct_drop:
+            raise ValueError(
+                f"alert_critical_pct ({self.alert_critical_pct}) must be >= alert_pct_drop ({self.alert_pct_drop})"
+            )
+        return self
 
     def alert_config(self):
         from streams.state import AlertConfig

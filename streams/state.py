@@ -74,6 +74,14 @@ class AlertConfig:
     cooldown_days: int = 3
     use_band: bool = True
 
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.cooldown_days < 0 or self.min_reference_units < 0:
+            raise ValueError(
+                f"AlertConfig: window >= 1, cooldown_days >= 0, min_reference_units >= 0: {self}"
+            )
+        if not 0 < self.pct_drop <= self.critical_pct <= 1:
+            raise ValueError(f"AlertConfig: need 0 < pct_drop <= critical_pct <= 1: {self}")
+
 
 # columns of ProductState.num, one row per video in the window
 PUB, FOLLOWERS, LIKES, COMMENTS, SHARES, COLLECTS, IMPRESSIONS, ENG_DAY = range(8)

@@ -392,6 +392,30 @@ def test_cli_fit_and_advise(world, tmp_path, capsys):
         )
         == 2
     )
+    # economics no size can be optimal under, and a chunk of 0 rows: refused before any work
+    for value, cost, chunk, says in (
+        ("-1", "10", "4096", "value per impression > 0"),
+        ("0.02", "-5", "4096", ">= 0"),
+        ("0.02", "10", "0", "--chunk"),
+    ):
+        with pytest.raises(SystemExit):
+            FT.cli_advise(
+                [
+                    "--model",
+                    str(tmp_path / "nope"),
+                    "--dataset",
+                    str(world),
+                    "--value",
+                    value,
+                    "--cost",
+                    cost,
+                    "--chunk",
+                    chunk,
+                ]
+            )
+        assert says in capsys.readouterr().err
+    with pytest.raises(ValueError, match="value per impression > 0"):
+        F.optimal_followers(np.ones((2, 3)), np.arange(1.0, 4.0), float("nan"), 10.0)
 
 
 def test_default_advisor_uses_the_control_function_without_verified_in_its_first_stage(advisor, tmp_path):

@@ -280,6 +280,34 @@ def test_noise_within_band_does_not_alert():
     assert not any(isinstance(r, ForecastAlert) for r in rows_all)
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"window": 0},
+        {"pct_drop": 0.0},
+        {"pct_drop": 0.6, "critical_pct": 0.5},
+        {"critical_pct": 1.5},
+        {"cooldown_days": -1},
+    ],
+)
+def test_alert_rules_that_cannot_work_are_refused(kw, monkeypatch):
+    """A window of 0 days, a drop of 0% or a critical level below the warning level would alert on
+    everything or never escalate: refused where the rule is built, and in Settings (env vars)."""
+    from pydantic import ValidationError
+
+    from streams.settings import Settings
+
+    with pytest.raises(ValueError, match="AlertConfig"):
+        AlertConfig(**kw)
+    with pytest.raises(ValidationError):
+        Settings(**{f"alert_{k}": v for k, v in kw.items()})
+    monkeypatch.setenv("LIFTSTREAM_VALUE_PER_IMPRESSION", "-0.02")
+    with pytest.raises(ValidationError, match="value_per_impression"):
+        Settings()
+    monkeypatch.setenv("LIFTSTREAM_VALUE_PER_IMPRESSION", "0.05")
+    assert Settings().value_per_impression == 0.05 and Settings().alert_config() == AlertConfig()
+
+
 def test_small_products_never_alert():
     cfg = AlertConfig(min_reference_units=5)
     st = ProductState("p1")
