@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from inference import fei as F
 from inference import vsvae as V
+from inference.cli_types import non_negative_int
 from inference.client import VideoBatch, VideoMeta
 from inference.deepiv import IV_ESTIMATORS, DeepIVConfig, IVEnsemble, instrument_validity
 from inference.optimum import check_economics
@@ -427,7 +428,7 @@ def cli_fit(argv: list[str]) -> int:
     p.add_argument(
         "--iv-epochs", type=int, default=None, help="maximum epochs per stage (default: the estimator's)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(
         "--content",
         choices=CONTENT_KINDS,

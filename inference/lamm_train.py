@@ -28,6 +28,7 @@ import torch
 
 from inference import content_scores as CS
 from inference import daily as D
+from inference.cli_types import non_negative_int, positive_int
 from inference.gbm_head import HEAD_PARAMS, TUNE_GRID, GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
 from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import (
@@ -383,13 +384,18 @@ def train_or_load(
 def _config_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", required=True, help="dataset folder (schemas.dataset)")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    ap.add_argument("--patience", type=int, default=TrainConfig.patience)
-    ap.add_argument("--batch-products", type=int, default=TrainConfig.batch_products)
+    ap.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs)
+    ap.add_argument("--patience", type=positive_int, default=TrainConfig.patience)
+    ap.add_argument("--batch-products", type=non_negative_int, default=TrainConfig.batch_products)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--lr-decay", choices=("none", "cosine"), default=TrainConfig.lr_decay)
     ap.add_argument("--loss", choices=("mse", "l1", "huber"), default=TrainConfig.loss)
-    ap.add_argument("--max-day", type=int, default=None, help="train on days 0..MAX_DAY only")
+    ap.add_argument(
+        "--max-day",
+        type=positive_int,
+        default=None,
+        help="train on days 0..MAX_DAY only (>= 1: a target needs 2 days)",
+    )
     ap.add_argument("--reading", choices=("target_query", "aux_query"), default="target_query")
     ap.add_argument(
         "--dropout", type=float, default=LammConfig.dropout, help="LAMM's dropout (section 4.4: 0.2)"
@@ -414,8 +420,8 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
         help="weight of the GBM head in the served forecast (inference.gbm_head): auto (default) = "
         "chosen on the held-out products, 0 = LAMM alone, or a fixed weight in (0, 1]",
     )
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--seed", type=non_negative_int, default=0)
+    ap.add_argument("--threads", type=positive_int, default=TrainConfig.threads)
     ap.add_argument(
         "--no-bf16",
         action="store_true",
@@ -1161,7 +1167,9 @@ def cli_evaluate(argv: list[str]) -> int:
     )
     _config_args(ap)
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--max-folds", type=int, default=0, help="run only the first N folds of the K-fold split")
+    ap.add_argument(
+        "--max-folds", type=non_negative_int, default=0, help="run only the first N folds of the K-fold split"
+    )
     ap.add_argument("--only-folds", default="", help="comma-separated fold indices to run (parallel parts)")
     ap.add_argument(
         "--models", default=",".join(ALL_MODELS), help="comma-separated subset of " + ",".join(ALL_MODELS)

@@ -31,6 +31,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from inference.cli_types import port
 from schemas import limits as L
 from streams.sinks import StoreError, StoreURLError, open_store
 
@@ -444,7 +445,7 @@ def cli(argv: list[str] | None = None) -> int:
         help="database of a chdb store (default %(default)s); a clickhouse:// URL names its own",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=port, default=8080)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 

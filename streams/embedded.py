@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from inference.cli_types import non_negative_int
 from inference.client import AsyncInProcessClient, InProcessClient
 from streams.processor import Processor, replay_clock
 from streams.settings import Settings
@@ -242,7 +243,7 @@ def cli(argv: list[str]) -> int:
         prog="liftstream run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--preset", default="small", help="simulated world preset (tiny, small, paper)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(
         "--dataset", type=Path, help="a dataset folder (schemas/dataset.py format) instead of simulating"
     )

@@ -23,6 +23,9 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiokafka.errors import KafkaConnectionError
+
+from inference.cli_types import non_negative_float, non_negative_int, positive_int
 from schemas.topics import DEFAULT_PARTITIONS, event_key, topic_names
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # above limits.MAX_RAW_PAYLOAD_BYTES: oversized events reach the DLQ
@@ -202,7 +205,11 @@ async def copy_topic(
         max_partition_fetch_bytes=MAX_REQUEST_BYTES,
         fetch_max_bytes=4 * MAX_REQUEST_BYTES,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:  # no broker: close what start() opened
+        await consumer.stop()
+        raise
     try:
         existing = await consumer.topics()
         if source not in existing:
@@ -257,6 +264,14 @@ async def copy_topic(
     return ProduceResult(n, time.monotonic() - t0)
 
 
+def _unreachable(e: Exception, bootstrap: str) -> str:
+    if not isinstance(e, KafkaConnectionError):
+        return str(e)
+    return (
+        f"no Kafka broker answers at {bootstrap} ({e}); start one (`liftstream stack up`) or pass --bootstrap"
+    )
+
+
 def cli_repartition(argv: list[str]) -> int:
     """``liftstream repartition``: copy the input topic into a new one with more partitions."""
     from streams.settings import Settings
@@ -271,14 +286,14 @@ def cli_repartition(argv: list[str]) -> int:
     p.add_argument("--bootstrap", default=defaults.kafka_bootstrap, help="host:port[,...]")
     p.add_argument("--from-prefix", default=defaults.topic_prefix, help="topic prefix of the source")
     p.add_argument("--to-prefix", required=True, help="topic prefix of the target (the new deployment's)")
-    p.add_argument("--partitions", type=int, required=True, help="the target's partition count")
+    p.add_argument("--partitions", type=positive_int, required=True, help="the target's partition count")
     a = p.parse_args(argv)
     source = topic_names(a.from_prefix)["events"]
     target = topic_names(a.to_prefix)["events"]
     try:
         res = asyncio.run(copy_topic(a.bootstrap, source, target, a.partitions, progress_every=100_000))
-    except CopyError as e:
-        print(f"liftstream repartition: {e}", file=sys.stderr)
+    except (CopyError, KafkaConnectionError) as e:
+        print(f"liftstream repartition: {_unreachable(e, a.bootstrap)}", file=sys.stderr)
         return 2
     print(
         f"copied {res.sent} records from {source} to {target} ({a.partitions} partitions) in {res.seconds:.1f} s"
@@ -296,20 +311,22 @@ def cli(argv: list[str]) -> int:
     )
     p.add_argument("--topic-prefix", default=defaults.topic_prefix)
     p.add_argument(
-        "--partitions", type=int, default=defaults.topic_partitions, help="when creating the topic"
+        "--partitions", type=positive_int, default=defaults.topic_partitions, help="when creating the topic"
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--events", type=Path, help="a JSON-lines file of input events")
     src.add_argument(
         "--preset", help="simulate a world (inference.sim preset, e.g. tiny) and replay its events"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(
         "--by-reference",
         action="store_true",
         help="with --preset: video features as dataset:// references (the worker must see the dataset)",
     )
-    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    p.add_argument(
+        "--rate", type=non_negative_float, default=0.0, help="events per second (0: as fast as possible)"
+    )
     p.add_argument("--compression", choices=["none", "gzip"], default="none")
     args = p.parse_args(argv)
 
@@ -318,17 +335,21 @@ def cli(argv: list[str]) -> int:
         payloads: Iterable[bytes] = file_events(args.events)
     else:
         payloads = world_events(args.preset, args.seed, defaults.home, inline_features=not args.by_reference)
-    res = asyncio.run(
-        produce(
-            args.bootstrap,
-            topic,
-            payloads,
-            rate=args.rate,
-            partitions=args.partitions,
-            compression=None if args.compression == "none" else args.compression,
-            progress_every=100_000,
+    try:
+        res = asyncio.run(
+            produce(
+                args.bootstrap,
+                topic,
+                payloads,
+                rate=args.rate,
+                partitions=args.partitions,
+                compression=None if args.compression == "none" else args.compression,
+                progress_every=100_000,
+            )
         )
-    )
+    except KafkaConnectionError as e:
+        print(f"liftstream produce: {_unreachable(e, args.bootstrap)}", file=sys.stderr)
+        return 2
     print(f"produced {res.sent} events to {topic} in {res.seconds:.1f} s ({res.rate:.0f}/s)")
     return 0
 

@@ -13,13 +13,14 @@ import time
 
 import numpy as np
 
+from inference.cli_types import non_negative_int, positive_int
 from inference.sim.world import PRESETS, simulate
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="liftstream simulate", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS), help="world size (default: small)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=non_negative_int, default=0)
     ap.add_argument("--out", required=True, help="dataset folder to write")
     ap.add_argument("--events", default=None, help="also write the event stream as JSON lines to this file")
     ap.add_argument(
@@ -27,8 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="events reference features by dataset:// URI instead of embedding them",
     )
-    ap.add_argument("--n-products", type=int, default=None, help="override the preset's number of products")
-    ap.add_argument("--n-days", type=int, default=None, help="override the preset's number of days")
+    ap.add_argument(
+        "--n-products", type=positive_int, default=None, help="override the preset's number of products"
+    )
+    ap.add_argument("--n-days", type=positive_int, default=None, help="override the preset's number of days")
     ap.add_argument("--start-date", default=None, help="override the first day (YYYY-MM-DD)")
     ap.add_argument(
         "--lift-share", type=float, default=None, help="override the share of sales the videos cause"
