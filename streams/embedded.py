@@ -242,7 +242,9 @@ def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="liftstream run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--preset", default="small", help="simulated world preset (tiny, small, paper)")
+    from inference.sim import PRESETS
+
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="simulated world preset")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(
         "--dataset", type=Path, help="a dataset folder (schemas/dataset.py format) instead of simulating"
@@ -254,6 +256,15 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report folder")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.events is not None and not a.events.is_file():
+        p.error(f"--events {a.events}: no such file")
+    if a.dataset is not None:
+        from schemas.dataset import DatasetError, read_meta
+
+        read_meta(a.dataset)  # DatasetError: one line from liftstream's main
+        missing = [t for t in ("videos", "engagement", "sales") if not (a.dataset / f"{t}.parquet").is_file()]
+        if missing:
+            raise DatasetError(f"{a.dataset}: missing {', '.join(t + '.parquet' for t in missing)}")
     overrides = {
         k: v for k, v in {"store": a.store, "forecaster": a.forecaster, "advisor": a.advisor}.items() if v
     }

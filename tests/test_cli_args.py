@@ -71,3 +71,21 @@ def test_no_broker_is_one_line(command, tmp_path, capsys):
     assert main([command, *argv]) == 2
     err = capsys.readouterr().err
     assert f"no Kafka broker answers at {bootstrap}" in err and "Traceback" not in err
+
+
+def test_run_refuses_missing_inputs_and_bad_settings_in_one_line(tmp_path, capsys, monkeypatch):
+    """liftstream run: a missing --events file or --dataset folder, or a LIFTSTREAM_ variable out of
+    range, is one line with exit 2 (a FileNotFoundError / ValidationError traceback before)."""
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--events", str(tmp_path / "none.jsonl")])
+    assert e.value.code == 2 and "no such file" in capsys.readouterr().err
+    assert main(["run", "--dataset", str(tmp_path)]) == 2
+    assert "meta.json: missing" in capsys.readouterr().err
+    monkeypatch.setenv("LIFTSTREAM_VALUE_PER_IMPRESSION", "-1")
+    monkeypatch.setenv("LIFTSTREAM_ALERT_WINDOW", "0")
+    assert main(["run", "--preset", "tiny", "--forecaster", "standin", "--advisor", "standin"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "invalid configuration: LIFTSTREAM_VALUE_PER_IMPRESSION" in err and "LIFTSTREAM_ALERT_WINDOW" in err
+    )
+    assert "Traceback" not in err
