@@ -1123,22 +1123,51 @@ def write_report(res: dict, out: Path) -> None:
 
 
 def merge_results(dirs: list[str | Path], out: str | Path) -> dict:
-    """Combine evaluations of the same dataset / folds / seed run in parts (model groups) into one report."""
-    parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
+    """Combine evaluations of the same dataset / folds / seed run in parts (model groups) into one report.
+
+    ValueError when the parts cannot be one evaluation: a folder without results.json, a folder
+    given twice, another dataset, fold count, training or LAMM config (threads and the time cap
+    aside), or one model on one fold in two parts with different results."""
+    if len(set(map(str, dirs))) != len(dirs):
+        raise ValueError(f"merge: a folder is given twice in {[str(d) for d in dirs]}")
+    parts = []
+    for d in dirs:
+        path = Path(d) / "results.json"
+        if not path.is_file():
+            raise ValueError(f"merge: {path} missing (not a liftstream evaluate output folder)")
+        parts.append(json.loads(path.read_text()))
+
+    def same_run(r: dict) -> tuple:
+        train = {k: v for k, v in r["train"].items() if k not in ("threads", "max_minutes")}
+        return r["dataset"], r["folds"], train, r.get("lamm_config")
+
     res = copy.deepcopy(parts[0])
-    for part in parts[1:]:
-        assert (part["dataset"], part["folds"], part["train"]["seed"]) == (
-            res["dataset"],
-            res["folds"],
-            res["train"]["seed"],
-        ), "merge needs evaluations of the same dataset, folds and seed"
+    for d, part in zip(dirs[1:], parts[1:], strict=True):
+        if same_run(part) != same_run(res):
+            raise ValueError(
+                f"merge: {d} is not the same evaluation as {dirs[0]} (dataset, folds, training and LAMM "
+                "config must match; threads may differ)"
+            )
         by_fold = {f["fold"]: f for f in res["per_fold"]}
         for g in part["per_fold"]:
             if g["fold"] not in by_fold:  # a fold run in another process
-                by_fold[g["fold"]] = {**g, **{group: {} for group in GROUPS}}
+                by_fold[g["fold"]] = copy.deepcopy(g)
                 res["per_fold"].append(by_fold[g["fold"]])
+                continue
             f = by_fold[g["fold"]]
             for group in GROUPS:
+                # a row in two parts must be the same run (e.g. LAMM retrained with the same seed
+                # for a permutation part); two different results for one row would be a silent pick
+                differ = [
+                    name
+                    for name in set(f.get(group, {})) & set(g.get(group, {}))
+                    if abs(f[group][name]["mae"] - g[group][name]["mae"]) > 1e-9
+                ]
+                if differ:
+                    raise ValueError(
+                        f"merge: fold {g['fold'] + 1} has {sorted(differ)} in two parts with different results "
+                        f"({d} and an earlier part): run each model in one part only"
+                    )
                 f.setdefault(group, {}).update(g.get(group, {}))
             for key in ("coverage", "coverage_gbm", "gbm_weight"):
                 if key in g:
@@ -1194,7 +1223,10 @@ def cli_evaluate(argv: list[str]) -> int:
             "it through the content scores; pass --ablations= and use the permutation ablation"
         )
     if a.merge:
-        res = merge_results(a.merge.split(","), a.out)
+        try:
+            res = merge_results(a.merge.split(","), a.out)
+        except ValueError as e:
+            ap.error(str(e))
         print(f"evaluate: merged report in {Path(a.out) / 'report.md'}")
         return 0
     tc = _train_config(a)

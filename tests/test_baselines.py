@@ -4,6 +4,7 @@ random dataset, the CV driver writes its report (a few seconds in all)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,3 +155,25 @@ def test_merge_partial_runs(data, tmp_path):
     assert "mae_p" in res["summary"]["models"]["SeasonalNaive"]
     assert "audio" in res["summary"]["ablation_mae_increase"]
     assert "| w/o audio |" in (tmp_path / "m" / "report.md").read_text()
+    # parts that cannot be one evaluation are refused, naming why
+    with pytest.raises(ValueError, match="given twice"):
+        merge_results([tmp_path / "a", tmp_path / "a"], tmp_path / "m2")
+    with pytest.raises(ValueError, match="results.json missing"):
+        merge_results([tmp_path / "a", tmp_path / "nothing"], tmp_path / "m2")
+    evaluate(
+        data,
+        tmp_path / "d",
+        folds=2,
+        models=("LR",),
+        ablations=(),
+        permutation=(),
+        tc=replace(tc, epochs=2),
+        log=quiet,
+    )
+    with pytest.raises(ValueError, match="not the same evaluation"):  # another training config
+        merge_results([tmp_path / "a", tmp_path / "d"], tmp_path / "m2")
+    other = json.loads((tmp_path / "b" / "results.json").read_text())
+    other["per_fold"][0]["models"]["LAMM"]["mae"] += 0.01
+    (tmp_path / "b" / "results.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"fold 1 has \['LAMM'\] in two parts with different results"):
+        merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "m2")
