@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     app_id: str = "liftstream"
     topic_prefix: str = ""
     topic_partitions: int = Field(4, ge=1)
-    worker_web_port: int = Field(6066, ge=1, le=65535)
+    worker_web_port: int = Field(6066, ge=0, le=65535, description="0 disables the worker's web server")
     data_dir: Path | None = Field(
         None, description="Faust's local data folder (table metadata); default <home>/faust/<app_id>."
     )
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         "writes under load: bench_stream throughput 9.4k events/s at 5000, 10.0k at 20000, one run each, measured "
         "on Faust's stream path before the batch lane; 16.6k at 20000 with the lane).",
     )
-    batch_within_s: float = Field(0.2, gt=0, description="Longest wait to fill a micro-batch.")
+    batch_within_s: float = Field(0.2, ge=0, description="Longest wait to fill a micro-batch (0: no wait).")
     broker_session_timeout_s: float = Field(60.0, gt=0)
     broker_rebalance_timeout_s: float = Field(60.0, gt=0)
     broker_heartbeat_interval_s: float = Field(3.0, gt=0)
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     )
     database: str = "liftstream"
     sink_batch_rows: int = Field(10_000, ge=1)
-    sink_flush_interval_s: float = Field(1.0, gt=0)
+    sink_flush_interval_s: float = Field(1.0, ge=0)
 
     # models
     models: str = Field("inprocess", description="'inprocess' or 'triton://host:port'")

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from inference.cli_types import non_negative_int, positive_int
+from inference.cli_types import non_negative_int
 from inference.sim.world import PRESETS, simulate
 
 
@@ -28,10 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="events reference features by dataset:// URI instead of embedding them",
     )
-    ap.add_argument(
-        "--n-products", type=positive_int, default=None, help="override the preset's number of products"
-    )
-    ap.add_argument("--n-days", type=positive_int, default=None, help="override the preset's number of days")
+    ap.add_argument("--n-products", type=int, default=None, help="override the preset's number of products")
+    ap.add_argument("--n-days", type=int, default=None, help="override the preset's number of days")
     ap.add_argument("--start-date", default=None, help="override the first day (YYYY-MM-DD)")
     ap.add_argument(
         "--lift-share", type=float, default=None, help="override the share of sales the videos cause"
