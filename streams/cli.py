@@ -79,24 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     target, _ = COMMANDS[name]
     module, func = target.split(":")
-    from pydantic import ValidationError
-
     from inference.model_dir import ModelDirError
     from schemas.dataset import DatasetError
+    from streams.settings import SettingsError
 
     try:
         return int(getattr(importlib.import_module(module), func)(rest) or 0)
-    except (DatasetError, ModelDirError) as e:  # a data or model folder missing or malformed: one line
+    except (DatasetError, ModelDirError, SettingsError) as e:  # bad data / model folder / setting: one line
         print(f"liftstream {name}: {e}", file=sys.stderr)
-        return 2
-    except ValidationError as e:
-        if e.title != "Settings":  # not configuration: a bug, keep the traceback
-            raise
-        bad = "; ".join(
-            f"LIFTSTREAM_{'_'.join(map(str, err['loc'])).upper() or '(settings)'}: {err['msg']}"
-            for err in e.errors()
-        )
-        print(f"liftstream {name}: invalid configuration: {bad}", file=sys.stderr)
         return 2
 
 

@@ -9,12 +9,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LIFTSTREAM_"
+
+
+class SettingsError(ValueError):
+    """A setting out of range or of the wrong type; the message names each by its environment variable."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIFTSTREAM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    def __init__(self, **values) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            bad = "; ".join(
+                f"{ENV_PREFIX}{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                if err["loc"]
+                else err["msg"]
+                for err in e.errors()
+            )
+            raise SettingsError(f"invalid configuration: {bad}") from e
 
     # where things live
     home: Path = Field(Path(".liftstream"), description="Local state: caches, embedded ClickHouse, stack.")
@@ -75,7 +93,8 @@ class Settings(BaseSettings):
     def _critical_is_the_larger_drop(self) -> Settings:
         if self.alert_critical_pct < self.alert_pct_drop:
             raise ValueError(
-                f"alert_critical_pct ({self.alert_critical_pct}) must be >= alert_pct_drop ({self.alert_pct_drop})"
+                f"{ENV_PREFIX}ALERT_CRITICAL_PCT ({self.alert_critical_pct}) must be >= "
+                f"{ENV_PREFIX}ALERT_PCT_DROP ({self.alert_pct_drop})"
             )
         return self
 

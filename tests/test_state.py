@@ -293,16 +293,16 @@ def test_noise_within_band_does_not_alert():
 def test_alert_rules_that_cannot_work_are_refused(kw, monkeypatch):
     """A window of 0 days, a drop of 0% or a critical level below the warning level would alert on
     everything or never escalate: refused where the rule is built, and in Settings (env vars)."""
-    from pydantic import ValidationError
-
-    from streams.settings import Settings
+    from streams.settings import Settings, SettingsError
 
     with pytest.raises(ValueError, match="AlertConfig"):
         AlertConfig(**kw)
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError, match="LIFTSTREAM_ALERT_"):
         Settings(**{f"alert_{k}": v for k, v in kw.items()})
     monkeypatch.setenv("LIFTSTREAM_VALUE_PER_IMPRESSION", "-0.02")
-    with pytest.raises(ValidationError, match="value_per_impression"):
+    with pytest.raises(
+        SettingsError, match="LIFTSTREAM_VALUE_PER_IMPRESSION: Input should be greater than 0"
+    ):
         Settings()
     monkeypatch.setenv("LIFTSTREAM_VALUE_PER_IMPRESSION", "0.05")
     assert Settings().value_per_impression == 0.05 and Settings().alert_config() == AlertConfig()
