@@ -126,7 +126,7 @@ def build_client(settings: Settings):
     if settings.models.startswith("triton://"):
         from inference.triton_client import load_client
 
-        return load_client(settings.models)
+        return load_client(settings.models, timeout_s=settings.model_timeout_s)
     from streams.embedded import load_models
 
     return AsyncInProcessClient(load_models(settings, None, progress=False))

@@ -73,10 +73,14 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = Field(1.0, ge=0)
 
     # models
-    models: str = Field("inprocess", description="'inprocess' or 'triton://host:port'")
+    models: str = Field(
+        "inprocess",
+        pattern=r"^(inprocess|triton://[^/\s]+/?)$",
+        description="'inprocess' or 'triton://host:port'",
+    )
     forecaster: str = Field("auto", description="'auto' (train or load LAMM), 'standin', or a checkpoint dir")
     advisor: str = Field("auto", description="'auto' (fit or load FEI), 'standin', or a model dir")
-    model_timeout_s: float = Field(10.0, gt=0)
+    model_timeout_s: float = Field(10.0, gt=0, description="Deadline of one Triton call (models=triton://).")
 
     # advice economics (per impression value and cost per 1k followers, in the shop's currency)
     value_per_impression: float = Field(0.02, gt=0, allow_inf_nan=False)

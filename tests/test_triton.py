@@ -454,6 +454,15 @@ def test_load_client(served: Served) -> None:
     assert isinstance(load_client("inprocess"), AsyncInProcessClient)
     with pytest.raises(ValueError, match="unknown model client spec"):
         load_client("http://x")
+    # the worker's client takes its deadline from the settings (it ignored model_timeout_s before)
+    from streams.app import build_client
+    from streams.settings import Settings, SettingsError
+
+    wc = build_client(Settings(models=f"triton://{served.server.grpc_url}", model_timeout_s=2.5))
+    assert isinstance(wc, AsyncTritonModelClient) and wc.timeout_s == 2.5
+    asyncio.run(wc.close())
+    with pytest.raises(SettingsError, match="LIFTSTREAM_MODELS"):  # a typo fell back to in-process before
+        Settings(models="trition://127.0.0.1:8001")
 
 
 def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
