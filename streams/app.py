@@ -736,6 +736,9 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebalance-timeout", dest="broker_rebalance_timeout_s", type=float)
     p.add_argument("--heartbeat-interval", dest="broker_heartbeat_interval_s", type=float)
     p.add_argument("--models", help="'inprocess' or triton://host:port")
+    p.add_argument(
+        "--model-timeout", dest="model_timeout_s", type=float, help="deadline of one Triton call (s)"
+    )
     p.add_argument("--forecaster", help="'auto', 'standin' or a LAMM checkpoint dir")
     p.add_argument("--advisor", help="'auto', 'standin' or an FEI model dir")
     p.add_argument("--stats-file", type=Path, help="write running counts here (JSON) after every batch")
