@@ -272,7 +272,7 @@ class Lamm(nn.Module):
         """The LSTM's weights as ``step`` uses them: W_ih^T (F, 4*hidden), W_hh^T (hidden, 4*hidden)
         and b_ih + b_hh, with the g gate's columns doubled (``_lstm_cell_doubled_g``)."""
         hid = self.cfg.hidden
-        scale = torch.ones(4 * hid)
+        scale = torch.ones(4 * hid, device=self.lstm.weight_ih_l0.device)
         scale[2 * hid : 3 * hid] = 2.0
         lstm = self.lstm
         return (
@@ -326,13 +326,19 @@ def encode_packed(encode, frame, motion, audio, seg_mask, title, title_mask, d_m
     n = frame.shape[0]
     if n == 0:
         return frame.new_zeros((0, d_model))
-    len_s = (seg_mask.bool() * torch.arange(1, seg_mask.shape[1] + 1)).amax(1)  # (N,) 1 + last real segment
-    len_t = (title_mask.bool() * torch.arange(1, title_mask.shape[1] + 1)).amax(1)  # (N,) 1 + last real token
+    dev = seg_mask.device
+    pos_s = torch.arange(1, seg_mask.shape[1] + 1, device=dev)
+    pos_t = torch.arange(1, title_mask.shape[1] + 1, device=dev)
+    len_s = (seg_mask.bool() * pos_s).amax(1)  # (N,) 1 + last real segment
+    len_t = (title_mask.bool() * pos_t).amax(1)  # (N,) 1 + last real token
+    # one host copy of the lengths: the chunk loop reads them per chunk (a device sync each on a GPU)
+    len_s_host, len_t_host = len_s.cpu(), len_t.cpu()
     order = torch.argsort(len_s * (title_mask.shape[1] + 1) + len_t)
     parts = []
+    order_host = order.cpu()
     for i in range(0, n, chunk):
-        idx = order[i : i + chunk]
-        s, t = max(int(len_s[idx].max()), 1), max(int(len_t[idx].max()), 1)
+        idx, idx_host = order[i : i + chunk], order_host[i : i + chunk]
+        s, t = max(int(len_s_host[idx_host].max()), 1), max(int(len_t_host[idx_host].max()), 1)
         parts.append(
             encode(
                 frame[idx, :s],
@@ -451,8 +457,20 @@ class LammForecaster:
                 h.update(np.asarray(v, dtype=np.float64).tobytes())
         return h.hexdigest()[:12]
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.x_mean.device
+
+    def to(self, device: str | torch.device) -> LammForecaster:
+        """Runs ``encode`` and the LSTM half of ``step`` on ``device`` (e.g. "cuda": Triton's GPU
+        instance calls this); numpy in and out stays the same, and the GBM head and content scores
+        stay on the CPU."""
+        self.model.to(device)
+        return self
+
     def encode(self, videos: VideoBatch) -> np.ndarray:
-        t = lambda a, dt=torch.float32: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
+        dev = self.device
+        t = lambda a, dt=torch.float32: torch.from_numpy(np.ascontiguousarray(a)).to(dev, dt)  # noqa: E731
         with torch.inference_mode():
             h = self.model.encode_packed(
                 t(videos.frame),
@@ -462,7 +480,7 @@ class LammForecaster:
                 t(videos.title),
                 t(videos.title_mask, torch.bool),
             )
-        h = h.numpy()  # (N, H)
+        h = h.cpu().numpy()  # (N, H)
         if self.content is not None:  # + q_v: the stream turns it into the content-lift channel
             q = self.content.q(videos.frame, videos.motion, videos.audio, videos.seg_mask, videos.title)
             h = np.concatenate([h, q[:, None]], axis=1)
@@ -481,21 +499,24 @@ class LammForecaster:
             f"expected state ({n}, {self.state_dim}), got {state.shape}"
         )
         assert x.shape == (n, self.cfg.x_dim), f"expected x ({n}, {self.cfg.x_dim}), got {x.shape}"
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        s = torch.from_numpy(np.ascontiguousarray(state, dtype=np.float32))
-        new, z = torch.empty_like(s), torch.empty(n)
-        z0 = torch.empty(n) if self.with_baseline else None
+        dev = self.device
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
+        s = torch.from_numpy(np.ascontiguousarray(state, dtype=np.float32)).to(dev)
+        new, z = torch.empty_like(s), torch.empty(n, device=dev)
+        z0 = torch.empty(n, device=dev) if self.with_baseline else None
+        # CPU: row chunks keep the (rows, 4*hidden) gate tensors in cache (faster at 100k rows);
+        # an accelerator takes the whole batch in one launch
+        chunk = self.step_chunk if dev.type == "cpu" else max(n, 1)
         with torch.inference_mode():
             w = self.model.step_weights()  # once per call, shared by the chunks
-            # row chunks keep the (rows, 4*hidden) gate tensors in cache: faster at 100k rows
-            for i in range(0, n, self.step_chunk):
-                j = slice(i, i + self.step_chunk)
+            for i in range(0, n, chunk):
+                j = slice(i, i + chunk)
                 if self.with_baseline:
                     new[j], z[j], z0[j] = self.model.step(s[j], xt[j], baseline=True, weights=w)
                 else:
                     new[j], z[j] = self.model.step(s[j], xt[j], weights=w)
-        z = z.numpy()
-        z0 = None if z0 is None else z0.numpy()
+        z = z.cpu().numpy()
+        z0 = None if z0 is None else z0.cpu().numpy()
         if self.gbm is not None:
             tab = np.asarray(x[:, self.cfg.d_model :], dtype=np.float32)
             z = self.gbm.blend(z, self.gbm.predict_z(tab))
@@ -506,7 +527,7 @@ class LammForecaster:
                 z0 = self.gbm.blend(z0, self.gbm.predict_z(tab0))
         c = self.conformal
         return StepOutput(
-            state=new.numpy(),
+            state=new.cpu().numpy(),
             point=self.to_units(z),
             lower=self.to_units(z + c.q_lo),
             upper=self.to_units(z + c.q_hi),
@@ -520,7 +541,7 @@ class LammForecaster:
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
         buf = io.BytesIO()
-        torch.save(self.model.state_dict(), buf)
+        torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, buf)
         (path / "weights.pt").write_bytes(buf.getvalue())
         (path / "conformal.json").write_text(json.dumps(asdict(self.conformal), indent=2))
         norm = {k: self.model.state_dict()[k].tolist() for k in ("x_mean", "x_std", "y_mean", "y_std")}
