@@ -5,10 +5,10 @@ Trains the demo's forecaster (LAMM + GBM head, content channel when the world ha
 its one-day-ahead forecasts on every day: coverage and the share of actuals above the interval,
 inside the window and 1-7 / 8-14 days past it, for the calibration products and for all.
 
-    .venv/bin/python -m tests.bench.coverage_drift [--world .liftstream/worlds/small-seed0] [--last-day 13]
+    .venv/bin/python -m tests.bench.coverage_drift [--world DATASET] [--last-day 13]
 
-(the default world is the one ``make demo`` simulates; about a minute on one core). Findings:
-docs/lamm.md, "Open items".
+(the default world is the one ``make demo`` simulates, simulated here if it is not cached; about a
+minute on one core). Findings: docs/lamm.md, "Open items".
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ from inference.lamm_train import TrainConfig, _blend_z, split_calib, targets_z, 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", default=".liftstream/worlds/small-seed0")
+    ap.add_argument("--world", help="dataset folder (default: the demo's small world, seed 0)")
     ap.add_argument("--last-day", type=int, default=13, help="train on days 0..LAST_DAY")
     ap.add_argument("--out", default="runs/bench/coverage_drift.json")
     a = ap.parse_args(argv)
     quiet = lambda *_: None  # noqa: E731
+    if a.world is None:
+        from streams.embedded import world_dataset
+        from streams.settings import Settings
+
+        a.world = str(world_dataset("small", 0, Settings().home, progress=False))
     window = load_lamm_data(a.world, max_day=a.last_day)
     tc = TrainConfig(content_scores=window.annotations is not None)
     fc, _ = train_lamm(window, LammConfig(), tc, log=quiet)

@@ -33,7 +33,6 @@ PY = sys.executable
 BENCHES = (
     Bench("simulator", (PY, "-m", "tests.bench.bench_simulator"), "docs/simulator.md", 2, quick=True),
     Bench("embedded", (PY, "-m", "tests.bench.bench_embedded"), "README.md", 2, quick=True),
-    # after "embedded", which simulates the demo's world it reads
     Bench("coverage_drift", (PY, "-m", "tests.bench.coverage_drift"), "docs/lamm.md", 2),
     Bench(
         "lamm_throughput",
