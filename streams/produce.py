@@ -330,6 +330,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--compression", choices=["none", "gzip"], default="none")
     args = p.parse_args(argv)
 
+    if args.events is not None and not args.events.is_file():
+        p.error(f"--events {args.events}: no such file")
     topic = topic_names(args.topic_prefix)["events"]
     if args.events is not None:
         payloads: Iterable[bytes] = file_events(args.events)

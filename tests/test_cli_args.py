@@ -72,6 +72,20 @@ def test_no_broker_is_one_line(command, tmp_path, capsys):
     assert f"no Kafka broker answers at {bootstrap}" in err and "Traceback" not in err
 
 
+def test_produce_refuses_a_missing_event_file_before_connecting(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "produce",
+                "--events",
+                str(tmp_path / "none.jsonl"),
+                "--bootstrap",
+                f"127.0.0.1:{_closed_port()}",
+            ]
+        )
+    assert e.value.code == 2 and "none.jsonl: no such file" in capsys.readouterr().err
+
+
 def test_run_refuses_missing_inputs_and_bad_settings_in_one_line(tmp_path, capsys, monkeypatch):
     """liftstream run: a missing --events file or --dataset folder, or a LIFTSTREAM_ variable out of
     range, is one line with exit 2 (a FileNotFoundError / ValidationError traceback before)."""
