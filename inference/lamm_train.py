@@ -763,6 +763,8 @@ def evaluate(
             f"{data.root}: --content-scores needs the dataset's annotations/ (schemas.dataset)"
         )
     check_evaluate_args(folds, models, ablations, max_folds, only_folds)
+    if folds > data.n_products:  # a fold without test products would train for a NaN row
+        raise ValueError(f"{folds} folds need at least {folds} products; the dataset has {data.n_products}")
     out.mkdir(parents=True, exist_ok=True)
     fold_of = fold_assignment(data.n_products, folds, tc.seed)
     pooled = B.pooled_raw_features(data) if "LR" in models else None
@@ -1247,6 +1249,8 @@ def cli_evaluate(argv: list[str]) -> int:
         ap.error(str(e))
     data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
     print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
+    if a.folds > data.n_products:
+        ap.error(f"--folds {a.folds}: the dataset has {data.n_products} products, fewer than the folds")
     res = evaluate(
         data,
         a.out,

@@ -676,6 +676,17 @@ def test_evaluate_refuses_bad_arguments_before_training(tmp_path, capsys, monkey
     T.check_evaluate_args(5, ("LAMM", "LightGBM"), ("w/o frame",), max_folds=5, only_folds=(0, 4))
 
 
+def test_evaluate_refuses_more_folds_than_products(dataset, tmp_path):
+    from inference.lamm_train import evaluate
+
+    data = load_lamm_data(dataset)
+    with pytest.raises(ValueError, match=f"need at least {data.n_products + 1} products"):
+        evaluate(
+            data, tmp_path, folds=data.n_products + 1, models=("SeasonalNaive",), ablations=(), permutation=()
+        )
+    assert not any(tmp_path.iterdir())  # refused before writing anything
+
+
 def test_model_folders_that_are_missing_or_incomplete_get_one_line(tmp_path, capsys):
     """A wrong --model / --forecaster path: ModelDirError naming the folder, what is missing and
     the command that writes it; through the CLI exit 2 and no traceback."""
