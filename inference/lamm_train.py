@@ -253,6 +253,11 @@ def fit(
     return {"best_val_loss": best, "loss": tc.loss, "history": hist, "seconds": time.time() - t0}
 
 
+MIN_TRAIN_PRODUCTS = (
+    2  # one to fit, one held out (early stopping, the head's weight, the conformal quantiles)
+)
+
+
 def split_calib(products: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     p = np.random.default_rng(seed + 7).permutation(np.asarray(products))
     n_cal = max(1, int(round(frac * len(p)))) if len(p) > 1 else 0
@@ -265,6 +270,10 @@ def train_lamm(
     """Fit on part of ``products`` (default all), conformal-calibrate on the rest; a forecaster."""
     torch.set_num_threads(tc.threads)
     products = np.arange(data.n_products) if products is None else np.asarray(products)
+    if len(products) < MIN_TRAIN_PRODUCTS:
+        raise ValueError(
+            f"training needs >= {MIN_TRAIN_PRODUCTS} products (some to fit, some held out to calibrate), got {len(products)}"
+        )
     fit_p, cal_p = split_calib(products, tc.calib_frac, tc.seed)
     if tc.content_scores:
         data = with_content(data, fit_p, log=log)
@@ -486,6 +495,11 @@ def cli_train(argv: list[str]) -> int:
     tc = _train_config(a)
     data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
     print(f"lamm: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
+    if data.n_products < MIN_TRAIN_PRODUCTS or data.n_days < 2:
+        ap.error(
+            f"{a.data}: {data.n_products} products x {data.n_days} days; training needs >= {MIN_TRAIN_PRODUCTS} "
+            "products (some to fit, some held out to calibrate) and >= 2 days"
+        )
     fc, info = train_lamm(data, _lamm_config(a), tc)
     path = fc.save(a.out)
     head = "" if fc.gbm is None else f", blended with a GBM head of weight {fc.gbm.weight}"

@@ -676,6 +676,15 @@ def test_evaluate_refuses_bad_arguments_before_training(tmp_path, capsys, monkey
     T.check_evaluate_args(5, ("LAMM", "LightGBM"), ("w/o frame",), max_folds=5, only_folds=(0, 4))
 
 
+def test_training_refuses_fewer_than_two_products(dataset, tmp_path, capsys):
+    """One product leaves none to hold out: it was a LightGBM 'no held-out targets' traceback."""
+    from inference.lamm_train import train_lamm
+
+    data = load_lamm_data(dataset)
+    with pytest.raises(ValueError, match="training needs >= 2 products"):
+        train_lamm(data, LammConfig(), TrainConfig(epochs=1, bf16=False), products=np.array([0]))
+
+
 def test_evaluate_refuses_more_folds_than_products(dataset, tmp_path):
     from inference.lamm_train import evaluate
 
