@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from inference import fei as F
 from inference import vsvae as V
-from inference.cli_types import non_negative_int
+from inference.cli_types import non_negative_int, positive_int
 from inference.client import VideoBatch, VideoMeta
 from inference.deepiv import IV_ESTIMATORS, DeepIVConfig, IVEnsemble, instrument_validity
 from inference.optimum import check_economics
@@ -525,10 +525,8 @@ def cli_advise(argv: list[str]) -> int:
     p.add_argument("--value", type=float, required=True, help="$ value per impression")
     p.add_argument("--cost", type=float, required=True, help="$ cost per 1,000 followers")
     p.add_argument("--out", help="csv to write (default: print a summary only)")
-    p.add_argument("--chunk", type=int, default=4096)
+    p.add_argument("--chunk", type=positive_int, default=4096)
     a = p.parse_args(argv)
-    if a.chunk < 1:
-        p.error(f"--chunk must be >= 1, got {a.chunk}")
     try:
         check_economics(a.value, a.cost)
     except ValueError as e:

@@ -253,9 +253,17 @@ def fit(
     return {"best_val_loss": best, "loss": tc.loss, "history": hist, "seconds": time.time() - t0}
 
 
-MIN_TRAIN_PRODUCTS = (
-    2  # one to fit, one held out (early stopping, the head's weight, the conformal quantiles)
-)
+# one product to fit, one held out (early stopping, the head's weight, the conformal quantiles)
+MIN_TRAIN_PRODUCTS = 2
+
+
+def check_trainable(n_products: int, n_days: int) -> None:
+    """ValueError unless there are products to fit and to hold out, and a next day to predict."""
+    if n_products < MIN_TRAIN_PRODUCTS or n_days < 2:
+        raise ValueError(
+            f"{n_products} products x {n_days} days: training needs >= {MIN_TRAIN_PRODUCTS} products "
+            "(some to fit, some held out to calibrate) and >= 2 days"
+        )
 
 
 def split_calib(products: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,10 +278,7 @@ def train_lamm(
     """Fit on part of ``products`` (default all), conformal-calibrate on the rest; a forecaster."""
     torch.set_num_threads(tc.threads)
     products = np.arange(data.n_products) if products is None else np.asarray(products)
-    if len(products) < MIN_TRAIN_PRODUCTS:
-        raise ValueError(
-            f"training needs >= {MIN_TRAIN_PRODUCTS} products (some to fit, some held out to calibrate), got {len(products)}"
-        )
+    check_trainable(len(products), data.n_days)
     fit_p, cal_p = split_calib(products, tc.calib_frac, tc.seed)
     if tc.content_scores:
         data = with_content(data, fit_p, log=log)
@@ -495,11 +500,10 @@ def cli_train(argv: list[str]) -> int:
     tc = _train_config(a)
     data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
     print(f"lamm: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
-    if data.n_products < MIN_TRAIN_PRODUCTS or data.n_days < 2:
-        ap.error(
-            f"{a.data}: {data.n_products} products x {data.n_days} days; training needs >= {MIN_TRAIN_PRODUCTS} "
-            "products (some to fit, some held out to calibrate) and >= 2 days"
-        )
+    try:
+        check_trainable(data.n_products, data.n_days)
+    except ValueError as e:
+        ap.error(f"{a.data}: {e}")
     fc, info = train_lamm(data, _lamm_config(a), tc)
     path = fc.save(a.out)
     head = "" if fc.gbm is None else f", blended with a GBM head of weight {fc.gbm.weight}"
@@ -722,12 +726,20 @@ def _run_fold(data, k, fold_of, models, ablations, permutation, tc, cfg, pooled,
 
 
 def check_evaluate_args(
-    folds: int, models, ablations, max_folds: int = 0, only_folds: tuple[int, ...] = ()
+    folds: int,
+    models,
+    ablations,
+    max_folds: int = 0,
+    only_folds: tuple[int, ...] = (),
+    n_products: int | None = None,
 ) -> None:
     """ValueError for arguments ``evaluate`` cannot run, raised before any training (a typo must not
-    surface after an hour of folds, nor an empty fold as a NaN row)."""
+    surface after an hour of folds, nor an empty fold as a NaN row); ``n_products`` once the data
+    is loaded."""
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
+    if n_products is not None and folds > n_products:  # a fold without test products
+        raise ValueError(f"{folds} folds need at least {folds} products; the dataset has {n_products}")
     unknown = sorted(set(models) - set(ALL_MODELS)) + sorted(set(ablations) - set(ABLATIONS))
     if unknown:
         raise ValueError(
@@ -776,9 +788,7 @@ def evaluate(
         raise DatasetError(
             f"{data.root}: --content-scores needs the dataset's annotations/ (schemas.dataset)"
         )
-    check_evaluate_args(folds, models, ablations, max_folds, only_folds)
-    if folds > data.n_products:  # a fold without test products would train for a NaN row
-        raise ValueError(f"{folds} folds need at least {folds} products; the dataset has {data.n_products}")
+    check_evaluate_args(folds, models, ablations, max_folds, only_folds, n_products=data.n_products)
     out.mkdir(parents=True, exist_ok=True)
     fold_of = fold_assignment(data.n_products, folds, tc.seed)
     pooled = B.pooled_raw_features(data) if "LR" in models else None
@@ -1263,8 +1273,10 @@ def cli_evaluate(argv: list[str]) -> int:
         ap.error(str(e))
     data = load_lamm_data(a.data, max_day=a.max_day, in_memory=a.in_memory)
     print(f"evaluate: {data.n_products} products x {data.n_days} days, {data.n_videos} videos")
-    if a.folds > data.n_products:
-        ap.error(f"--folds {a.folds}: the dataset has {data.n_products} products, fewer than the folds")
+    try:
+        check_evaluate_args(a.folds, models, abl, a.max_folds, only, n_products=data.n_products)
+    except ValueError as e:
+        ap.error(str(e))
     res = evaluate(
         data,
         a.out,

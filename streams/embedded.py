@@ -91,10 +91,13 @@ def _event_source(dataset: Path | None, events: Path | None) -> tuple[Iterable, 
     import pyarrow.parquet as pq
 
     from inference.sim.events import iter_events
+    from schemas.dataset import DatasetError
 
-    total = sum(
-        pq.ParquetFile(dataset / f"{t}.parquet").metadata.num_rows for t in ("videos", "engagement", "sales")
-    )
+    paths = [dataset / f"{t}.parquet" for t in ("videos", "engagement", "sales")]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError(f"{dataset}: missing {', '.join(missing)}")
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
     return iter_events(dataset, inline_features=False), total
 
 
@@ -258,13 +261,10 @@ def cli(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if a.events is not None and not a.events.is_file():
         p.error(f"--events {a.events}: no such file")
-    if a.dataset is not None:
-        from schemas.dataset import DatasetError, read_meta
+    if a.dataset is not None:  # before any model is trained on it: DatasetError is one line from main
+        from schemas.dataset import read_meta
 
-        read_meta(a.dataset)  # DatasetError: one line from liftstream's main
-        missing = [t for t in ("videos", "engagement", "sales") if not (a.dataset / f"{t}.parquet").is_file()]
-        if missing:
-            raise DatasetError(f"{a.dataset}: missing {', '.join(t + '.parquet' for t in missing)}")
+        read_meta(a.dataset)
     overrides = {
         k: v for k, v in {"store": a.store, "forecaster": a.forecaster, "advisor": a.advisor}.items() if v
     }

@@ -264,9 +264,7 @@ async def copy_topic(
     return ProduceResult(n, time.monotonic() - t0)
 
 
-def _unreachable(e: Exception, bootstrap: str) -> str:
-    if not isinstance(e, KafkaConnectionError):
-        return str(e)
+def _unreachable(e: KafkaConnectionError, bootstrap: str) -> str:
     return (
         f"no Kafka broker answers at {bootstrap} ({e}); start one (`liftstream stack up`) or pass --bootstrap"
     )
@@ -292,7 +290,10 @@ def cli_repartition(argv: list[str]) -> int:
     target = topic_names(a.to_prefix)["events"]
     try:
         res = asyncio.run(copy_topic(a.bootstrap, source, target, a.partitions, progress_every=100_000))
-    except (CopyError, KafkaConnectionError) as e:
+    except CopyError as e:
+        print(f"liftstream repartition: {e}", file=sys.stderr)
+        return 2
+    except KafkaConnectionError as e:
         print(f"liftstream repartition: {_unreachable(e, a.bootstrap)}", file=sys.stderr)
         return 2
     print(

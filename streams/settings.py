@@ -94,12 +94,11 @@ class Settings(BaseSettings):
     alert_cooldown_days: int = Field(3, ge=0)
 
     @model_validator(mode="after")
-    def _critical_is_the_larger_drop(self) -> Settings:
-        if self.alert_critical_pct < self.alert_pct_drop:
-            raise ValueError(
-                f"{ENV_PREFIX}ALERT_CRITICAL_PCT ({self.alert_critical_pct}) must be >= "
-                f"{ENV_PREFIX}ALERT_PCT_DROP ({self.alert_pct_drop})"
-            )
+    def _alert_rule_is_valid(self) -> Settings:
+        try:  # AlertConfig holds the rule's checks (e.g. a critical drop below the warning drop)
+            self.alert_config()
+        except ValueError as e:
+            raise ValueError(f"{ENV_PREFIX}ALERT_*: {e}") from e
         return self
 
     def alert_config(self):
