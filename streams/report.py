@@ -30,22 +30,29 @@ def _history_days(dataset: Path | None) -> int | None:
     return json.loads((Path(dataset) / "meta.json").read_text()).get("history_days")
 
 
-def accuracy(store, db: str, since: str | None = None) -> dict:
-    """Day-close forecasts against the actual units of their target day."""
+def forecast_outcomes(store, db: str, since: str | None = None) -> np.ndarray:
+    """(n, 5) float64 rows of day-close forecasts whose target day has sales: target day (days
+    since 1970-01-01), point, lower, upper, actual units (ordered by target day)."""
     where = f"AND f.target_day >= toDate('{since}')" if since else ""
     rows = _q(
         store,
         f"""
-        SELECT f.point, f.lower, f.upper, s.units
+        SELECT toInt32(f.target_day) AS d, f.point, f.lower, f.upper, s.units
         FROM (SELECT product_id, target_day, point, lower, upper FROM {db}.forecasts FINAL WHERE kind = 'day_close') AS f
         INNER JOIN (SELECT product_id, day, units FROM {db}.sales_daily FINAL) AS s
           ON f.product_id = s.product_id AND f.target_day = s.day
-        WHERE 1 {where}""",
+        WHERE 1 {where}
+        ORDER BY d, f.product_id""",
     )
-    if not rows:
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def accuracy(store, db: str, since: str | None = None) -> dict:
+    """Day-close forecasts against the actual units of their target day."""
+    a = forecast_outcomes(store, db, since)
+    if not len(a):
         return {"n": 0}
-    a = np.array(rows, dtype=np.float64)
-    point, lower, upper, y = a.T
+    _, point, lower, upper, y = a.T
     err = point - y
     nz = y > 0
     return {

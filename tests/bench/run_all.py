@@ -34,6 +34,12 @@ BENCHES = (
     Bench("simulator", (PY, "-m", "tests.bench.bench_simulator"), "docs/simulator.md", 2, quick=True),
     Bench("embedded", (PY, "-m", "tests.bench.bench_embedded"), "README.md", 2, quick=True),
     Bench("coverage_drift", (PY, "-m", "tests.bench.coverage_drift"), "docs/lamm.md", 2),
+    Bench(  # reads the store `make demo` fills
+        "live_recalibration",
+        ("bash", "-c", f"make demo && {PY} -m tests.bench.live_recalibration"),
+        "docs/lamm.md",
+        2,
+    ),
     Bench(
         "lamm_throughput",
         (PY, "-m", "tests.bench.bench_lamm", "--threads", "1"),
@@ -59,6 +65,19 @@ BENCHES = (
         ),
         "docs/fei.md",
         4,
+    ),
+    Bench(  # the FEI paper's size: 12 GB of features on disk, about 15 GB of memory to simulate
+        "fei_500k",
+        (
+            "bash",
+            "-c",
+            f"( test -f data/fei_500k/meta.json || {PY} -m streams.cli simulate --preset paper"
+            " --n-products 11700 --seed 0 --out data/fei_500k --no-progress )"
+            f" && {PY} -m tests.bench.bench_fei --dataset data/fei_500k --parts fit,eval --refit --skip-deepiv"
+            " --skip-invalid --baseline-epochs 25 --threads 2 --saliency-level --out runs/bench/fei500k_sal",
+        ),
+        "docs/fei.md",
+        15,
     ),
     Bench(
         "lamm_cv",
