@@ -23,7 +23,7 @@ import numpy as np
 
 from streams.report import forecast_outcomes
 from streams.settings import Settings
-from streams.sinks import open_store
+from streams.sinks import StoreError, StoreURLError, open_store
 
 
 def rolling_offsets(day: np.ndarray, score: np.ndarray, window: int, level: float) -> dict[int, float]:
@@ -66,11 +66,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="runs/bench/live_recalibration.json")
     a = ap.parse_args(argv)
     url = a.store or f"chdb://{(Path(Settings().home) / 'chdb').resolve()}"
-    store = open_store(url)
-    rows = forecast_outcomes(store, a.database)
-    if not len(rows):
-        raise SystemExit(f"{url}: no day-close forecasts with sales; run `make demo` first")
-    first_sales_day = store.query(f"SELECT toInt32(min(day)) FROM {a.database}.sales_daily FINAL")[0][0]
+    try:
+        store = open_store(url)
+        rows = forecast_outcomes(store, a.database)
+        if not len(rows):
+            raise SystemExit(f"{url}: no day-close forecasts with sales; run `make demo` first")
+        first_sales_day = store.query(f"SELECT toInt32(min(day)) FROM {a.database}.sales_daily FINAL")[0][0]
+    except (StoreError, StoreURLError) as e:
+        raise SystemExit(f"{url}: {e} (run `make demo` first, or pass --store)") from None
     live_from = int(first_sales_day) + a.history_days  # as the run's report counts live days
     day, _, lower, upper, y = rows.T
     live = day >= live_from
