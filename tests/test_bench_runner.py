@@ -1,5 +1,6 @@
 """`make bench` runs tests.bench.run_all: every benchmark it lists must name a module that exists
-(the Makefile once pointed at a runner that did not)."""
+(the Makefile once pointed at a runner that did not). Also the benchmarks' own arithmetic where
+a figure in the docs rests on it."""
 
 from __future__ import annotations
 
