@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.bench.run_all --list              # what runs, in order, and roughly how long
     .venv/bin/python -m tests.bench.run_all                     # the quick ones (default set, ~7 min)
     .venv/bin/python -m tests.bench.run_all --only fei,lamm_cv  # these, by name
-    .venv/bin/python -m tests.bench.run_all --all               # every benchmark (about an hour on 2 cores)
+    .venv/bin/python -m tests.bench.run_all --all               # every benchmark (about an hour and a half on 2 cores)
 
 Each benchmark is the command its model card documents (docs/*.md), run as a subprocess with
 its own output; this runner only sequences them, prints each one's wall time and exit status, and
