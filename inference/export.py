@@ -41,6 +41,7 @@ import numpy as np
 
 from inference import triton_names as N
 from inference.client import AdviceBatch, VideoBatch, VideoMeta
+from inference.model_dir import ModelDirError
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_FORECASTER = "inference.standin:SeasonalNaiveForecaster"
@@ -74,8 +75,6 @@ def resolve(arg: str, kind: str, cls: str | None = None) -> Source:
         return Source(cls or (STANDIN_FORECASTER if kind == "forecaster" else STANDIN_ADVISOR), None)
     path = Path(arg)
     if not path.is_dir():
-        from inference.model_dir import ModelDirError
-
         raise ModelDirError(f"--{kind} {arg!r}: not 'standin' and not a checkpoint folder")
     return Source(cls or (DEFAULT_FORECASTER_CLASS if kind == "forecaster" else DEFAULT_ADVISOR_CLASS), path)
 

@@ -35,6 +35,7 @@ import torch
 from inference import vsvae as V
 from inference.client import AdviceBatch, VideoBatch, VideoMeta
 from inference.deepiv import ControlFunctionIV, DeepIV, load_iv_estimator
+from inference.model_dir import require_files
 from inference.optimum import NEAR_OPTIMAL_SHARE, near_optimal_range, optimal_followers, profit  # noqa: F401 (re-exported)
 from schemas import limits as L
 
@@ -554,8 +555,6 @@ class FeiAdvisor:
 
     @classmethod
     def load(cls, path: str | Path) -> FeiAdvisor:
-        from inference.model_dir import require_files
-
         path = require_files(path, ("config.json", "weights.pt"), "fit-fei")
         cfg = json.loads((path / "config.json").read_text())
         weights = torch.load(path / "weights.pt", weights_only=False)

@@ -54,6 +54,7 @@ from torch import nn
 from inference.client import StepOutput, VideoBatch
 from inference.daily import NO_VIDEO_FEATURES, PRODUCT_DIM, PRODUCT_FEATURES, SIDE_DIM
 from inference.gbm_head import GbmHead
+from inference.model_dir import ModelDirError, require_files
 from schemas import limits as L
 
 LADDER = ("text", "audio", "motion")  # fused in turn into the frame target (Figure 3)
@@ -557,8 +558,6 @@ class LammForecaster:
 
     @classmethod
     def load(cls, path: str | Path, with_baseline: bool = True) -> LammForecaster:
-        from inference.model_dir import ModelDirError, require_files
-
         path = require_files(path, ("config.json", "weights.pt", "meta.json", "conformal.json"), "train")
         raw = json.loads((path / "config.json").read_text())
         # a checkpoint from before these options had the v2 day model: input dropout everywhere, linear skip
