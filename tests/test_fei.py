@@ -459,3 +459,50 @@ def test_validity_gamma_leaves_out_the_columns_the_first_stage_left_out():
 
     assert FT.validity_gamma(Est(), resid, x, z) < 0.02
     assert FT.instrument_validity(resid, x, z) > 0.5
+
+
+def test_intensity_bound_matches_the_simulators_features():
+    """tests/bench/fei_intensity_bound models how the simulator writes a video's intensity k into
+    its frame and motion vectors: one segment carries Fisher information J = g' S^-1 g about k.
+    Synthesised by inference.sim.features itself (presence, saliency and speech off, so only the
+    scene draws and the noise stay), the GLS estimate of k from one segment must be unbiased with
+    variance 1 / J; the posterior then concentrates where the statistic is sharp."""
+    from inference.sim import physics as PH
+    from inference.sim.features import synthesize
+    from tests.bench import fei_intensity_bound as IB
+
+    rng = np.random.default_rng(0)
+    n, s, vtype = 6000, 1, 2
+    k = rng.uniform(0.05, 0.95, n)
+    zeros = np.zeros((n, L.MAX_SEGMENTS))
+    content = {
+        "p": zeros,
+        "e": zeros,
+        "a": zeros,
+        "music": np.zeros(n),
+        "style": np.full(n, s),
+        "intensity": k,
+        "video_type": np.full(n, vtype),
+        "frame_product_latent": np.zeros((n, PH.PRODUCT_LATENT_DIM)),
+        "title_product_latent": np.zeros((n, PH.PRODUCT_LATENT_DIM)),
+        "tokens": np.full((n, L.MAX_TITLE_TOKENS), -1),
+    }
+    f = synthesize(rng, np.ones(n, dtype=np.int32), content)
+    g = PH.geometry()
+    frame = f["frame"][:, 0].astype(np.float64) - 0.6 * g.style_frame[s] - 0.6 * g.type_frame[vtype]
+    motion = f["motion"][:, 0].astype(np.float64) - 0.5 * g.style_motion[s]
+    d = g.scene.shape[1]
+    ss = IB.SCENE_SCALE**2 * g.scene.T.astype(np.float64) @ g.scene
+    eye = IB.NOISE**2 * np.eye(d)
+    cov = np.block([[ss + eye, IB.MOTION_SCENE * ss], [IB.MOTION_SCENE * ss, IB.MOTION_SCENE**2 * ss + eye]])
+    grad = IB.SLOPE * np.concatenate([g.style_frame[s], g.style_motion[s]])
+    j = IB.segment_information(s)
+    t_hat = np.concatenate([frame, motion], 1) @ np.linalg.solve(cov, grad) / j
+    err = t_hat - k
+    assert abs(err.mean()) < 4 / np.sqrt(j * n)  # unbiased
+    assert np.var(err) == pytest.approx(1 / j, rel=0.08)  # the information the bound assumes
+    # a sharp statistic pins the posterior mean; no information leaves the prior mean 0.5
+    grid = np.linspace(0.0, 1.0, 401)[1:-1]
+    sharp = IB.posterior(np.array([0.3]), np.array([0]), np.array([1e6]), np.array([0]), grid) @ grid
+    flat = IB.posterior(np.array([0.3]), np.array([0]), np.array([0.0]), np.array([0]), grid) @ grid
+    assert sharp[0] == pytest.approx(0.3, abs=2e-3) and flat[0] == pytest.approx(0.5, abs=1e-6)

@@ -189,6 +189,41 @@ def fei_errors(est, x, params, grid, n_eval, seed=0) -> dict:
     }
 
 
+INTENSITY_GRID = np.linspace(0.02, 0.98, 25)  # the intensity values a posterior decision averages over
+INTENSITY_PRIOR = INTENSITY_GRID * (1 - INTENSITY_GRID)  # Beta(2, 2), the simulator's prior, up to a constant
+
+
+class PosteriorDecision:
+    """Profit share at (VALUE, COST) of follower sizes chosen on the simulator's own curve family:
+    each video's true style and (unless given) level, its intensity averaged over posterior
+    weights on ``INTENSITY_GRID``, the size maximising that expected profit; scored on the true
+    curves of the videos ``idx``, as the advisor's share is."""
+
+    def __init__(self, params: dict, idx: np.ndarray, styles: np.ndarray, adv, sim):
+        self.idx, self.adv, self.sim = idx, adv, sim
+        self.intercept = params["intercept"][idx]
+        self.style_i = np.array([PH_STYLE_CODE[st] for st in styles])
+        self.true_grid = true_expected_impressions(adv.log_grid, {k: v[idx] for k, v in params.items()}, sim)
+        _, self.p_true = F.optimal_followers(self.true_grid, adv.grid_followers, VALUE, COST)
+        self.pos = self.p_true > 0
+
+    def share(self, weights: np.ndarray, intercept: np.ndarray | None = None, factor: float = 1.0) -> float:
+        from inference.sim.content import curve_params
+
+        icpt = self.intercept if intercept is None else intercept
+        expected = np.zeros_like(self.true_grid)
+        for j, kj in enumerate(INTENSITY_GRID):
+            p = curve_params(self.style_i, np.full(len(self.idx), kj), icpt)
+            expected += (
+                weights[:, j : j + 1] * true_expected_impressions(self.adv.log_grid, p, self.sim) * factor
+            )
+        best, _ = F.optimal_followers(expected, self.adv.grid_followers, VALUE, COST)
+        got = F.profit(
+            VALUE, COST, self.true_grid[np.arange(len(self.idx)), best], self.adv.grid_followers[best]
+        )
+        return float(got[self.pos].sum() / self.p_true[self.pos].sum())
+
+
 def profit_bounds(
     dataset: Path, params: dict, r: np.ndarray, idx: np.ndarray, adv, sim, x: np.ndarray | None = None
 ) -> dict:
@@ -202,8 +237,6 @@ def profit_bounds(
     also knows the level only as well as the advisor's covariates x read it (a cross-fitted
     least-squares probe of the intercept, times exp(residual variance / 2)): the level moves the
     optimum of every curve shape, so this is the bound for an estimator that reads x."""
-    from inference.sim.content import curve_params
-
     tv = pq.read_table(dataset / "truth" / "videos.parquet", columns=["style", "intensity"])
     styles = np.array([str(v) for v in tv.column("style").to_pylist()])
     k = tv.column("intensity").to_numpy()
@@ -222,25 +255,8 @@ def profit_bounds(
     for st in np.unique(styles):
         k_hat[styles == st] = cross_fitted(r, k, styles == st)[styles == st]
         resid_var[st] = float(np.mean((k[styles == st] - k_hat[styles == st]) ** 2))
-    ks = np.linspace(0.02, 0.98, 25)
-    prior = ks * (1 - ks)  # Beta(2, 2), the simulator's intensity prior, up to a constant
-    sub = {kk: v[idx] for kk, v in params.items()}
-    true_grid = true_expected_impressions(adv.log_grid, sub, sim)
-    _, p_true = F.optimal_followers(true_grid, adv.grid_followers, VALUE, COST)
-    pos = p_true > 0
-    style_i = np.array([PH_STYLE_CODE[st] for st in styles[idx]])
-
-    def share(
-        weights: np.ndarray, intercept: np.ndarray = params["intercept"][idx], factor: float = 1.0
-    ) -> float:
-        expected = np.zeros_like(true_grid)
-        for j, kj in enumerate(ks):
-            p = curve_params(style_i, np.full(len(idx), kj), intercept)
-            expected += weights[:, j : j + 1] * true_expected_impressions(adv.log_grid, p, sim) * factor
-        best, _ = F.optimal_followers(expected, adv.grid_followers, VALUE, COST)
-        got = F.profit(VALUE, COST, true_grid[np.arange(len(idx)), best], adv.grid_followers[best])
-        return float(got[pos].sum() / p_true[pos].sum())
-
+    ks, prior = INTENSITY_GRID, INTENSITY_PRIOR
+    share = PosteriorDecision(params, idx, styles[idx], adv, sim).share
     flat = np.tile(prior / prior.sum(), (len(idx), 1))
     var = np.array([resid_var[st] for st in styles[idx]])[:, None]
     post = prior[None, :] * np.exp(-0.5 * (k_hat[idx][:, None] - ks[None, :]) ** 2 / var)

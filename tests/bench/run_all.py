@@ -79,6 +79,18 @@ BENCHES = (
         "docs/fei.md",
         15,
     ),
+    Bench(  # what the features allow about the S-curves' intensity, and what that is worth in profit
+        "fei_intensity_bound",
+        (
+            "bash",
+            "-c",
+            f"( test -f data/paper/meta.json || {PY} -m streams.cli simulate --preset paper --seed 0"
+            " --out data/paper --no-progress )"
+            f" && {PY} -m tests.bench.fei_intensity_bound --dataset data/paper",
+        ),
+        "docs/fei.md",
+        3,
+    ),
     Bench(
         "lamm_cv",
         (
@@ -134,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.list:
         for b in BENCHES:
             mark = "*" if b in chosen else " "
-            print(f"{mark} {b.name:18s} ~{b.minutes:>4.0f} min  {b.doc:18s}  {' '.join(b.argv[1:])}")
+            print(f"{mark} {b.name:20s} ~{b.minutes:>4.0f} min  {b.doc:18s}  {' '.join(b.argv[1:])}")
         print("(* = would run with these options)")
         return 0
     failed = []
