@@ -41,3 +41,36 @@ def test_live_recalibration_offsets_use_only_earlier_days():
     assert off[2] == 6.0  # window 1: day 1 only, rank ceil(0.5 * 3) = 2
     wide = rolling_offsets(day, score, window=2, level=0.8)
     assert wide[2] == 6.0  # days 0-1, six scores, rank ceil(0.8 * 7) = 6
+
+
+def test_repeated_cv_corrected_t_test():
+    """With no training overlap the corrected resampled t-test is the one-sample t-test of the
+    differences; the overlap term (n_test / n_train) shrinks t by sqrt((1/n) / (1/n + ratio)).
+    compare() pairs the served model with each other model fold by fold, per repetition."""
+    from scipy import stats
+
+    from tests.bench.repeated_cv import compare, corrected_resampled_t
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(-0.001, 0.001, 15)
+    t0, p0 = corrected_resampled_t(d, 0.0)
+    ref = stats.ttest_1samp(d, 0.0)
+    assert t0 == pytest.approx(ref.statistic) and p0 == pytest.approx(ref.pvalue)
+    t1, p1 = corrected_resampled_t(d, 0.25)
+    assert t1 == pytest.approx(t0 * np.sqrt((1 / 15) / (1 / 15 + 0.25))) and p1 > p0
+
+    def run(seed, served, other):
+        per_fold = [
+            {"fold": i, "models": {"LAMM+GBM": {"mae": s}, "LightGBM": {"mae": o}}}
+            for i, (s, o) in enumerate(zip(served, other, strict=True))
+        ]
+        return {"folds": 5, "train": {"seed": seed}, "per_fold": per_fold[::-1]}  # order restored by fold
+
+    a = run(0, [0.40, 0.41, 0.42, 0.43, 0.44], [0.41, 0.41, 0.43, 0.44, 0.43])
+    b = run(1, [0.40, 0.40, 0.40, 0.40, 0.40], [0.41, 0.42, 0.41, 0.42, 0.41])
+    c = compare([a, b])["against"]["LightGBM"]
+    assert c["folds"] == 10 and c["folds_lower"] == 8  # a: 3 lower, 1 tie, 1 higher; b: all 5
+    assert c["diff"] == pytest.approx(
+        np.mean([-0.01, 0, -0.01, -0.01, 0.01, -0.01, -0.02, -0.01, -0.02, -0.01])
+    )
+    assert [r["folds_lower"] for r in c["per_repetition"]] == [3, 5]
