@@ -99,6 +99,10 @@ class LammConfig:
         """Width of x's side + product (+ content channel) part, what the skip and the GBM head read."""
         return SIDE_DIM + PRODUCT_DIM + int(self.content_channel)
 
+    def x_column(self, product_feature: str) -> int:
+        """Index in x of a column of the product part (``inference.daily.PRODUCT_FEATURES``)."""
+        return self.d_model + SIDE_DIM + PRODUCT_FEATURES.index(product_feature)
+
 
 class MutualAttention(nn.Module):
     """Eq. (2) with heads: ``query`` attends over ``key`` (masked); residual + layer norm on the query."""
@@ -363,17 +367,42 @@ def masked_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # Serving: the forecaster protocol of inference.client
 
 
+INTERVAL_BY = "n_active"  # the product-part column the served interval is conditioned on
+
+
 @dataclass
 class Conformal:
-    """Split-conformal quantiles of held-out residuals z_true - z_pred (standardized log1p scale)."""
+    """Split-conformal quantiles of held-out residuals z_true - z_pred (standardized log1p scale).
+
+    With ``edges`` the interval is group-conditional (Mondrian conformal): the held-out rows are
+    bucketed by one column of the day input x (``column``; the served forecaster uses log1p of the
+    product's active videos, ``INTERVAL_BY``; buckets at quantiles of the held-out rows), each bucket gets its own quantiles
+    (``q_lo_by`` / ``q_hi_by``), and a forecast takes its row's bucket's. A product with three
+    videos is harder to forecast than one with thirty, and one interval for both under-covers the
+    first and over-covers the second (docs/lamm.md, "Intervals by active videos"). ``q_lo`` /
+    ``q_hi`` stay the all-rows quantiles; without edges they are the interval."""
 
     level: float = 0.8
     q_lo: float = -1.0
     q_hi: float = 1.0
     n_calib: int = 0
+    column: int = -1  # index into x of the bucketing column (with edges)
+    edges: tuple[float, ...] = ()  # inner bucket edges, ascending: len(edges) + 1 buckets
+    q_lo_by: tuple[float, ...] = ()
+    q_hi_by: tuple[float, ...] = ()
+    n_by: tuple[int, ...] = ()
 
-    @classmethod
-    def fit(cls, residuals: np.ndarray, level: float = 0.8) -> Conformal:
+    def __post_init__(self) -> None:  # tuples, also when read back from JSON lists
+        for name in ("edges", "q_lo_by", "q_hi_by", "n_by"):
+            setattr(self, name, tuple(getattr(self, name)))
+        k = len(self.edges) + 1 if self.edges else 0
+        if not all(len(v) == k for v in (self.q_lo_by, self.q_hi_by, self.n_by)):
+            raise ValueError(f"Conformal: {len(self.edges)} edges need {k} quantiles per bucket")
+        if self.edges and self.column < 0:
+            raise ValueError("Conformal: bucket edges need the column of x they apply to")
+
+    @staticmethod
+    def _quantiles(residuals: np.ndarray, level: float) -> tuple[float, float, int]:
         r = np.sort(np.asarray(residuals, dtype=np.float64).ravel())
         n = r.size
         assert n > 0, "conformal calibration needs held-out residuals"
@@ -382,7 +411,66 @@ class Conformal:
         lo = max(int(np.floor(a * (n + 1))) - 1, 0)
         hi = min(int(np.ceil((1.0 - a) * (n + 1))) - 1, n - 1)
         # the interval always contains the point (only ever widens it: coverage stays >= level)
-        return cls(level=level, q_lo=min(float(r[lo]), 0.0), q_hi=max(float(r[hi]), 0.0), n_calib=n)
+        return min(float(r[lo]), 0.0), max(float(r[hi]), 0.0), n
+
+    @classmethod
+    def fit(
+        cls,
+        residuals: np.ndarray,
+        level: float = 0.8,
+        by: np.ndarray | None = None,
+        column: int = -1,
+        buckets: int = 4,
+        min_rows: int = 500,
+    ) -> Conformal:
+        """One interval from all ``residuals``; with ``by`` (each residual's value of x[:, column])
+        up to ``buckets`` quantile buckets of it, as many as keep ``min_rows`` held-out rows in
+        each (one bucket, i.e. the global interval, where there are fewer than 2 x min_rows)."""
+        r = np.asarray(residuals, dtype=np.float64).ravel()
+        q_lo, q_hi, n = cls._quantiles(r, level)
+        k = 0 if by is None else min(buckets, r.size // min_rows)
+        if k < 2:
+            return cls(level=level, q_lo=q_lo, q_hi=q_hi, n_calib=n)
+        v = np.asarray(by, dtype=np.float64).ravel()
+        assert v.shape == r.shape, f"by {v.shape} must match residuals {r.shape}"
+        edges = np.unique(np.quantile(v, np.linspace(0.0, 1.0, k + 1)[1:-1]))
+        b = np.searchsorted(edges, v, side="right")
+        counts = np.bincount(b, minlength=edges.size + 1)
+        while edges.size and counts.min() < min_rows:  # ties can leave a bucket short: merge it
+            i = int(np.argmin(counts))
+            edges = np.delete(edges, min(i, edges.size - 1))
+            b = np.searchsorted(edges, v, side="right")
+            counts = np.bincount(b, minlength=edges.size + 1)
+        if not edges.size:
+            return cls(level=level, q_lo=q_lo, q_hi=q_hi, n_calib=n)
+        per = [cls._quantiles(r[b == j], level) for j in range(edges.size + 1)]
+        return cls(
+            level=level,
+            q_lo=q_lo,
+            q_hi=q_hi,
+            n_calib=n,
+            column=column,
+            edges=tuple(float(e) for e in edges),
+            q_lo_by=tuple(p[0] for p in per),
+            q_hi_by=tuple(p[1] for p in per),
+            n_by=tuple(p[2] for p in per),
+        )
+
+    def bucket(self, x: np.ndarray) -> np.ndarray:
+        """(N,) bucket of each row of x (N, x_dim); all 0 without edges."""
+        if not self.edges:
+            return np.zeros(x.shape[0], dtype=np.int64)
+        return np.searchsorted(
+            np.asarray(self.edges), np.asarray(x[:, self.column], np.float64), side="right"
+        )
+
+    def offsets(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) lower and upper offsets on z for the rows of x (N, x_dim)."""
+        n = x.shape[0]
+        if not self.edges:
+            return np.full(n, self.q_lo), np.full(n, self.q_hi)
+        b = self.bucket(x)
+        return np.asarray(self.q_lo_by)[b], np.asarray(self.q_hi_by)[b]
 
 
 def _load_content(path: Path, cfg: LammConfig):
@@ -527,11 +615,12 @@ class LammForecaster:
                 tab0[:, self.model.no_video_cols] = 0.0
                 z0 = self.gbm.blend(z0, self.gbm.predict_z(tab0))
         c = self.conformal
+        lo, hi = c.offsets(x)
         return StepOutput(
             state=new.cpu().numpy(),
             point=self.to_units(z),
-            lower=self.to_units(z + c.q_lo),
-            upper=self.to_units(z + c.q_hi),
+            lower=self.to_units(z + lo),
+            upper=self.to_units(z + hi),
             level=c.level,
             baseline=None if z0 is None else self.to_units(z0),
         )

@@ -30,7 +30,7 @@ from inference import content_scores as CS
 from inference import daily as D
 from inference.cli_types import non_negative_int, positive_int
 from inference.gbm_head import HEAD_PARAMS, TUNE_GRID, GbmHead, choose_weight, fit_gbm_head, predict_gbm_z
-from inference.lamm import Conformal, Lamm, LammConfig, LammForecaster
+from inference.lamm import INTERVAL_BY, Conformal, Lamm, LammConfig, LammForecaster
 from inference.lamm_data import (
     MODALITIES,
     LammData,
@@ -39,6 +39,7 @@ from inference.lamm_data import (
     make_batch,
     permute_modality,
     rescore_content,
+    tab_part,
     tabular_stats,
 )
 
@@ -67,6 +68,10 @@ class TrainConfig:
     # the content-lift channel (inference.content_scores): PE-score detectors trained on the
     # dataset's annotations/, conversion weights fitted on the fit products' same-day sales
     content_scores: bool = False
+    # the 80% interval per bucket of the product's active videos (Mondrian conformal, up to this
+    # many quantile buckets of >= 500 held-out rows each; docs/lamm.md "Intervals by active
+    # videos"); 1 = one interval for every forecast
+    interval_buckets: int = 4
 
     def __post_init__(self) -> None:
         assert self.lr_decay in ("none", "cosine"), f"unknown lr_decay {self.lr_decay!r}"
@@ -288,13 +293,27 @@ def train_lamm(
     model = Lamm(cfg)
     info = fit(model, data, fit_p, cal_p, norm, tc, log=log)
     gbm = _fit_head(model, data, fit_p, cal_p, norm, tc, log)
-    resid = targets_z(data, cal_p, norm) - _blend_z(model, gbm, data, cal_p)
-    conf = Conformal.fit(resid[~np.isnan(resid)], level=tc.level)
+    conf = calibrate(model, gbm, data, cal_p, norm, tc, cfg)
     info.update(
         {"n_fit_products": int(len(fit_p)), "n_calib_products": int(len(cal_p)), "conformal": asdict(conf)}
     )
     meta = {"train": asdict(tc), "dataset": data.root, "n_days": data.n_days, "fit": info}
     return LammForecaster(model, conf, meta=meta, gbm=gbm, content=data.content), info
+
+
+def calibrate(
+    model, gbm, data: LammData, cal_p: np.ndarray, norm: dict, tc: TrainConfig, cfg: LammConfig
+) -> Conformal:
+    """The forecaster's interval from its residuals on the held-out products: by buckets of
+    ``INTERVAL_BY`` (log1p active videos) where ``tc.interval_buckets`` > 1 and there are enough
+    held-out rows, else one interval (``Conformal.fit``)."""
+    resid = targets_z(data, cal_p, norm) - _blend_z(model, gbm, data, cal_p)
+    ok = ~np.isnan(resid)
+    if tc.interval_buckets < 2:
+        return Conformal.fit(resid[ok], level=tc.level)
+    col = cfg.x_column(INTERVAL_BY)
+    by = tab_part(data, cal_p)[:, :-1, col - cfg.d_model]
+    return Conformal.fit(resid[ok], level=tc.level, by=by[ok], column=col, buckets=tc.interval_buckets)
 
 
 def _fit_head(model, data: LammData, fit_p, cal_p, norm: dict, tc: TrainConfig, log) -> GbmHead | None:
@@ -448,6 +467,13 @@ def _config_args(ap: argparse.ArgumentParser) -> None:
         "on the dataset's annotations/, conversion weights from the fit products' same-day sales)",
     )
     ap.add_argument(
+        "--interval-buckets",
+        type=positive_int,
+        default=TrainConfig.interval_buckets,
+        help="the 80%% interval per quantile bucket of the product's active videos, up to this many "
+        "buckets of >= 500 held-out rows (Mondrian conformal); 1 = one interval for every forecast",
+    )
+    ap.add_argument(
         "--in-memory",
         action="store_true",
         help="copy the feature arrays into RAM (default: memory-map them, "
@@ -481,6 +507,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         bf16=False if a.no_bf16 else None,
         gbm_weight=a.gbm_weight,
         content_scores=a.content_scores,
+        interval_buckets=a.interval_buckets,
     )
 
 
@@ -622,13 +649,38 @@ def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) 
         f.extra["gbm_weight"] = head.weight if head is not None else 0.0
     pred = _blend_z(model, head, data, f.test_p)
     if coverage:
-        resid = targets_z(data, f.cal_p, norm) - _blend_z(model, head, data, f.cal_p)
-        conf = Conformal.fit(resid[~np.isnan(resid)], level=f.tc.level)
-        ok = ~np.isnan(f.true)
-        inside = (f.true[ok] >= pred[ok] + conf.q_lo) & (f.true[ok] <= pred[ok] + conf.q_hi)
+        conf = calibrate(model, head, data, f.cal_p, norm, f.tc, cfg)
         key = "coverage_gbm" if gbm else "coverage"
-        f.extra[key] = {"level": f.tc.level, "covered": float(inside.mean()), **asdict(conf)}
+        f.extra[key] = interval_coverage(conf, pred, f.true, tab_part(data, f.test_p)[:, :-1], cfg.d_model)
     return pred
+
+
+def interval_coverage(
+    conf: Conformal, pred: np.ndarray, true: np.ndarray, tab: np.ndarray, d_model: int
+) -> dict:
+    """Out-of-fold coverage of ``conf``'s interval around ``pred`` (B, D-1) z, overall and per
+    bucket of its column (``tab``: the rows' x[..., d_model:]); with buckets, also what one
+    interval from the same residuals (``q_lo`` / ``q_hi``) covers in each bucket."""
+    ok = ~np.isnan(true)
+    flat = tab[ok]
+    x = np.zeros((flat.shape[0], d_model + flat.shape[1]), np.float32)  # only the column is read
+    x[:, d_model:] = flat
+    lo, hi = conf.offsets(x)
+    y, p = true[ok], pred[ok]
+    inside = (y >= p + lo) & (y <= p + hi)
+    out = {"level": conf.level, "covered": float(inside.mean()), **asdict(conf)}
+    if conf.edges:
+        b = conf.bucket(x)
+        one = (y >= p + conf.q_lo) & (y <= p + conf.q_hi)
+        out["by_bucket"] = [
+            {
+                "covered": float(inside[b == j].mean()),
+                "covered_one_interval": float(one[b == j].mean()),
+                "n": int((b == j).sum()),
+            }
+            for j in range(len(conf.edges) + 1)
+        ]
+    return out
 
 
 def _permutation_metrics(
@@ -928,6 +980,12 @@ def _served_summary(folds: list[dict], summary: dict) -> dict:
     )
     cov = [f["coverage_gbm"]["covered"] for f in folds if "coverage_gbm" in f]
     out["coverage"] = {"per_fold": cov, "mean": float(np.mean(cov)) if cov else None}
+    by = [f["coverage_gbm"].get("by_bucket") for f in folds if "coverage_gbm" in f]
+    if by and all(b and len(b) == len(by[0]) for b in by):  # quantile buckets: comparable across folds
+        out["coverage"]["by_bucket"] = {
+            k: [float(np.mean([b[j][k] for b in by])) for j in range(len(by[0]))]
+            for k in ("covered", "covered_one_interval")
+        }
     out["weights"] = [f["gbm_weight"] for f in folds if "gbm_weight" in f]  # the head's, per fold
     return out
 
@@ -1093,6 +1151,16 @@ def write_report(res: dict, out: Path) -> None:
                 f"80% interval coverage out of fold: {sv['coverage']['mean']:.3f} "
                 f"({' / '.join(f'{c:.3f}' for c in sv['coverage']['per_fold'])})."
                 if sv["coverage"]["per_fold"]
+                else ""
+            )
+            + (
+                " By quantile bucket of the product's active videos (fewest first; "
+                f"{INTERVAL_BY}, docs/lamm.md): "
+                + " / ".join(f"{c:.3f}" for c in sv["coverage"]["by_bucket"]["covered"])
+                + "; one interval for all rows would cover "
+                + " / ".join(f"{c:.3f}" for c in sv["coverage"]["by_bucket"]["covered_one_interval"])
+                + "."
+                if sv["coverage"].get("by_bucket")
                 else ""
             ),
             "",

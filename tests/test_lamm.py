@@ -7,6 +7,7 @@ All on tiny random datasets written by ``write_random_dataset`` (a few seconds i
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -405,6 +406,67 @@ def test_conformal_covers_its_level():
     cover = np.mean((test >= c.q_lo) & (test <= c.q_hi))
     assert 0.78 < cover < 0.82
     assert c.q_lo < 0 < c.q_hi
+
+
+def test_conformal_by_bucket_covers_each_bucket():
+    """Residuals whose spread falls with a column of x (as forecast errors fall with a product's
+    active videos): one interval over-covers the quiet rows and under-covers the noisy ones; the
+    interval per quantile bucket of that column covers each bucket at its level. Too few held-out
+    rows for two buckets of min_rows give the one interval; the buckets survive a JSON round trip."""
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        v = rng.uniform(0.0, 4.0, n)
+        return v, rng.standard_normal(n) * (1.5 - 0.3 * v)
+
+    v, r = draw(8000)
+    one = Conformal.fit(r, level=0.8)
+    by = Conformal.fit(r, level=0.8, by=v, column=2, buckets=4, min_rows=500)
+    assert len(by.edges) == 3 and sum(by.n_by) == 8000 and min(by.n_by) >= 500
+    assert (one.q_lo, one.q_hi) == (by.q_lo, by.q_hi)  # the all-rows quantiles are kept
+    vt, rt = draw(40000)
+    x = np.zeros((vt.size, 3))
+    x[:, 2] = vt
+    lo, hi = by.offsets(x)
+    inside = (rt >= lo) & (rt <= hi)
+    inside_one = (rt >= one.q_lo) & (rt <= one.q_hi)
+    b = by.bucket(x)
+    cover = [inside[b == j].mean() for j in range(4)]
+    cover_one = [inside_one[b == j].mean() for j in range(4)]
+    assert all(0.77 < c < 0.83 for c in cover), cover
+    assert cover_one[0] < 0.75 and cover_one[-1] > 0.88  # one interval misses by bucket
+    assert 0.78 < inside.mean() < 0.82
+    assert not Conformal.fit(r[:999], level=0.8, by=v[:999], column=2, min_rows=500).edges
+    back = Conformal(**json.loads(json.dumps(asdict(by))))
+    assert back == by
+    with pytest.raises(ValueError, match="quantiles per bucket"):
+        Conformal(edges=(1.0,), column=2, q_lo_by=(-1.0,), q_hi_by=(1.0,), n_by=(5,))
+
+
+def test_step_takes_each_rows_bucket_interval():
+    """The served step applies the interval of each row's bucket of active videos."""
+    torch.manual_seed(0)
+    cfg = LammConfig()
+    col = cfg.x_column("n_active")
+    conf = Conformal(
+        q_lo=-1.0,
+        q_hi=1.0,
+        column=col,
+        edges=(2.0,),
+        q_lo_by=(-1.5, -0.5),
+        q_hi_by=(1.5, 0.5),
+        n_by=(600, 600),
+    )
+    fc = LammForecaster(Lamm(cfg), conf, with_baseline=False)
+    fc.model.y_mean.fill_(5.0)  # units well above 0, so no bound is clipped
+    x = np.zeros((4, cfg.x_dim), np.float32)
+    x[:, col] = [0.5, 1.9, 2.0, 3.5]
+    out = fc.step(fc.init_state(4), x)
+    z_lo = np.log1p(out.lower) - np.log1p(out.point)
+    z_hi = np.log1p(out.upper) - np.log1p(out.point)
+    scale = fc.model.y_std.item()
+    np.testing.assert_allclose(z_hi / scale, [1.5, 1.5, 0.5, 0.5], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(z_lo / scale, [-1.5, -1.5, -0.5, -0.5], rtol=1e-4, atol=1e-4)
 
 
 def test_train_save_load_and_protocol(dataset, tmp_path):
