@@ -19,9 +19,14 @@ title token is a style word with probability 0.1 + 0.3 k. Audio does not depend 
   on a grid. Its R^2 is an upper bound for any reading of these features.
 - ``probe``: a cross-fitted (two halves) least-squares probe of k, within each style, on the
   video's mean frame, mean motion and mean title vectors over its real segments / tokens (384
-  columns): what a linear reading of the pooled features reaches.
+  columns): what a linear reading of the pooled features reaches. The same probe on the
+  advisor's default content vector (16 noise-whitened directions) and on all 896 pooled
+  statistics says what the fitted advisor reads and what it could.
+- ``profit_share_level_known``: what each reading is worth, as ``bench_fei.profit_bounds``'
+  ``content_intensity`` decision (true style and level, the intensity averaged over the reading's
+  posterior) on the bench's 3,000-video sample.
 
-    .venv/bin/python -m tests.bench.fei_intensity_bound [--dataset data/paper]     # about a minute
+    .venv/bin/python -m tests.bench.fei_intensity_bound [--dataset data/paper]     # 2-3 minutes
 
 Writes ``intensity_bound.json`` to ``--out``.
 """
