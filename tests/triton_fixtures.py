@@ -246,7 +246,18 @@ def lamm_fei_checkpoints(tmp: str | Path) -> tuple[Path, Path]:
     trees.fit(xt, np.tanh(xt[:, 0]) + 0.5 * xt[:, 10] + 0.1 * rng.standard_normal(len(xt)))
     lamm = LammForecaster(
         Lamm(cfg),
-        Conformal(level=0.8, q_lo=-1.2, q_hi=1.1, n_calib=100),
+        # per bucket of active videos, as trained forecasters have (the step parity test covers both buckets)
+        Conformal(
+            level=0.8,
+            q_lo=-1.2,
+            q_hi=1.1,
+            n_calib=100,
+            column=cfg.x_column("n_active"),
+            edges=(0.0,),
+            q_lo_by=(-1.5, -0.9),
+            q_hi_by=(1.4, 0.8),
+            n_by=(50, 50),
+        ),
         gbm=GbmHead(trees.booster_.model_to_string(), weight=0.5),
         content=bench_content_model(seed=4),
     )
