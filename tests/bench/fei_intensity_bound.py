@@ -26,7 +26,7 @@ title token is a style word with probability 0.1 + 0.3 k. Audio does not depend 
   ``content_intensity`` decision (true style and level, the intensity averaged over the reading's
   posterior) on the bench's 3,000-video sample.
 
-    .venv/bin/python -m tests.bench.fei_intensity_bound [--dataset data/paper]     # 2-3 minutes
+    .venv/bin/python -m tests.bench.fei_intensity_bound [--dataset data/paper]     # under a minute on an idle 2-core machine
 
 Writes ``intensity_bound.json`` to ``--out``.
 """
@@ -94,24 +94,6 @@ def bayes_sq_errors(k, t, c, info, n_title) -> np.ndarray:
     return (posterior(t, c, info, n_title, grid) @ grid - k) ** 2
 
 
-def pooled_means(feat: Path, rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """(N, 384) mean frame, motion and title vectors over each video's real segments / tokens."""
-    arrays = {m: np.load(feat / f"{m}.npy", mmap_mode="r") for m in ("frame", "motion", "title")}
-    seg, tit = np.load(feat / "seg_mask.npy", mmap_mode="r"), np.load(feat / "title_mask.npy", mmap_mode="r")
-    out = np.empty((rows.size, 3 * arrays["frame"].shape[-1]), np.float64)
-    for lo in range(0, rows.size, chunk):
-        r = rows[lo : lo + chunk]
-        parts = []
-        for m, mask in (("frame", seg), ("motion", seg), ("title", tit)):
-            w = np.asarray(mask[r], np.float64)
-            parts.append(
-                np.einsum("ns,nsd->nd", w, np.asarray(arrays[m][r], np.float64))
-                / np.maximum(w.sum(1), 1)[:, None]
-            )
-        out[lo : lo + chunk] = np.concatenate(parts, 1)
-    return out
-
-
 def probe_predictions(x: np.ndarray, k: np.ndarray, style: np.ndarray) -> np.ndarray:
     """Cross-fitted (alternate rows) within-style least-squares predictions of k from x."""
     pred = np.empty_like(k)
@@ -167,10 +149,18 @@ def main(argv: list[str] | None = None) -> None:
         m = (n_seg >= lo) & (n_seg <= hi)
         by_n[f"{lo}-{hi}"] = {"share": float(m.mean()), "bayes_r2": 1 - float(err_all[m].mean()) / var_k}
     res["bayes_r2_by_segments"] = by_n
-    x = pooled_means(feat, rows)
+    # the pooled statistics (inference.fei.pooled_statistics, one pass over the features): their
+    # frame, motion and title means are the linear readings below; all of them and the advisor's
+    # default content vector (16 noise-whitened directions of them) are read too
+    _, _, vrows = FT.read_video_meta(root)
+    assert np.array_equal(vrows, rows), "truth/videos.parquet rows must follow videos.parquet"
+    feats = DS.load_features(root)
+    stats = FT.dataset_pooled(feats, rows, progress=False)
+    d = stats.shape[1] // len(F.POOLED_STATS)
+    block = {name: stats[:, i * d : (i + 1) * d] for i, name in enumerate(F.POOLED_STATS)}
+    x = np.hstack([block["frame_mean"], block["motion_mean"], block["title_mean"]]).astype(np.float64)
     pred = probe_predictions(x, k, style)
     res["probe_r2"] = 1 - float(((pred - k) ** 2).mean()) / var_k
-    d = x.shape[1] // 3
     res["probe_r2_frame_motion_only"] = (
         1 - float(((probe_predictions(x[:, : 2 * d], k, style) - k) ** 2).mean()) / var_k
     )
@@ -178,13 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     inter = np.column_stack([x, x / n_seg[:, None], 1.0 / n_seg])
     pred_n = probe_predictions(inter, k, style)
     res["probe_r2_with_segment_interactions"] = 1 - float(((pred_n - k) ** 2).mean()) / var_k
-    # the advisor's default content vector (16 noise-whitened directions of the pooled statistics)
-    # and all of those statistics: what the fitted advisor reads, and what it could read
-    _, _, vrows = FT.read_video_meta(root)
-    assert np.array_equal(vrows, rows), "truth/videos.parquet rows must follow videos.parquet"
     fc = FT.FitConfig()
-    feats = DS.load_features(root)
-    stats = FT.dataset_pooled(feats, rows, progress=False)
     noise = FT.dataset_segment_noise(feats, rows, seed=fc.deepiv.seed)
     pooled = F.PooledPCA.fit(
         stats, fc.pooled_dim, seed=fc.deepiv.seed, noise=noise, snr_dim=min(fc.snr_dim, fc.pooled_dim)

@@ -89,7 +89,7 @@ BENCHES = (
             f" && {PY} -m tests.bench.fei_intensity_bound --dataset data/paper",
         ),
         "docs/fei.md",
-        3,
+        1,
     ),
     Bench(
         "lamm_cv",
