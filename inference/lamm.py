@@ -456,20 +456,22 @@ class Conformal:
             n_by=tuple(p[2] for p in per),
         )
 
-    def bucket(self, x: np.ndarray) -> np.ndarray:
-        """(N,) bucket of each row of x (N, x_dim); all 0 without edges."""
+    def bucket(self, values: np.ndarray) -> np.ndarray:
+        """(N,) bucket of each row from its value of the bucketing column; all 0 without edges."""
+        values = np.asarray(values, np.float64)
         if not self.edges:
-            return np.zeros(x.shape[0], dtype=np.int64)
-        return np.searchsorted(
-            np.asarray(self.edges), np.asarray(x[:, self.column], np.float64), side="right"
-        )
+            return np.zeros(values.shape[0], dtype=np.int64)
+        return np.searchsorted(np.asarray(self.edges), values, side="right")
 
     def offsets(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N,) lower and upper offsets on z for the rows of x (N, x_dim)."""
-        n = x.shape[0]
+        """(N,) lower and upper offsets on z for the rows of the day input x (N, x_dim)."""
+        return self.offsets_by(x[:, self.column] if self.edges else np.zeros(x.shape[0]))
+
+    def offsets_by(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) lower and upper offsets on z for rows whose bucketing column holds ``values``."""
+        b = self.bucket(values)
         if not self.edges:
-            return np.full(n, self.q_lo), np.full(n, self.q_hi)
-        b = self.bucket(x)
+            return np.full(b.size, self.q_lo), np.full(b.size, self.q_hi)
         return np.asarray(self.q_lo_by)[b], np.asarray(self.q_hi_by)[b]
 
 

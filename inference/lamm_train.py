@@ -39,7 +39,6 @@ from inference.lamm_data import (
     make_batch,
     permute_modality,
     rescore_content,
-    tab_part,
     tabular_stats,
 )
 
@@ -311,9 +310,15 @@ def calibrate(
     ok = ~np.isnan(resid)
     if tc.interval_buckets < 2:
         return Conformal.fit(resid[ok], level=tc.level)
-    col = cfg.x_column(INTERVAL_BY)
-    by = tab_part(data, cal_p)[:, :-1, col - cfg.d_model]
-    return Conformal.fit(resid[ok], level=tc.level, by=by[ok], column=col, buckets=tc.interval_buckets)
+    by = interval_values(data, cal_p)
+    return Conformal.fit(
+        resid[ok], level=tc.level, by=by[ok], column=cfg.x_column(INTERVAL_BY), buckets=tc.interval_buckets
+    )
+
+
+def interval_values(data: LammData, products: np.ndarray) -> np.ndarray:
+    """(B, D-1) the interval's bucketing column (``INTERVAL_BY``) on each forecast's day."""
+    return data.product_x[np.asarray(products)][:, :-1, D.PRODUCT_FEATURES.index(INTERVAL_BY)]
 
 
 def _fit_head(model, data: LammData, fit_p, cal_p, norm: dict, tc: TrainConfig, log) -> GbmHead | None:
@@ -651,26 +656,21 @@ def _predict_lamm(f: _Fold, cfg: LammConfig, coverage: bool, gbm: bool = False) 
     if coverage:
         conf = calibrate(model, head, data, f.cal_p, norm, f.tc, cfg)
         key = "coverage_gbm" if gbm else "coverage"
-        f.extra[key] = interval_coverage(conf, pred, f.true, tab_part(data, f.test_p)[:, :-1], cfg.d_model)
+        f.extra[key] = interval_coverage(conf, pred, f.true, interval_values(data, f.test_p))
     return pred
 
 
-def interval_coverage(
-    conf: Conformal, pred: np.ndarray, true: np.ndarray, tab: np.ndarray, d_model: int
-) -> dict:
+def interval_coverage(conf: Conformal, pred: np.ndarray, true: np.ndarray, by: np.ndarray) -> dict:
     """Out-of-fold coverage of ``conf``'s interval around ``pred`` (B, D-1) z, overall and per
-    bucket of its column (``tab``: the rows' x[..., d_model:]); with buckets, also what one
-    interval from the same residuals (``q_lo`` / ``q_hi``) covers in each bucket."""
+    bucket (``by``: each forecast's value of the bucketing column, ``interval_values``); with
+    buckets, also what one interval from the same residuals (``q_lo`` / ``q_hi``) covers in each."""
     ok = ~np.isnan(true)
-    flat = tab[ok]
-    x = np.zeros((flat.shape[0], d_model + flat.shape[1]), np.float32)  # only the column is read
-    x[:, d_model:] = flat
-    lo, hi = conf.offsets(x)
+    lo, hi = conf.offsets_by(by[ok])
     y, p = true[ok], pred[ok]
     inside = (y >= p + lo) & (y <= p + hi)
     out = {"level": conf.level, "covered": float(inside.mean()), **asdict(conf)}
     if conf.edges:
-        b = conf.bucket(x)
+        b = conf.bucket(by[ok])
         one = (y >= p + conf.q_lo) & (y <= p + conf.q_hi)
         out["by_bucket"] = [
             {

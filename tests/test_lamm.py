@@ -430,7 +430,7 @@ def test_conformal_by_bucket_covers_each_bucket():
     lo, hi = by.offsets(x)
     inside = (rt >= lo) & (rt <= hi)
     inside_one = (rt >= one.q_lo) & (rt <= one.q_hi)
-    b = by.bucket(x)
+    b = by.bucket(vt)
     cover = [inside[b == j].mean() for j in range(4)]
     cover_one = [inside_one[b == j].mean() for j in range(4)]
     assert all(0.77 < c < 0.83 for c in cover), cover
